@@ -1,0 +1,190 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    Config::parse(text, Path::new("/etc/arbiter/arbiter.toml")).map_err(|e| match e {
+        LoadError::Invalid { errors, .. } => errors,
+        other => panic!("unexpected {other}"),
+    })
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.server.workers, 2);
+    assert_eq!(
+        c.server.bind,
+        vec![Bind::Tcp("127.0.0.1:10086".parse().unwrap())]
+    );
+    assert_eq!(c.model.threshold, 0.5);
+    assert_eq!(c.model.labels, Path::new("/etc/arbiter/class_name.json"));
+    assert_eq!(
+        c.memory,
+        Memory {
+            limit: Amount::Auto,
+            per_worker: Amount::Auto
+        }
+    );
+}
+
+#[test]
+fn every_value_is_read() {
+    let c = parse(
+        r#"
+[server]
+bind = ["127.0.0.1:9000", "unix:run/a.sock", "fd://3", "[::1]:9001"]
+workers = 4
+graceful_timeout = "5s"
+heartbeat_timeout = "3s"
+max_requests = 1000
+max_requests_jitter = 50
+trusted_proxies = ["unix", "10.0.0.0/8"]
+[model]
+path = "/models/m.onnx"
+threshold = 0.7
+device = "cuda:1"
+threads = 1
+[batching]
+max_batch_size = 16
+max_delay = "0ms"
+[limits]
+max_body = "8MiB"
+[memory]
+limit = "12GiB"
+per_worker = "3GiB"
+[log]
+format = "json"
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.server.bind[1],
+        Bind::Unix("/etc/arbiter/run/a.sock".into())
+    );
+    assert_eq!(c.server.bind[2], Bind::Fd(3));
+    assert_eq!(c.server.bind[3], Bind::Tcp("[::1]:9001".parse().unwrap()));
+    assert_eq!(c.server.workers, 4);
+    assert_eq!(c.server.graceful_timeout, Duration::from_secs(5));
+    assert_eq!(c.server.max_requests, Some(1000));
+    assert_eq!(
+        c.server.trusted_proxies[1],
+        TrustedProxy::Net("10.0.0.0".parse().unwrap(), 8)
+    );
+    assert_eq!(c.model.device, Device::Cuda(1));
+    assert_eq!(c.model.threshold, 0.7);
+    assert_eq!(c.batching.max_batch_size, 16);
+    assert_eq!(c.batching.max_delay, Duration::ZERO);
+    assert_eq!(c.limits.max_body, 8 << 20);
+    assert_eq!(c.memory.limit, Amount::Bytes(12 << 30));
+    assert!(c.log.json);
+    // The effective config is itself a valid config with the same meaning.
+    let again = Config::parse(&c.to_toml(), &c.file).unwrap();
+    assert_eq!(again, c);
+}
+
+#[test]
+fn all_errors_are_reported_at_once_with_key_and_line() {
+    let errors = parse(
+        "[server]\nworkers = 0\nwrokers = 2\ngraceful_timeout = \"soon\"\n\n[model]\ndevice = \"tpu\"\nthreshold = \"high\"\n\n[colour]\nx = 1\n",
+    )
+    .unwrap_err();
+    let got: Vec<(String, Option<usize>)> =
+        errors.iter().map(|e| (e.key.clone(), e.line)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("server.workers".into(), Some(2)),
+            ("server.wrokers".into(), Some(3)),
+            ("server.graceful_timeout".into(), Some(4)),
+            ("model.device".into(), Some(7)),
+            ("model.threshold".into(), Some(8)),
+            ("colour".into(), Some(10)),
+        ]
+    );
+    assert!(
+        errors[1].message.contains("did you mean `workers`"),
+        "{}",
+        errors[1].message
+    );
+    assert!(errors[3].message.contains("cuda:N"));
+}
+
+#[test]
+fn invalid_toml_names_the_line() {
+    let errors = parse("[server]\nworkers = = 2\n").unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].line, Some(2));
+    assert!(errors[0].message.starts_with("not valid TOML"));
+}
+
+#[test]
+fn bad_binds_are_explained() {
+    let errors = parse(
+        "[server]\nbind = [\"nowhere\", \"unix:\", \"fd://1\", \"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.bind[0]",
+            "server.bind[1]",
+            "server.bind[2]",
+            "server.bind[4]"
+        ]
+    );
+    assert!(errors[3].message.contains("twice"));
+}
+
+#[test]
+fn memory_accepts_auto_or_a_size() {
+    let c = parse("[memory]\nlimit = \"auto\"\nper_worker = 1073741824\n").unwrap();
+    assert_eq!(c.memory.per_worker, Amount::Bytes(1 << 30));
+    let errors = parse("[memory]\nlimit = \"lots\"\n").unwrap_err();
+    assert_eq!(errors[0].key, "memory.limit");
+}
+
+#[test]
+fn threads_auto_divides_the_cores() {
+    let mut c = parse("[server]\nworkers = 2\n").unwrap();
+    assert_eq!(c.threads_per_worker(2), 1);
+    assert_eq!(c.threads_per_worker(16), 8);
+    c.server.workers = 4;
+    assert_eq!(c.threads_per_worker(2), 1);
+    c.model.threads = 3;
+    assert_eq!(c.threads_per_worker(2), 3);
+}
+
+#[test]
+fn render_lists_every_error() {
+    let err = Config::parse("[server]\nworkers = -1\n", Path::new("a.toml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a.toml has 1 error:\n  a.toml:2: server.workers: must be at least 1, got -1"
+    );
+}
+
+/// Every file shipped in `etc/` is a valid config (or, for JSON, a valid label file).
+#[test]
+fn every_file_in_etc_parses() {
+    let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&etc).unwrap() {
+        let path = entry.unwrap().path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                checked += 1;
+            }
+            Some("json") => {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    text.trim_start().starts_with('{'),
+                    "{} is not a JSON object",
+                    path.display()
+                );
+            }
+            _ => {}
+        }
+    }
+    assert!(checked >= 1, "no config found in {}", etc.display());
+}
