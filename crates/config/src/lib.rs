@@ -477,8 +477,10 @@ fn read_server(root: &mut Table, base: &Path, errs: &mut Errors) -> Server {
     if let Some(d) = t.duration("boot_timeout", errs) {
         server.boot_timeout = d;
     }
-    if let Some(field) = t.field("heartbeat_timeout") {
-        if let Some(d) = t.duration("heartbeat_timeout", errs) {
+    if let Some(field) = t.field("heartbeat_timeout")
+        && let Some(d) = t.duration("heartbeat_timeout", errs)
+    {
+        {
             if d < Duration::from_secs(2) {
                 errs.at(
                     &field.path,

@@ -53,6 +53,9 @@ pub(crate) struct Field<'a, 'i> {
     pub(crate) value: &'a DeValue<'i>,
 }
 
+/// Strings read from a list, each with where it is.
+pub(crate) type Items = Vec<(String, Range<usize>)>;
+
 /// One TOML table being read.
 #[derive(Debug)]
 pub(crate) struct Table<'a, 'i> {
@@ -112,6 +115,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// An array of tables (`[[program]]`); each element's path is `key[i]`.
+    #[allow(dead_code)] // for [[program]] sections
     pub(crate) fn tables(&mut self, key: &str, errs: &mut Errors) -> Vec<Table<'a, 'i>> {
         let Some(field) = self.field(key) else {
             return Vec::new();
@@ -268,7 +272,7 @@ impl<'a, 'i> Table<'a, 'i> {
         &mut self,
         key: &str,
         errs: &mut Errors,
-    ) -> Option<(Vec<(String, Range<usize>)>, Field<'a, 'i>)> {
+    ) -> Option<(Items, Field<'a, 'i>)> {
         let field = self.field(key)?;
         if let Some(s) = field.value.as_str() {
             let span = field.span.clone();

@@ -100,7 +100,7 @@ pub fn format_size(bytes: u64) -> String {
 /// Formats bytes exactly, in the largest binary unit that divides them: `"12GiB"`, `"1000"`.
 pub fn format_size_exact(bytes: u64) -> String {
     for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes > 0 && bytes % (1 << shift) == 0 {
+        if bytes > 0 && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
@@ -110,7 +110,7 @@ pub fn format_size_exact(bytes: u64) -> String {
 /// Formats a duration as the config writes it: `"30s"`, `"250ms"`.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")

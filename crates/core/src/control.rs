@@ -1,0 +1,197 @@
+//! The control socket: how `arbiter status|reload|stop|ttin|ttou` talk to a running arbiter.
+//!
+//! A unix socket with mode 0600 (only its owner may connect), one JSON line each way. The CLI
+//! falls back to the pidfile and signals when the socket cannot be reached.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A command sent to the arbiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Report workers, listeners and the budget.
+    Status,
+    /// Re-read the config and roll the workers onto it; answered once done or refused.
+    Reload,
+    /// Stop: gracefully, or at once with `now`.
+    Stop {
+        /// Skip the graceful drain.
+        now: bool,
+    },
+    /// One worker more.
+    Ttin,
+    /// One worker less.
+    Ttou,
+}
+
+/// The arbiter's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the command was carried out.
+    pub ok: bool,
+    /// What happened, for a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The status, for `Status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+}
+
+impl Response {
+    /// A success with a message.
+    pub fn ok(message: impl Into<String>) -> Response {
+        Response {
+            ok: true,
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    /// A refusal with the reason.
+    pub fn error(message: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            message: message.into(),
+            status: None,
+        }
+    }
+}
+
+/// What `arbiter status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The arbiter's pid.
+    pub pid: u32,
+    /// The config file.
+    pub config: String,
+    /// The arbiter's phase: running, reloading, stopping.
+    pub phase: String,
+    /// The current generation (increments on every reload).
+    pub generation: u64,
+    /// How many workers it keeps running.
+    pub target_workers: usize,
+    /// Every worker process.
+    pub workers: Vec<WorkerStatus>,
+    /// Every listener.
+    pub listeners: Vec<String>,
+    /// The memory budget, in words.
+    pub budget: String,
+    /// Workers replaced after a crash or a hang, since start.
+    pub worker_restarts: u64,
+    /// Seconds since the arbiter started.
+    pub uptime_secs: f64,
+}
+
+/// One worker in `arbiter status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The scoreboard slot, also its `worker` label in metrics.
+    pub slot: usize,
+    /// Its pid.
+    pub pid: u32,
+    /// The generation it belongs to.
+    pub generation: u64,
+    /// booting, ready, draining.
+    pub state: String,
+    /// Seconds since it was forked.
+    pub uptime_secs: f64,
+    /// Requests it has answered.
+    pub requests: u64,
+    /// How many times this slot's worker was replaced after a crash or hang.
+    pub restarts: u64,
+}
+
+/// Sends one request and waits up to `timeout` for the answer.
+pub fn send(socket: &Path, request: Request, timeout: Duration) -> std::io::Result<Response> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = serde_json::to_string(&request).map_err(std::io::Error::other)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    if answer.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the arbiter closed the connection without answering",
+        ));
+    }
+    serde_json::from_str(&answer)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Formats a status as the table `arbiter status` prints.
+pub fn render(status: &Status) -> String {
+    let mut out = format!(
+        "arbiter pid {}  {}  generation {}  up {}  config {}\n",
+        status.pid,
+        status.phase,
+        status.generation,
+        human(status.uptime_secs),
+        status.config
+    );
+    out.push_str(&format!("listening on {}\n", status.listeners.join(", ")));
+    out.push_str(&format!("memory budget: {}\n", status.budget));
+    out.push_str(&format!(
+        "workers: {} running, {} wanted, {} restarts\n\n",
+        status.workers.len(),
+        status.target_workers,
+        status.worker_restarts
+    ));
+    out.push_str(&format!(
+        "{:>4}  {:>8}  {:>3}  {:<9}  {:>8}  {:>9}  {:>8}\n",
+        "SLOT", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "RESTARTS"
+    ));
+    for w in &status.workers {
+        out.push_str(&format!(
+            "{:>4}  {:>8}  {:>3}  {:<9}  {:>8}  {:>9}  {:>8}\n",
+            w.slot,
+            w.pid,
+            w.generation,
+            w.state,
+            human(w.uptime_secs),
+            w.requests,
+            w.restarts
+        ));
+    }
+    out
+}
+
+fn human(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{secs:.1}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        for r in [
+            Request::Status,
+            Request::Reload,
+            Request::Stop { now: true },
+            Request::Ttin,
+            Request::Ttou,
+        ] {
+            let text = serde_json::to_string(&r).unwrap();
+            assert!(!text.contains('\n'));
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
+        }
+        assert_eq!(
+            serde_json::to_string(&Request::Stop { now: false }).unwrap(),
+            r#"{"command":"stop","now":false}"#
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! Dropping root in a freshly forked worker: `server.user` / `server.group`, and the refusal to
+//! serve as root unless `server.allow_root` says so.
+
+use arbiter_config::Config;
+use nix::unistd::{Group, Uid, User, setgid, setgroups, setuid};
+
+use crate::Error;
+
+/// Refuses, before anything starts, a config whose workers would run as root.
+pub fn check_start(config: &Config) -> Result<(), Error> {
+    if !Uid::effective().is_root() || config.server.user.is_some() {
+        return Ok(());
+    }
+    if config.server.allow_root {
+        tracing::warn!(
+            "workers will run as root (server.allow_root = true); set server.user to drop privileges"
+        );
+        return Ok(());
+    }
+    Err(Error::Privileges(
+        "the arbiter runs as root and would run its workers as root: set server.user (like \"nobody\") to drop privileges, or server.allow_root = true".into(),
+    ))
+}
+
+/// Switches the calling process to the configured user and group; refuses to go on as root
+/// unless allowed.
+pub fn drop_to(config: &Config) -> Result<(), Error> {
+    let server = &config.server;
+    let fail = |what: String| Error::Privileges(what);
+    if let Some(name) = &server.user {
+        let user = User::from_name(name)
+            .map_err(|e| fail(format!("cannot look up user `{name}`: {e}")))?
+            .ok_or_else(|| fail(format!("server.user: no user `{name}` on this system")))?;
+        let gid = match &server.group {
+            Some(group) => {
+                Group::from_name(group)
+                    .map_err(|e| fail(format!("cannot look up group `{group}`: {e}")))?
+                    .ok_or_else(|| {
+                        fail(format!("server.group: no group `{group}` on this system"))
+                    })?
+                    .gid
+            }
+            None => user.gid,
+        };
+        if Uid::effective() != user.uid {
+            if !Uid::effective().is_root() {
+                return Err(fail(format!(
+                    "server.user is `{name}` but the arbiter runs as uid {} and cannot switch users (start it as root, or remove server.user)",
+                    Uid::effective()
+                )));
+            }
+            setgroups(&[gid]).map_err(|e| fail(format!("setgroups: {e}")))?;
+            setgid(gid).map_err(|e| fail(format!("setgid({gid}): {e}")))?;
+            setuid(user.uid).map_err(|e| fail(format!("setuid({}): {e}", user.uid)))?;
+        }
+    }
+    if Uid::effective().is_root() && !server.allow_root {
+        return Err(fail(
+            "workers would run as root: set server.user (and server.group) to an unprivileged account, or server.allow_root = true".into(),
+        ));
+    }
+    Ok(())
+}

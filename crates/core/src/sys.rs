@@ -1,0 +1,132 @@
+//! The few operations that need `unsafe`: forking, signal dispositions, raw descriptors and
+//! NVML's C API. Every block says why it is sound; everything else in the crate is safe code.
+#![allow(unsafe_code)]
+
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
+};
+use nix::unistd::ForkResult;
+
+/// How many threads this process has, from `/proc/self/status`.
+pub fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .map(|n| n.trim().parse().unwrap_or(1))
+            })
+        })
+        .unwrap_or(1)
+}
+
+/// Forks. The caller must be single-threaded, which the arbiter checks before it ever forks.
+pub fn fork() -> nix::Result<ForkResult> {
+    debug_assert_eq!(
+        thread_count(),
+        1,
+        "the arbiter must not fork with threads running"
+    );
+    // SAFETY: the arbiter is single-threaded (no runtime, no thread pool; checked above in debug
+    // builds and by `Arbiter::run` at start), so no lock can be held by a thread that does not
+    // exist in the child, and the child may run arbitrary code afterwards.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Puts every signal the arbiter handles back to its default action and unblocks all signals,
+/// so a freshly forked worker starts with a clean slate (its runtime installs its own).
+pub fn reset_signals(signals: &[Signal]) {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for &signal in signals {
+        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+        let _ = unsafe { sigaction(signal, &default) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Borrows a descriptor this process holds open for the duration of one call.
+pub fn borrow_fd(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: callers pass descriptors they just checked are open (inherited listeners), and
+    // use the borrow only within the call; `'static` is never stored.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Takes ownership of an inherited descriptor that nothing else in the process owns.
+pub fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: only called for descriptors handed to this process by its parent (`fd://N`,
+    // `LISTEN_FDS`), after checking they are open sockets; no other owner exists.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Removes systemd's socket-activation variables once the sockets are adopted.
+pub fn clear_listen_env() {
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        // SAFETY: the arbiter is single-threaded, so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
+/// Sets an environment variable in the single-threaded arbiter or a freshly forked child.
+pub fn set_env(name: &str, value: &str) {
+    // SAFETY: called only while the process is single-threaded (the arbiter, or a worker before
+    // it starts any thread), so nothing reads the environment concurrently.
+    unsafe { std::env::set_var(name, value) };
+}
+
+/// The total memory of a CUDA device, read through NVML (`libnvidia-ml.so.1`).
+pub fn nvml_total_memory(index: u32) -> Result<u64, String> {
+    type Init = unsafe extern "C" fn() -> i32;
+    type ByIndex = unsafe extern "C" fn(u32, *mut *mut std::ffi::c_void) -> i32;
+    #[repr(C)]
+    struct MemoryInfo {
+        total: u64,
+        free: u64,
+        used: u64,
+    }
+    type GetMemory = unsafe extern "C" fn(*mut std::ffi::c_void, *mut MemoryInfo) -> i32;
+    type Shutdown = unsafe extern "C" fn() -> i32;
+
+    // SAFETY: loading NVML runs its initialisers, which are designed to be loaded by any process;
+    // the symbols are looked up with the exact signatures of NVML's public C API (nvml.h).
+    unsafe {
+        let lib = libloading::Library::new("libnvidia-ml.so.1").map_err(|e| {
+            format!("NVML (libnvidia-ml.so.1, part of the NVIDIA driver) cannot be loaded: {e}")
+        })?;
+        let sym = |name: &[u8]| {
+            lib.get::<*const ()>(name)
+                .map(|s| *s)
+                .map_err(|e| format!("NVML lacks a symbol: {e}"))
+        };
+        let init: Init = std::mem::transmute(sym(b"nvmlInit_v2\0")?);
+        let by_index: ByIndex = std::mem::transmute(sym(b"nvmlDeviceGetHandleByIndex_v2\0")?);
+        let get_memory: GetMemory = std::mem::transmute(sym(b"nvmlDeviceGetMemoryInfo\0")?);
+        let shutdown: Shutdown = std::mem::transmute(sym(b"nvmlShutdown\0")?);
+        let code = init();
+        if code != 0 {
+            return Err(format!(
+                "NVML failed to initialise (error {code}): is the NVIDIA driver loaded?"
+            ));
+        }
+        let mut device = std::ptr::null_mut();
+        let code = by_index(index, &mut device);
+        if code != 0 {
+            shutdown();
+            return Err(format!("NVML has no device cuda:{index} (error {code})"));
+        }
+        let mut info = MemoryInfo {
+            total: 0,
+            free: 0,
+            used: 0,
+        };
+        let code = get_memory(device, &mut info);
+        shutdown();
+        if code != 0 {
+            return Err(format!(
+                "NVML could not read the memory of cuda:{index} (error {code})"
+            ));
+        }
+        Ok(info.total)
+    }
+}
