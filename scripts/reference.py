@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Compute the Python reference answers for every test photo, the seed's way.
+
+Run with the set-up's venv python. For each photo in PHOTO_DIR (not bad/), exactly as the article's
+service does with torchvision (SPEC section 2) but without torch:
+
+    img = Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR)
+    x = (np.asarray(img, np.float32) / 255 - mean) / std, transposed to CHW
+    out = onnxruntime.InferenceSession(model, CPU).run(["output"], {"input": x[None]})[0][0]
+    idx = np.where(out > 0.5)[0]; labels = idx[np.argsort(out[idx])]
+
+It writes OUT_DIR/NAME.rgb (the resized uint8 HWC pixels, 224*224*3 bytes, what a Rust decoder and
+resizer must reproduce) and OUT_DIR/manifest.json with the raw outputs and the predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+SIZE = (224, 224)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def thresh_sort(x: np.ndarray, thresh: float) -> np.ndarray:
+    """The seed's thresh_sort: indices above the threshold, by ascending output."""
+    (idx,) = np.where(x > thresh)
+    return idx[np.argsort(x[idx])]
+
+
+def calibration(outputs: np.ndarray, threshold: float = 0.5) -> list[float]:
+    """Per-class biases that put the threshold in the widest gap near the middle of the photos.
+
+    For each class, the cut goes between two consecutive distinct outputs ranked within the middle
+    third of the photos, where the gap is widest: about half the photos get the label, and none sits
+    close to the threshold (photos that differ only by container give near-equal outputs).
+    """
+    n = outputs.shape[0]
+    biases = []
+    for col in outputs.T:
+        v = np.sort(col)
+        lo, hi = max(n // 3, 1), min(n - n // 3, n - 1)
+        best = max(range(lo, hi + 1), key=lambda k: v[k] - v[k - 1])
+        biases.append(threshold - float(v[best] + v[best - 1]) / 2)
+    return biases
+
+
+def main() -> int:
+    """Entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--photos", type=Path, required=True, help="folder of photos (bad/ is skipped)")
+    ap.add_argument("--model", type=Path, required=True, help="the .onnx model")
+    ap.add_argument("--classes", type=Path, required=True, help="class_name.json")
+    ap.add_argument("--out", type=Path, required=True, help="folder for NAME.rgb and manifest.json")
+    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--print-calibration", action="store_true",
+                    help="print per-class fc biases (0.5 - median output) for make_model.py")
+    args = ap.parse_args()
+
+    names = json.loads(args.classes.read_text())
+    photos = sorted(p for p in args.photos.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not photos:
+        print(f"reference.py: no photos in {args.photos}", file=sys.stderr)
+        return 1
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(args.model), opts, providers=["CPUExecutionProvider"])
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    images = []
+    outputs = []
+    started = time.monotonic()
+    for p in photos:
+        with Image.open(p) as img:
+            width, height, mode = img.width, img.height, img.mode
+            rgb = img.convert("RGB").resize(SIZE, Image.BILINEAR)
+        pixels = np.asarray(rgb, dtype=np.uint8)
+        (args.out / f"{p.name}.rgb").write_bytes(pixels.tobytes())
+        x = (pixels.astype(np.float32) / 255.0 - MEAN) / STD
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        out = session.run(["output"], {"input": x})[0][0]
+        outputs.append(out)
+        labels = thresh_sort(out, args.threshold)
+        if len(labels) == 0:
+            prediction = {"result": "No Categories", "status": 0}
+        else:
+            prediction = {"result": [names[str(i)] for i in labels], "status": 1}
+        images.append({
+            "file": p.name,
+            "sha256": sha256(p),
+            "width": width,
+            "height": height,
+            "mode": mode,
+            "pixels": f"{p.name}.rgb",
+            "output": [float(v) for v in out],
+            "prediction": prediction,
+        })
+    manifest = {
+        "model_sha256": sha256(args.model),
+        "threshold": args.threshold,
+        "mean": [float(v) for v in MEAN],
+        "std": [float(v) for v in STD],
+        "images": images,
+    }
+    tmp = args.out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(args.out / "manifest.json")
+    elapsed = time.monotonic() - started
+    labelled = sum(1 for i in images if i["prediction"]["status"] == 1)
+    print(f"reference.py: {len(images)} photos ({labelled} with labels) in {elapsed:.1f} s")
+    for i in images:
+        r = i["prediction"]["result"]
+        print(f"  {i['file']}: {', '.join(r) if isinstance(r, list) else r}")
+    if args.print_calibration:
+        print("FC_BIAS = (" + ", ".join(f"{b:.4f}" for b in calibration(np.stack(outputs))) + ")")
+    margin = float(np.min(np.abs(np.stack(outputs) - args.threshold)))
+    print(f"reference.py: smallest |output - threshold| = {margin:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
