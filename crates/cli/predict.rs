@@ -1,0 +1,38 @@
+//! `arbiter predict`: the service's answer for image files, without a server, like the
+//! original project's first script.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use arbiter_config::Config;
+use arbiter_infer::{Labels, Model, classify, init_runtime};
+use arbiter_vision::Limits;
+
+/// Prints one JSON line per image: the prediction, or `{"error": ...}` for an image that
+/// cannot be read. Exits non-zero if any image failed.
+pub fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    init_runtime(config.model.runtime_library.as_deref())?;
+    let labels = Labels::load(&config.model.labels)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut options = crate::serve::model_options(config, threads);
+    options.max_batch = 1;
+    options.expected_classes = Some(labels.len());
+    let mut model = Model::load(&options)?;
+    let (width, height) = model.input_size();
+    let limits = Limits { max_pixels: config.limits.max_pixels };
+    let mut failed = false;
+    for path in images {
+        let answer = std::fs::read(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| arbiter_vision::preprocess(&bytes, &limits, width, height).map_err(|e| format!("{}: {e}", path.display())))
+            .and_then(|input| model.run(&input, 1).map_err(|e| e.to_string()));
+        match answer {
+            Ok(outputs) => println!("{}", serde_json::to_string(&classify(&outputs, &labels, config.model.threshold))?),
+            Err(message) => {
+                failed = true;
+                println!("{}", serde_json::json!({ "error": message }));
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

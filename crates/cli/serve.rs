@@ -1,0 +1,153 @@
+//! `arbiter start`: the arbiter in the foreground or as a daemon, and the worker body it forks.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use arbiter_config::{Config, Device, TrustedProxy};
+use arbiter_core::{Arbiter, EXIT_BOOT_FAILURE, Hooks, Listener, WorkerSpec};
+use arbiter_worker::{IpCidr, WorkerContext, WorkerOptions};
+
+use crate::logging::Logs;
+
+/// The exit code when workers could not boot (a missing model file, say).
+const EXIT_WORKERS_FAILED: u8 = EXIT_BOOT_FAILURE as u8;
+
+/// Starts the arbiter; returns when it stops.
+pub fn start(config: Config, daemon: bool) -> anyhow::Result<ExitCode> {
+    if daemon {
+        return start_daemon(config);
+    }
+    let logs = Logs::init(&config.log)?;
+    let arbiter = Arbiter::new(config, Serve { logs })?;
+    finish(arbiter.run())
+}
+
+fn finish(result: Result<(), arbiter_core::Error>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ arbiter_core::Error::WorkersFailed(_)) => {
+            tracing::error!("{e}");
+            eprintln!("arbiter: {e}");
+            Ok(ExitCode::from(EXIT_WORKERS_FAILED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Detaches (fork, setsid, fork) and returns once the daemon is listening, or with its error.
+fn start_daemon(config: Config) -> anyhow::Result<ExitCode> {
+    let (mut report_read, mut report_write) = UnixStream::pair()?;
+    match arbiter_core::daemonize()? {
+        arbiter_core::Daemon::Parent => {
+            drop(report_write);
+            let mut answer = String::new();
+            report_read.read_to_string(&mut answer)?;
+            match answer.strip_prefix("ok ") {
+                Some(pid) => {
+                    println!("arbiter started in the background, pid {pid}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None if answer.is_empty() => bail!("the daemon exited before it was listening; see its log"),
+                None => bail!("{answer}"),
+            }
+        }
+        arbiter_core::Daemon::Child => {
+            drop(report_read);
+            let logs = Logs::init(&config.log)?;
+            match Arbiter::new(config, Serve { logs }) {
+                Ok(arbiter) => {
+                    let _ = write!(report_write, "ok {}", std::process::id());
+                    drop(report_write);
+                    finish(arbiter.run())
+                }
+                Err(e) => {
+                    let _ = write!(report_write, "{:#}", anyhow::Error::from(e));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+/// The hooks the arbiter calls: the worker's body, and log reopening.
+#[derive(Debug)]
+struct Serve {
+    logs: Logs,
+}
+
+impl Hooks for Serve {
+    fn worker(&self, config: &Config, spec: WorkerSpec) -> i32 {
+        let options = worker_options(config, &spec);
+        let listeners = spec
+            .listeners
+            .into_iter()
+            .map(|l| match l {
+                Listener::Tcp(l) => arbiter_worker::Listener::Tcp(l),
+                Listener::Unix { listener, .. } => arbiter_worker::Listener::Unix(listener),
+            })
+            .collect();
+        let context = WorkerContext { index: spec.slot, generation: spec.generation, scoreboard: spec.scoreboard };
+        arbiter_worker::run(options, listeners, context)
+    }
+
+    fn reopen_logs(&self) {
+        if let Err(e) = self.logs.reopen() {
+            tracing::error!("cannot reopen the log file: {e}");
+        }
+    }
+}
+
+/// The worker's options, from the validated config.
+pub fn worker_options(config: &Config, spec: &WorkerSpec) -> WorkerOptions {
+    let model = &config.model;
+    let mut options = WorkerOptions::new(model_options(config, spec.threads), model.labels.clone());
+    options.threshold = model.threshold;
+    options.model_name = model.name.clone();
+    let limits = &config.limits;
+    options.limits = arbiter_worker::Limits {
+        max_body_bytes: limits.max_body,
+        max_pixels: limits.max_pixels,
+        header_read_timeout: limits.header_timeout,
+        body_read_timeout: limits.body_timeout,
+        request_deadline: limits.request_deadline,
+        keepalive_timeout: limits.keepalive,
+        max_connections: limits.max_connections,
+    };
+    let batching = &config.batching;
+    options.batching = arbiter_worker::Batching {
+        max_batch_size: batching.max_batch_size,
+        max_delay: batching.max_delay,
+        queue_capacity: batching.queue_size,
+    };
+    options.preprocess_threads = batching.preprocess_threads;
+    options.trust_unix_peers = config.server.trusted_proxies.contains(&TrustedProxy::Unix);
+    options.trusted_proxies = config
+        .server
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| match p {
+            TrustedProxy::Unix => None,
+            TrustedProxy::Net(ip, len) => format!("{ip}/{len}").parse::<IpCidr>().ok(),
+        })
+        .collect();
+    options.graceful_timeout = config.server.graceful_timeout;
+    options.max_requests = spec.max_requests;
+    options
+}
+
+/// How to load the model, from the validated config.
+pub fn model_options(config: &Config, threads: usize) -> arbiter_infer::ModelOptions {
+    arbiter_infer::ModelOptions {
+        path: config.model.path.clone(),
+        runtime_library: config.model.runtime_library.clone(),
+        device: match config.model.device {
+            Device::Cpu => arbiter_infer::Device::Cpu,
+            Device::Cuda(n) => arbiter_infer::Device::Cuda(n),
+        },
+        intra_threads: threads,
+        max_batch: config.batching.max_batch_size,
+        expected_classes: None,
+    }
+}
