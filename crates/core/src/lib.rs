@@ -32,7 +32,7 @@ mod sys;
 
 pub use arbiter::{Arbiter, EXIT_BOOT_FAILURE, Hooks, WorkerSpec};
 pub use listeners::Listener;
-pub use sys::set_env;
+pub use sys::{Daemon, daemonize, set_env};
 
 use std::path::PathBuf;
 

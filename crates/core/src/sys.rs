@@ -130,3 +130,28 @@ pub fn nvml_total_memory(index: u32) -> Result<u64, String> {
         Ok(info.total)
     }
 }
+
+/// Which side of [`daemonize`] the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// The original process: the daemon is on its way.
+    Parent,
+    /// The daemon: a new session, no controlling terminal, stdin on /dev/null.
+    Child,
+}
+
+/// Detaches from the terminal the classic way: fork, setsid, fork again.
+pub fn daemonize() -> std::io::Result<Daemon> {
+    if let ForkResult::Parent { child } = fork()? {
+        // The intermediate child exits at once; reap it so it is no zombie.
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Ok(Daemon::Parent);
+    }
+    nix::unistd::setsid()?;
+    if let ForkResult::Parent { .. } = fork()? {
+        std::process::exit(0);
+    }
+    let null = std::fs::File::open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null)?;
+    Ok(Daemon::Child)
+}
