@@ -248,6 +248,44 @@ pub struct Config {
     pub memory: Memory,
     /// `[log]`.
     pub log: Log,
+    /// `[[program]]`: other processes the arbiter keeps running, like supervisord.
+    pub programs: Vec<Program>,
+}
+
+/// When a supervised program is restarted after it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autorestart {
+    /// Whatever the exit code.
+    Always,
+    /// Only when the exit code is not in `exitcodes` (or it died from a signal).
+    Unexpected,
+    /// Never.
+    Never,
+}
+
+/// A `[[program]]`: a process supervised like supervisord's programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// Its name in logs and `arbiter status`.
+    pub name: String,
+    /// The argv, `command[0]` looked up in `PATH`.
+    pub command: Vec<String>,
+    /// The working directory.
+    pub directory: Option<PathBuf>,
+    /// Extra environment variables.
+    pub environment: Vec<(String, String)>,
+    /// When to restart it.
+    pub autorestart: Autorestart,
+    /// Exit codes that count as expected.
+    pub exitcodes: Vec<i32>,
+    /// How long it must stay up to count as started.
+    pub startsecs: Duration,
+    /// Failed starts in a row before it is FATAL.
+    pub startretries: u32,
+    /// The signal that stops it (a name like "TERM" or "QUIT").
+    pub stopsignal: String,
+    /// How long to wait after `stopsignal` before KILL.
+    pub stopwaitsecs: Duration,
 }
 
 impl Config {
@@ -285,6 +323,7 @@ impl Config {
         let limits = read_limits(&mut root, &mut errs);
         let memory = read_memory(&mut root, &mut errs);
         let log = read_log(&mut root, &base, &mut errs);
+        let programs = read_programs(&mut root, &base, &mut errs);
         root.finish(&mut errs);
         if !errs.list.is_empty() {
             errs.list.sort_by_key(|e| e.line);
@@ -298,6 +337,7 @@ impl Config {
             limits,
             memory,
             log,
+            programs,
         })
     }
 
@@ -341,7 +381,7 @@ impl Config {
         let m = &self.model;
         let b = &self.batching;
         let l = &self.limits;
-        format!(
+        let mut out = format!(
             "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
              graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\n\n\
              [model]\nname = {:?}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\n\n\
@@ -385,7 +425,34 @@ impl Config {
             opt("file", self.log.file.as_deref().map(q)),
             if self.log.json { "json" } else { "text" },
             self.log.level,
-        )
+        );
+        for p in &self.programs {
+            let argv: Vec<String> = p.command.iter().map(|a| format!("{a:?}")).collect();
+            let env: Vec<String> = p
+                .environment
+                .iter()
+                .map(|(k, v)| format!("{k:?} = {v:?}"))
+                .collect();
+            let codes: Vec<String> = p.exitcodes.iter().map(|c| c.to_string()).collect();
+            let autorestart = match p.autorestart {
+                Autorestart::Always => "always",
+                Autorestart::Unexpected => "unexpected",
+                Autorestart::Never => "never",
+            };
+            out.push_str(&format!(
+                "\n[[program]]\nname = {:?}\ncommand = [{}]\n{}\nenvironment = {{ {} }}\nautorestart = \"{autorestart}\"\nexitcodes = [{}]\nstartsecs = \"{}\"\nstartretries = {}\nstopsignal = \"{}\"\nstopwaitsecs = \"{}\"\n",
+                p.name,
+                argv.join(", "),
+                opt("directory", p.directory.as_deref().map(q)),
+                env.join(", "),
+                codes.join(", "),
+                d(p.startsecs),
+                p.startretries,
+                p.stopsignal,
+                d(p.stopwaitsecs),
+            ));
+        }
+        out
     }
 }
 
@@ -768,6 +835,141 @@ fn read_log(root: &mut Table, base: &Path, errs: &mut Errors) -> Log {
     }
     t.finish(errs);
     log
+}
+
+/// The signal names `stopsignal` accepts.
+pub const STOP_SIGNALS: [&str; 6] = ["TERM", "INT", "QUIT", "HUP", "KILL", "USR1"];
+
+fn read_programs(root: &mut Table, base: &Path, errs: &mut Errors) -> Vec<Program> {
+    let mut programs: Vec<Program> = Vec::new();
+    for mut t in root.tables("program", errs) {
+        let mut p = Program {
+            name: String::new(),
+            command: Vec::new(),
+            directory: None,
+            environment: Vec::new(),
+            autorestart: Autorestart::Unexpected,
+            exitcodes: vec![0],
+            startsecs: Duration::from_secs(1),
+            startretries: 3,
+            stopsignal: "TERM".into(),
+            stopwaitsecs: Duration::from_secs(10),
+        };
+        match t.string("name", errs) {
+            Some((name, field)) => {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    errs.at(
+                        &field.path,
+                        &field.span,
+                        "must be non-empty letters, digits, '-', '_' or '.'",
+                    );
+                } else if programs.iter().any(|o| o.name == name) {
+                    errs.at(
+                        &field.path,
+                        &field.span,
+                        format!("another program is named `{name}`"),
+                    );
+                } else {
+                    p.name = name;
+                }
+            }
+            None => errs.at(
+                &format!("{}.name", t.path),
+                &t.span,
+                "every [[program]] needs a name",
+            ),
+        }
+        match t.strings("command", errs) {
+            Some((argv, field)) if argv.is_empty() || argv[0].0.is_empty() => errs.at(
+                &field.path,
+                &field.span,
+                "needs at least the program to run",
+            ),
+            Some((argv, _)) => p.command = argv.into_iter().map(|(a, _)| a).collect(),
+            None => errs.at(
+                &format!("{}.command", t.path),
+                &t.span,
+                "every [[program]] needs a command, like [\"nginx\", \"-g\", \"daemon off;\"]",
+            ),
+        }
+        if let Some((dir, _)) = t.string("directory", errs) {
+            p.directory = Some(resolve(base, &dir));
+        }
+        if let Some(mut env) = t.table("environment", errs) {
+            let keys: Vec<String> = env.keys();
+            for key in keys {
+                if let Some((value, _)) = env.string(&key, errs) {
+                    p.environment.push((key, value));
+                }
+            }
+            env.finish(errs);
+        }
+        if let Some((mode, field)) = t.string("autorestart", errs) {
+            match mode.as_str() {
+                "always" => p.autorestart = Autorestart::Always,
+                "unexpected" => p.autorestart = Autorestart::Unexpected,
+                "never" => p.autorestart = Autorestart::Never,
+                _ => errs.at(
+                    &field.path,
+                    &field.span,
+                    format!("`{mode}`: use \"always\", \"unexpected\" or \"never\""),
+                ),
+            }
+        }
+        if let Some(field) = t.field("exitcodes") {
+            match field.value.as_array() {
+                Some(items) => {
+                    let codes: Vec<i32> = items
+                        .iter()
+                        .filter_map(|i| i.get_ref().as_integer())
+                        .filter_map(|i| i32::from_str_radix(i.as_str(), i.radix()).ok())
+                        .collect();
+                    if codes.len() != items.len() {
+                        errs.at(
+                            &field.path,
+                            &field.span,
+                            "expected a list of exit codes, like [0, 2]",
+                        );
+                    } else {
+                        p.exitcodes = codes;
+                    }
+                }
+                None => errs.at(
+                    &field.path,
+                    &field.span,
+                    "expected a list of exit codes, like [0, 2]",
+                ),
+            }
+        }
+        if let Some(d) = t.duration("startsecs", errs) {
+            p.startsecs = d;
+        }
+        if let Some(n) = t.count("startretries", 0, errs) {
+            p.startretries = n.min(u32::MAX as usize) as u32;
+        }
+        if let Some((sig, field)) = t.string("stopsignal", errs) {
+            let name = sig.trim_start_matches("SIG").to_ascii_uppercase();
+            if STOP_SIGNALS.contains(&name.as_str()) {
+                p.stopsignal = name;
+            } else {
+                errs.at(
+                    &field.path,
+                    &field.span,
+                    format!("`{sig}` is not one of {}", STOP_SIGNALS.join(", ")),
+                );
+            }
+        }
+        if let Some(d) = t.duration("stopwaitsecs", errs) {
+            p.stopwaitsecs = d;
+        }
+        t.finish(errs);
+        programs.push(p);
+    }
+    programs
 }
 
 #[cfg(test)]

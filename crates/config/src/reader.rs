@@ -115,7 +115,6 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// An array of tables (`[[program]]`); each element's path is `key[i]`.
-    #[allow(dead_code)] // for [[program]] sections
     pub(crate) fn tables(&mut self, key: &str, errs: &mut Errors) -> Vec<Table<'a, 'i>> {
         let Some(field) = self.field(key) else {
             return Vec::new();
@@ -301,6 +300,11 @@ impl<'a, 'i> Table<'a, 'i> {
             }
         }
         Some((out, field))
+    }
+
+    /// Every key of this table, in order (for tables of free-form keys like `environment`).
+    pub(crate) fn keys(&self) -> Vec<String> {
+        self.table.keys().map(|k| k.get_ref().to_string()).collect()
     }
 
     /// Reports every key of this table that no accessor asked for.

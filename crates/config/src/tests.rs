@@ -53,6 +53,15 @@ limit = "12GiB"
 per_worker = "3GiB"
 [log]
 format = "json"
+[[program]]
+name = "nginx"
+command = ["nginx", "-g", "daemon off;"]
+environment = { LANG = "C" }
+autorestart = "always"
+stopsignal = "QUIT"
+[[program]]
+name = "sidecar"
+command = "sleep"
 "#,
     )
     .unwrap();
@@ -76,6 +85,15 @@ format = "json"
     assert_eq!(c.limits.max_body, 8 << 20);
     assert_eq!(c.memory.limit, Amount::Bytes(12 << 30));
     assert!(c.log.json);
+    assert_eq!(c.programs.len(), 2);
+    assert_eq!(c.programs[0].command, ["nginx", "-g", "daemon off;"]);
+    assert_eq!(
+        c.programs[0].environment,
+        [("LANG".to_string(), "C".to_string())]
+    );
+    assert_eq!(c.programs[0].autorestart, Autorestart::Always);
+    assert_eq!(c.programs[0].stopsignal, "QUIT");
+    assert_eq!(c.programs[1].autorestart, Autorestart::Unexpected);
     // The effective config is itself a valid config with the same meaning.
     let again = Config::parse(&c.to_toml(), &c.file).unwrap();
     assert_eq!(again, c);
@@ -187,4 +205,20 @@ fn every_file_in_etc_parses() {
         }
     }
     assert!(checked >= 1, "no config found in {}", etc.display());
+}
+
+#[test]
+fn program_errors_are_reported_with_their_index() {
+    let errors = parse("[[program]]\nname = \"a\"\ncommand = []\n[[program]]\nname = \"a\"\ncommand = [\"x\"]\nautorestart = \"sometimes\"\nstopsignal = \"STOP\"\nbogus = 1\n").unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "program[0].command",
+            "program[1].name",
+            "program[1].autorestart",
+            "program[1].stopsignal",
+            "program[1].bogus"
+        ]
+    );
 }

@@ -29,6 +29,7 @@ use crate::backoff::Backoff;
 use crate::control::{Request, Response, Status, WorkerStatus};
 use crate::listeners::{self, Listener};
 use crate::pidfile::Pidfile;
+use crate::programs::Programs;
 use crate::{Error, budget, sys};
 
 /// Exit code of a worker that could not load its model (it wrote why into its slot).
@@ -113,10 +114,13 @@ struct Reload {
     replies: Vec<UnixStream>,
 }
 
+/// A stop in progress. Programs stop first; workers are told once they are gone (at once for a
+/// fast stop), and killed at `deadline`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Graceful { deadline: Instant },
-    Fast { deadline: Instant },
+struct Stop {
+    fast: bool,
+    /// Set when the workers were told to stop.
+    deadline: Option<Instant>,
 }
 
 /// Signal flags, set by the handlers, and the pipe that wakes `poll`.
@@ -179,6 +183,8 @@ pub struct Arbiter<H: Hooks> {
     fatal: Option<String>,
     signals: Signals,
     control: Option<UnixListener>,
+    programs: Programs,
+    programs_started: bool,
     started: Instant,
     seed: u64,
     _pidfile: Pidfile,
@@ -220,6 +226,7 @@ impl<H: Hooks> Arbiter<H> {
             Scoreboard::create(SLOTS).map_err(|e| Error::Io(std::io::Error::other(e)))?;
         let signals = Signals::install()?;
         let target = config.server.workers;
+        let programs = Programs::new(&config.programs);
         let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
         Ok(Arbiter {
             hooks,
@@ -241,6 +248,8 @@ impl<H: Hooks> Arbiter<H> {
             fatal: None,
             signals,
             control: Some(control),
+            programs,
+            programs_started: false,
             started: Instant::now(),
             seed,
             _pidfile: pidfile,
@@ -264,7 +273,7 @@ impl<H: Hooks> Arbiter<H> {
             self.reap();
             self.serve_control();
             self.supervise();
-            if self.stop.is_some() && self.workers.is_empty() {
+            if self.stop.is_some() && self.workers.is_empty() && self.programs.all_stopped() {
                 break;
             }
         }
@@ -285,6 +294,9 @@ impl<H: Hooks> Arbiter<H> {
         )];
         if let Some(control) = &self.control {
             fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
+        }
+        for fd in self.programs.fds() {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         match poll(
             &mut fds,
@@ -334,6 +346,7 @@ impl<H: Hooks> Arbiter<H> {
             };
             match self.workers.remove(&pid.as_raw()) {
                 Some(worker) => self.on_exit(pid, worker, code, signal),
+                None if self.programs.on_exit(pid.as_raw(), code, signal) => {}
                 None => debug!(pid = pid.as_raw(), ?code, ?signal, "reaped an orphan"),
             }
         }
@@ -420,6 +433,8 @@ impl<H: Hooks> Arbiter<H> {
     /// Kills what lingers, promotes ready workers, and forks what is missing.
     fn supervise(&mut self) {
         let now = Instant::now();
+        self.programs
+            .tick(self.stop.is_some(), &self.current.config.programs);
         let heartbeat_timeout = self.current.config.server.heartbeat_timeout;
         let mut kills = Vec::new();
         for (&pid, worker) in self.workers.iter_mut() {
@@ -477,17 +492,30 @@ impl<H: Hooks> Arbiter<H> {
             }
         }
         if let Some(stop) = self.stop {
-            let deadline = match stop {
-                Stop::Graceful { deadline } | Stop::Fast { deadline } => deadline,
-            };
-            if now > deadline {
-                for &pid in self.workers.keys() {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            match stop.deadline {
+                None if stop.fast || self.programs.all_stopped() => self.stop_workers(stop.fast),
+                Some(deadline) if now > deadline => {
+                    for &pid in self.workers.keys() {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
                 }
+                _ => {}
             }
             return;
         }
         self.maintain(now);
+        // Programs (a reverse proxy, say) start once the workers behind them first serve.
+        if !self.programs_started && self.reload.is_none() {
+            let ready = self
+                .workers
+                .values()
+                .filter(|w| w.phase == Phase::Ready)
+                .count();
+            if ready >= self.current.target {
+                self.programs_started = true;
+                self.programs.start_all();
+            }
+        }
     }
 
     fn live(&self, generation: impl Fn(u64) -> bool) -> Vec<i32> {
@@ -668,27 +696,38 @@ impl<H: Hooks> Arbiter<H> {
     }
 
     fn begin_stop(&mut self, fast: bool) {
-        let now = Instant::now();
-        let stop = if fast {
-            Stop::Fast {
-                deadline: now + Duration::from_secs(2),
-            }
-        } else {
-            Stop::Graceful {
-                deadline: now + self.current.config.server.graceful_timeout,
-            }
-        };
-        if matches!(self.stop, Some(Stop::Fast { .. })) || (self.stop.is_some() && !fast) {
-            return;
+        match self.stop {
+            Some(Stop { fast: true, .. }) => return,
+            Some(_) if !fast => return,
+            _ => {}
         }
         info!(graceful = !fast, workers = self.workers.len(), "stopping");
-        self.stop = Some(stop);
+        self.stop = Some(Stop {
+            fast,
+            deadline: None,
+        });
         if let Some(reload) = self.reload.take() {
             for stream in reload.replies {
                 reply(stream, &Response::error("the arbiter is stopping"));
             }
         }
-        // Stop accepting: the workers hold their own copies and close them as they drain.
+        // Programs first: a reverse proxy stops accepting before the workers drain.
+        self.programs.stop_all();
+    }
+
+    /// Tells every worker to stop, and stops accepting: the workers hold their own copies of
+    /// the listeners and close them as they drain.
+    fn stop_workers(&mut self, fast: bool) {
+        let now = Instant::now();
+        let deadline = if fast {
+            now + Duration::from_secs(2)
+        } else {
+            now + self.current.config.server.graceful_timeout
+        };
+        self.stop = Some(Stop {
+            fast,
+            deadline: Some(deadline),
+        });
         for (_, listener) in &self.listeners {
             listener.cleanup();
         }
@@ -701,11 +740,7 @@ impl<H: Hooks> Arbiter<H> {
         for (&pid, worker) in self.workers.iter_mut() {
             let _ = kill(Pid::from_raw(pid), signal);
             if !matches!(worker.phase, Phase::Killed { .. }) {
-                worker.phase = Phase::Draining {
-                    kill_at: match stop {
-                        Stop::Graceful { deadline } | Stop::Fast { deadline } => deadline,
-                    },
-                };
+                worker.phase = Phase::Draining { kill_at: deadline };
             }
         }
     }
@@ -807,6 +842,8 @@ impl<H: Hooks> Arbiter<H> {
 
     fn finish_reload(&mut self) {
         if let Some(reload) = self.reload.take() {
+            self.programs
+                .apply(&self.current.config.programs, self.programs_started);
             let message = format!(
                 "reloaded: generation {} with {} workers",
                 self.current.number, self.current.target
@@ -951,6 +988,7 @@ impl<H: Hooks> Arbiter<H> {
             listeners: self.listeners.iter().map(|(_, l)| l.describe()).collect(),
             budget,
             worker_restarts: self.scoreboard.worker_restarts(),
+            programs: self.programs.status(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
         }
     }

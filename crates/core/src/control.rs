@@ -85,6 +85,9 @@ pub struct Status {
     pub worker_restarts: u64,
     /// Seconds since the arbiter started.
     pub uptime_secs: f64,
+    /// Supervised programs.
+    #[serde(default)]
+    pub programs: Vec<crate::programs::ProgramStatus>,
 }
 
 /// One worker in `arbiter status`.
@@ -159,6 +162,27 @@ pub fn render(status: &Status) -> String {
             w.requests,
             w.restarts
         ));
+    }
+    if !status.programs.is_empty() {
+        out.push_str(&format!(
+            "\n{:<16}  {:<9}  {:>8}  {:>8}  {:>8}  {}\n",
+            "PROGRAM", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT"
+        ));
+        for p in &status.programs {
+            out.push_str(&format!(
+                "{:<16}  {:<9}  {:>8}  {:>8}  {:>8}  {}\n",
+                p.name,
+                p.state,
+                p.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                if p.pid.is_some() {
+                    human(p.uptime_secs)
+                } else {
+                    "-".into()
+                },
+                p.restarts,
+                p.last_exit.as_deref().unwrap_or("-")
+            ));
+        }
     }
     out
 }

@@ -28,6 +28,7 @@ pub mod control;
 pub mod listeners;
 pub mod pidfile;
 mod privileges;
+pub mod programs;
 mod sys;
 
 pub use arbiter::{Arbiter, EXIT_BOOT_FAILURE, Hooks, WorkerSpec};
@@ -43,7 +44,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] arbiter_config::LoadError),
     /// The workers do not fit in memory.
-    #[error("memory budget exceeded: {0}")]
+    #[error("{0}")]
     OverBudget(String),
     /// The budget could not be computed.
     #[error("memory budget: {0}")]
