@@ -18,14 +18,24 @@ pub struct Logs {
 impl Logs {
     /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
     pub fn init(config: &Log) -> anyhow::Result<Logs> {
-        let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.level))?;
+        let filter =
+            EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.level))?;
         let file = match &config.file {
             Some(path) => Some((path.clone(), Arc::new(Mutex::new(open(path)?)))),
             None => None,
         };
-        let writer = Writer { file: file.as_ref().map(|(_, f)| Arc::clone(f)) };
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(false);
-        let result = if config.json { builder.json().try_init() } else { builder.try_init() };
+        let writer = Writer {
+            file: file.as_ref().map(|(_, f)| Arc::clone(f)),
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_ansi(false);
+        let result = if config.json {
+            builder.json().try_init()
+        } else {
+            builder.try_init()
+        };
         result.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
         Ok(Logs { file })
     }
@@ -57,7 +67,10 @@ impl<'a> MakeWriter<'a> for Writer {
     type Writer = EventWriter;
 
     fn make_writer(&'a self) -> EventWriter {
-        EventWriter { file: self.file.clone(), buffer: Vec::new() }
+        EventWriter {
+            file: self.file.clone(),
+            buffer: Vec::new(),
+        }
     }
 }
 
@@ -83,7 +96,10 @@ impl Write for EventWriter {
 impl Drop for EventWriter {
     fn drop(&mut self) {
         let _ = match &self.file {
-            Some(file) => file.lock().unwrap_or_else(|e| e.into_inner()).write_all(&self.buffer),
+            Some(file) => file
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_all(&self.buffer),
             None => std::io::stderr().write_all(&self.buffer),
         };
     }

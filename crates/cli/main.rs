@@ -41,12 +41,51 @@ impl ConfigArg {
             return PathBuf::from(path);
         }
         let local = Path::new("etc/arbiter.toml");
-        if local.exists() { local.to_path_buf() } else { PathBuf::from("/etc/arbiter/arbiter.toml") }
+        if local.exists() {
+            local.to_path_buf()
+        } else {
+            PathBuf::from("/etc/arbiter/arbiter.toml")
+        }
     }
 
     fn load(&self) -> anyhow::Result<Config> {
         Ok(Config::load(&self.path())?)
     }
+
+    /// Where the running arbiter is, even when the file has since been broken by an edit.
+    fn locate(&self) -> Target {
+        let file = self.path();
+        match Config::load(&file) {
+            Ok(config) => Target {
+                control_socket: config.server.control_socket,
+                pidfile: config.server.pidfile,
+                graceful_timeout: config.server.graceful_timeout,
+                file,
+            },
+            Err(e) => {
+                let (control_socket, pidfile) = arbiter_config::locate(&file);
+                eprintln!(
+                    "arbiter: warning: {e}\narbiter: talking to the arbiter at {} anyway",
+                    control_socket.display()
+                );
+                Target {
+                    control_socket,
+                    pidfile,
+                    graceful_timeout: Duration::from_secs(60),
+                    file,
+                }
+            }
+        }
+    }
+}
+
+/// A running arbiter's addresses.
+#[derive(Debug)]
+struct Target {
+    file: PathBuf,
+    control_socket: PathBuf,
+    pidfile: PathBuf,
+    graceful_timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,48 +160,69 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Start { config, daemon, user } => {
+        Command::Start {
+            config,
+            daemon,
+            user,
+        } => {
             let mut config = config.load()?;
             if user.is_some() {
                 config.server.user = user;
             }
             serve::start(config, daemon)
         }
-        Command::Stop { config, now } => stop(&config.load()?, now),
+        Command::Stop { config, now } => stop(&config.locate(), now),
         Command::Reload { config } => reload(&config),
-        Command::Status { config, json } => status(&config.load()?, json),
+        Command::Status { config, json } => status(&config.locate(), json),
         Command::Check { config } => check(&config),
-        Command::Ttin { config } => scale(&config.load()?, Request::Ttin, nix::sys::signal::Signal::SIGTTIN),
-        Command::Ttou { config } => scale(&config.load()?, Request::Ttou, nix::sys::signal::Signal::SIGTTOU),
+        Command::Ttin { config } => scale(
+            &config.locate(),
+            Request::Ttin,
+            nix::sys::signal::Signal::SIGTTIN,
+        ),
+        Command::Ttou { config } => scale(
+            &config.locate(),
+            Request::Ttou,
+            nix::sys::signal::Signal::SIGTTOU,
+        ),
         Command::Predict { config, images } => predict::run(&config.load()?, &images),
     }
 }
 
 /// Sends a request over the control socket; `None` when no arbiter answers there.
-fn ask(config: &Config, request: Request, timeout: Duration) -> Option<std::io::Result<control::Response>> {
-    let socket = &config.server.control_socket;
-    match control::send(socket, request, timeout) {
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => None,
+fn ask(
+    target: &Target,
+    request: Request,
+    timeout: Duration,
+) -> Option<std::io::Result<control::Response>> {
+    match control::send(&target.control_socket, request, timeout) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            None
+        }
         other => Some(other),
     }
 }
 
 /// The running arbiter's pid, from the pidfile, for the signal fallback.
-fn running_pid(config: &Config) -> anyhow::Result<nix::unistd::Pid> {
-    let pidfile = &config.server.pidfile;
-    match arbiter_core::pidfile::read_live(pidfile) {
+fn running_pid(target: &Target) -> anyhow::Result<nix::unistd::Pid> {
+    match arbiter_core::pidfile::read_live(&target.pidfile) {
         Some(pid) => Ok(nix::unistd::Pid::from_raw(pid as i32)),
         None => bail!(
             "no arbiter is running for {} (no control socket at {}, no live pid in {})",
-            config.file.display(),
-            config.server.control_socket.display(),
-            pidfile.display()
+            target.file.display(),
+            target.control_socket.display(),
+            target.pidfile.display()
         ),
     }
 }
 
-fn stop(config: &Config, now: bool) -> anyhow::Result<ExitCode> {
-    let pid = arbiter_core::pidfile::read_live(&config.server.pidfile);
+fn stop(config: &Target, now: bool) -> anyhow::Result<ExitCode> {
+    let pid = arbiter_core::pidfile::read_live(&config.pidfile);
     match ask(config, Request::Stop { now }, Duration::from_secs(5)) {
         Some(answer) => {
             let answer = answer.context("the arbiter did not answer")?;
@@ -171,15 +231,19 @@ fn stop(config: &Config, now: bool) -> anyhow::Result<ExitCode> {
             }
         }
         None => {
-            let signal = if now { nix::sys::signal::Signal::SIGQUIT } else { nix::sys::signal::Signal::SIGTERM };
+            let signal = if now {
+                nix::sys::signal::Signal::SIGQUIT
+            } else {
+                nix::sys::signal::Signal::SIGTERM
+            };
             nix::sys::signal::kill(running_pid(config)?, signal)?;
         }
     }
     // Wait for it to be gone, so scripts can rely on `arbiter stop` returning after the stop.
     if let Some(pid) = pid {
-        let deadline = Instant::now() + config.server.graceful_timeout + Duration::from_secs(10);
+        let deadline = Instant::now() + config.graceful_timeout + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
+            if !arbiter_core::pidfile::alive(pid) {
                 println!("arbiter {pid} stopped");
                 return Ok(ExitCode::SUCCESS);
             }
@@ -201,8 +265,15 @@ fn reload(config: &ConfigArg) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_FAILURE));
         }
     };
-    let timeout = config.server.boot_timeout * 4 + config.server.graceful_timeout + Duration::from_secs(10);
-    match ask(&config, Request::Reload, timeout) {
+    let timeout =
+        config.server.boot_timeout * 4 + config.server.graceful_timeout + Duration::from_secs(10);
+    let target = Target {
+        control_socket: config.server.control_socket.clone(),
+        pidfile: config.server.pidfile.clone(),
+        graceful_timeout: config.server.graceful_timeout,
+        file: config.file.clone(),
+    };
+    match ask(&target, Request::Reload, timeout) {
         Some(answer) => {
             let answer = answer.context("the arbiter did not answer the reload")?;
             if answer.ok {
@@ -214,20 +285,25 @@ fn reload(config: &ConfigArg) -> anyhow::Result<ExitCode> {
             }
         }
         None => {
-            nix::sys::signal::kill(running_pid(&config)?, nix::sys::signal::Signal::SIGHUP)?;
+            nix::sys::signal::kill(running_pid(&target)?, nix::sys::signal::Signal::SIGHUP)?;
             println!("reload signalled (HUP); see the arbiter's log for the outcome");
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+fn status(config: &Target, json: bool) -> anyhow::Result<ExitCode> {
     let Some(answer) = ask(config, Request::Status, Duration::from_secs(5)) else {
         let pid = running_pid(config)?;
-        bail!("arbiter {pid} is running but its control socket {} does not answer", config.server.control_socket.display());
+        bail!(
+            "arbiter {pid} is running but its control socket {} does not answer",
+            config.control_socket.display()
+        );
     };
     let answer = answer.context("the arbiter did not answer")?;
-    let Some(status) = answer.status else { bail!("{}", answer.message) };
+    let Some(status) = answer.status else {
+        bail!("{}", answer.message)
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -236,7 +312,11 @@ fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn scale(config: &Config, request: Request, signal: nix::sys::signal::Signal) -> anyhow::Result<ExitCode> {
+fn scale(
+    config: &Target,
+    request: Request,
+    signal: nix::sys::signal::Signal,
+) -> anyhow::Result<ExitCode> {
     match ask(config, request, Duration::from_secs(10)) {
         Some(answer) => {
             let answer = answer.context("the arbiter did not answer")?;

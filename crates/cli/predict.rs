@@ -19,20 +19,32 @@ pub fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
     options.expected_classes = Some(labels.len());
     let mut model = Model::load(&options)?;
     let (width, height) = model.input_size();
-    let limits = Limits { max_pixels: config.limits.max_pixels };
+    let limits = Limits {
+        max_pixels: config.limits.max_pixels,
+    };
     let mut failed = false;
     for path in images {
         let answer = std::fs::read(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|bytes| arbiter_vision::preprocess(&bytes, &limits, width, height).map_err(|e| format!("{}: {e}", path.display())))
+            .and_then(|bytes| {
+                arbiter_vision::preprocess(&bytes, &limits, width, height)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
             .and_then(|input| model.run(&input, 1).map_err(|e| e.to_string()));
         match answer {
-            Ok(outputs) => println!("{}", serde_json::to_string(&classify(&outputs, &labels, config.model.threshold))?),
+            Ok(outputs) => println!(
+                "{}",
+                serde_json::to_string(&classify(&outputs, &labels, config.model.threshold))?
+            ),
             Err(message) => {
                 failed = true;
                 println!("{}", serde_json::json!({ "error": message }));
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

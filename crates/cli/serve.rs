@@ -49,7 +49,9 @@ fn start_daemon(config: Config) -> anyhow::Result<ExitCode> {
                     println!("arbiter started in the background, pid {pid}");
                     Ok(ExitCode::SUCCESS)
                 }
-                None if answer.is_empty() => bail!("the daemon exited before it was listening; see its log"),
+                None if answer.is_empty() => {
+                    bail!("the daemon exited before it was listening; see its log")
+                }
                 None => bail!("{answer}"),
             }
         }
@@ -88,7 +90,11 @@ impl Hooks for Serve {
                 Listener::Unix { listener, .. } => arbiter_worker::Listener::Unix(listener),
             })
             .collect();
-        let context = WorkerContext { index: spec.slot, generation: spec.generation, scoreboard: spec.scoreboard };
+        let context = WorkerContext {
+            index: spec.slot,
+            generation: spec.generation,
+            scoreboard: spec.scoreboard,
+        };
         arbiter_worker::run(options, listeners, context)
     }
 

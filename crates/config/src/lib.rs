@@ -456,6 +456,31 @@ impl Config {
     }
 }
 
+/// Where the arbiter running on `file` keeps its control socket and pidfile, read leniently:
+/// a file broken by an edit still finds the arbiter that runs on its previous version.
+pub fn locate(file: &Path) -> (PathBuf, PathBuf) {
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut control = base.join("../var/run/arbiter.sock");
+    let mut pidfile = base.join("../var/run/arbiter.pid");
+    if let Ok(text) = std::fs::read_to_string(file)
+        && let Ok(doc) = toml::de::DeTable::parse(&text)
+        && let Some(server) = doc
+            .get_ref()
+            .get("server")
+            .and_then(|s| s.get_ref().as_table())
+    {
+        let get = |key: &str| {
+            server
+                .get(key)
+                .and_then(|v| v.get_ref().as_str())
+                .map(|p| resolve(&base, p))
+        };
+        control = get("control_socket").unwrap_or(control);
+        pidfile = get("pidfile").unwrap_or(pidfile);
+    }
+    (control, pidfile)
+}
+
 fn resolve(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {

@@ -9,11 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arbiter_config::{Bind, Config};
@@ -123,10 +121,9 @@ struct Stop {
     deadline: Option<Instant>,
 }
 
-/// Signal flags, set by the handlers, and the pipe that wakes `poll`.
+/// The pipe the signal handlers write to, to wake `poll`.
 #[derive(Debug)]
 struct Signals {
-    flags: Vec<(Signal, Arc<AtomicBool>)>,
     wake_read: UnixStream,
     _wake_write: UnixStream,
 }
@@ -136,19 +133,8 @@ impl Signals {
         let (wake_read, wake_write) = UnixStream::pair().map_err(Error::Io)?;
         wake_read.set_nonblocking(true).map_err(Error::Io)?;
         wake_write.set_nonblocking(true).map_err(Error::Io)?;
-        let mut flags = Vec::new();
-        for signal in SIGNALS {
-            let flag = Arc::new(AtomicBool::new(false));
-            signal_hook::flag::register(signal as i32, Arc::clone(&flag)).map_err(Error::Io)?;
-            signal_hook::low_level::pipe::register(
-                signal as i32,
-                wake_write.try_clone().map_err(Error::Io)?,
-            )
-            .map_err(Error::Io)?;
-            flags.push((signal, flag));
-        }
+        sys::install_handlers(&SIGNALS, wake_write.as_raw_fd()).map_err(|e| Error::Io(e.into()))?;
         Ok(Signals {
-            flags,
             wake_read,
             _wake_write: wake_write,
         })
@@ -158,10 +144,9 @@ impl Signals {
     fn take(&self) -> Vec<Signal> {
         let mut buf = [0u8; 64];
         while matches!(std::io::Read::read(&mut &self.wake_read, &mut buf), Ok(n) if n > 0) {}
-        self.flags
-            .iter()
-            .filter(|(_, f)| f.swap(false, Ordering::SeqCst))
-            .map(|(s, _)| *s)
+        SIGNALS
+            .into_iter()
+            .filter(|s| sys::take_signal(*s))
             .collect()
     }
 }

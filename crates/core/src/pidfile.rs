@@ -19,7 +19,21 @@ pub struct Pidfile {
 /// The pid recorded in a pidfile, if the file exists and the process is alive.
 pub fn read_live(path: &Path) -> Option<u32> {
     let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    (pid > 0 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid as u32)
+    (pid > 0 && alive(pid as u32)).then_some(pid as u32)
+}
+
+/// Whether a process exists and has not exited (a zombie waiting for its parent has).
+pub fn alive(pid: u32) -> bool {
+    if kill(Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    // The state follows the command name, which is in parentheses and may contain spaces.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !matches!(
+        stat.rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().chars().next()),
+        Some(Some('Z')) | Some(Some('X'))
+    )
 }
 
 impl Pidfile {

@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::{
     SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask,
@@ -44,6 +45,52 @@ pub fn reset_signals(signals: &[Signal]) {
         let _ = unsafe { sigaction(signal, &default) };
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// One flag per signal number, set by the handler, taken by the event loop.
+static PENDING: [AtomicBool; 65] = [const { AtomicBool::new(false) }; 65];
+/// The write end of the pipe that wakes the event loop's `poll`.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(signal: nix::libc::c_int) {
+    let saved = nix::errno::Errno::last_raw();
+    if let Some(flag) = PENDING.get(signal as usize) {
+        flag.store(true, Ordering::SeqCst);
+    }
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a live local byte. A full pipe
+        // (EAGAIN on the non-blocking fd) is fine: the loop is already due to wake.
+        let _ = unsafe { nix::libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+    nix::errno::Errno::set_raw(saved);
+}
+
+/// Installs the arbiter's handlers: each sets a flag and writes a byte to `wake_fd`.
+///
+/// Deliberately not signal-hook: its registry lives in process memory, which a forked worker
+/// inherits. Once the child reset a signal to its default, the inherited registry would still
+/// believe its handler installed, and the worker runtime's own registration (tokio goes through
+/// that registry) would silently never reach the kernel. Plain `sigaction` leaves no such state.
+pub fn install_handlers(signals: &[Signal], wake_fd: RawFd) -> nix::Result<()> {
+    WAKE_FD.store(wake_fd, Ordering::SeqCst);
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART | SaFlags::SA_NOCLDSTOP,
+        SigSet::empty(),
+    );
+    for &signal in signals {
+        // SAFETY: `on_signal` only does atomic loads and stores, write(2) and errno save and
+        // restore, all async-signal-safe.
+        unsafe { sigaction(signal, &action) }?;
+    }
+    Ok(())
+}
+
+/// Whether `signal` arrived since the last call.
+pub fn take_signal(signal: Signal) -> bool {
+    PENDING[signal as usize].swap(false, Ordering::SeqCst)
 }
 
 /// Borrows a descriptor this process holds open for the duration of one call.
