@@ -9,7 +9,10 @@ use serde_json::Value;
 use crate::util::*;
 
 fn pids(env: &Env) -> Vec<i32> {
-    env.workers("ready").iter().map(|w| w["pid"].as_i64().unwrap() as i32).collect()
+    env.workers("ready")
+        .iter()
+        .map(|w| w["pid"].as_i64().unwrap() as i32)
+        .collect()
 }
 
 /// 1. Two workers start; status lists them; a request is answered.
@@ -31,7 +34,15 @@ fn starts_workers_lists_them_and_answers() {
     // Workers are children of the arbiter, not of anything else.
     for pid in pids(&env) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let ppid: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        let ppid: i32 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(ppid, env.pid().as_raw());
     }
 }
@@ -47,12 +58,23 @@ fn killed_worker_is_replaced() {
     // The survivor answers while the replacement boots.
     assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
     env.wait_ready(2, Duration::from_secs(30));
-    println!("time from SIGKILL to the replacement ready: {:?}", killed_at.elapsed());
+    println!(
+        "time from SIGKILL to the replacement ready: {:?}",
+        killed_at.elapsed()
+    );
     let after = pids(&env);
-    assert!(!after.contains(&before[0]) && after.contains(&before[1]), "{before:?} -> {after:?}");
+    assert!(
+        !after.contains(&before[0]) && after.contains(&before[1]),
+        "{before:?} -> {after:?}"
+    );
     let status = env.status();
     assert_eq!(status["worker_restarts"], 1);
-    let restarts: u64 = status["workers"].as_array().unwrap().iter().map(|w| w["restarts"].as_u64().unwrap()).sum();
+    let restarts: u64 = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["restarts"].as_u64().unwrap())
+        .sum();
     assert_eq!(restarts, 1);
     assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
 }
@@ -65,12 +87,22 @@ fn hung_worker_is_killed_by_the_heartbeat_timeout() {
     let hung = pids(&env)[0];
     let stopped_at = Instant::now();
     kill(Pid::from_raw(hung), Signal::SIGSTOP).unwrap();
-    wait_until(Duration::from_secs(30), "the hung worker to be replaced", || {
-        let ready = pids(&env);
-        ready.len() == 1 && ready[0] != hung
-    });
-    println!("hung worker replaced after {:?} (heartbeat_timeout 3s)", stopped_at.elapsed());
-    assert!(std::fs::metadata(format!("/proc/{hung}")).is_err(), "the hung worker is gone");
+    wait_until(
+        Duration::from_secs(30),
+        "the hung worker to be replaced",
+        || {
+            let ready = pids(&env);
+            ready.len() == 1 && ready[0] != hung
+        },
+    );
+    println!(
+        "hung worker replaced after {:?} (heartbeat_timeout 3s)",
+        stopped_at.elapsed()
+    );
+    assert!(
+        std::fs::metadata(format!("/proc/{hung}")).is_err(),
+        "the hung worker is gone"
+    );
     assert!(env.log().contains("no heartbeat"), "{}", env.log());
     assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
 }
@@ -80,9 +112,15 @@ fn hung_worker_is_killed_by_the_heartbeat_timeout() {
 #[test]
 fn missing_model_exits_non_zero_naming_the_path() {
     let mut env = Env::new(2);
-    let text = std::fs::read_to_string(&env.config).unwrap().replace("resnet50-voc20.onnx", "missing-model.onnx");
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("resnet50-voc20.onnx", "missing-model.onnx");
     // The budget reads the model's size too: declare it so the workers get to try.
-    std::fs::write(&env.config, format!("{text}\n[memory]\nper_worker = \"300MiB\"\n")).unwrap();
+    std::fs::write(
+        &env.config,
+        format!("{text}\n[memory]\nper_worker = \"300MiB\"\n"),
+    )
+    .unwrap();
     let started = Instant::now();
     env.start();
     let code = env.wait_exit(Duration::from_secs(60));
@@ -95,18 +133,34 @@ fn missing_model_exits_non_zero_naming_the_path() {
 #[test]
 fn term_lets_the_in_flight_request_finish() {
     // A long batching delay holds the request in the worker for a second.
-    let mut env = Env::with(1, "", "[batching]\nmax_delay = \"1500ms\"\nmax_batch_size = 8\n");
+    let mut env = Env::with(
+        1,
+        "",
+        "[batching]\nmax_delay = \"1500ms\"\nmax_batch_size = 8\n",
+    );
     env.start_ready(1);
     let addr = env.addr();
     let image = photo("grace_hopper.jpg");
-    let request = std::thread::spawn(move || post_multipart(addr, "/model_predict", "image", &image));
+    let request =
+        std::thread::spawn(move || post_multipart(addr, "/model_predict", "image", &image));
     std::thread::sleep(Duration::from_millis(400));
     env.signal(Signal::SIGTERM);
     let response = request.join().unwrap();
     assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(env.wait_exit(Duration::from_secs(20)), Some(0), "{}", env.log());
-    assert!(!env.dir.path().join("arbiter.pid").exists(), "pidfile removed");
-    assert!(!env.dir.path().join("arbiter.sock").exists(), "control socket removed");
+    assert_eq!(
+        env.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        env.log()
+    );
+    assert!(
+        !env.dir.path().join("arbiter.pid").exists(),
+        "pidfile removed"
+    );
+    assert!(
+        !env.dir.path().join("arbiter.sock").exists(),
+        "control socket removed"
+    );
 }
 
 /// 6. HUP under continuous load with a changed worker count and threshold: no request fails,
@@ -122,16 +176,29 @@ fn reload_under_load_loses_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     // A threshold no output reaches: every answer becomes "No Categories".
     env.write_config(2, "", "");
-    let text = std::fs::read_to_string(&env.config).unwrap().replace("threads = 1", "threads = 1\nthreshold = 1000.0");
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("threads = 1", "threads = 1\nthreshold = 1000.0");
     std::fs::write(&env.config, text).unwrap();
     let out = env.cli(&["reload"]);
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failures, answers) = load.finish();
-    println!("reload under load: {ok} requests answered, {} failed", failures.len());
+    println!(
+        "reload under load: {ok} requests answered, {} failed",
+        failures.len()
+    );
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert!(ok > 5, "the load ran ({ok} requests)");
-    assert_eq!(answers.last().unwrap(), &serde_json::json!({"result": "No Categories", "status": 0}));
+    assert_eq!(
+        answers.last().unwrap(),
+        &serde_json::json!({"result": "No Categories", "status": 0})
+    );
     env.wait_ready(2, Duration::from_secs(10));
     assert_eq!(env.status()["generation"], 2);
     assert_eq!(env.predict(&image).json()["status"], 0);
@@ -145,14 +212,23 @@ fn broken_config_reload_changes_nothing() {
     env.start_ready(1);
     let before = pids(&env);
     let good = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(&env.config, good.replace("workers = 1", "workers = \"many\"")).unwrap();
+    std::fs::write(
+        &env.config,
+        good.replace("workers = 1", "workers = \"many\""),
+    )
+    .unwrap();
     let out = env.cli(&["reload"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains(":3: server.workers: expected an integer"), "{stderr}");
+    assert!(
+        stderr.contains(":3: server.workers: expected an integer"),
+        "{stderr}"
+    );
     // A HUP straight to the arbiter is refused too, and logged.
     env.signal(Signal::SIGHUP);
-    wait_until(Duration::from_secs(5), "the refusal in the log", || env.log().contains("reload refused"));
+    wait_until(Duration::from_secs(5), "the refusal in the log", || {
+        env.log().contains("reload refused")
+    });
     assert_eq!(pids(&env), before);
     assert_eq!(env.status()["generation"], 1);
     assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
@@ -167,7 +243,11 @@ fn ttin_and_ttou_scale() {
     env.wait_ready(2, Duration::from_secs(30));
     assert_eq!(env.status()["target_workers"], 2);
     let out = env.cli(&["ttin"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     env.wait_ready(3, Duration::from_secs(30));
     env.signal(Signal::SIGTTOU);
     env.wait_ready(2, Duration::from_secs(30));
@@ -187,13 +267,22 @@ fn budget_refuses_four_and_accepts_three() {
     env.start();
     assert_eq!(env.wait_exit(Duration::from_secs(10)), Some(1));
     assert!(
-        env.log().contains("4 workers need 15.0 GiB ((4+1) x 3.0 GiB) but the host has 12.0 GiB: at most 3 fit"),
+        env.log().contains(
+            "4 workers need 15.0 GiB ((4+1) x 3.0 GiB) but the host has 12.0 GiB: at most 3 fit"
+        ),
         "{}",
         env.log()
     );
     env.write_config(3, "", memory);
     env.start_ready(3);
-    assert!(env.status()["budget"].as_str().unwrap().contains("3 workers need 12.0 GiB"), "{}", env.status());
+    assert!(
+        env.status()["budget"]
+            .as_str()
+            .unwrap()
+            .contains("3 workers need 12.0 GiB"),
+        "{}",
+        env.status()
+    );
     // TTIN past the budget is refused and changes nothing.
     let out = env.cli(&["ttin"]);
     assert!(!out.status.success());
@@ -214,7 +303,11 @@ fn max_requests_recycles_workers() {
         let ready = pids(&env);
         ready.len() == 1 && ready[0] != first
     });
-    assert_eq!(env.status()["worker_restarts"], 0, "recycling is not a crash");
+    assert_eq!(
+        env.status()["worker_restarts"],
+        0,
+        "recycling is not a crash"
+    );
     assert!(env.log().contains("recycled"), "{}", env.log());
 }
 
@@ -240,23 +333,53 @@ fn pid1_reaps_orphans_and_stops_on_term() {
     // The arbiter is the child of unshare: find it.
     let unshare = env.pid().as_raw();
     let mut arbiter = 0;
-    wait_until(Duration::from_secs(10), "the arbiter inside the namespace", || {
-        arbiter = children(unshare).into_iter().next().unwrap_or(0);
-        arbiter != 0
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the arbiter inside the namespace",
+        || {
+            arbiter = children(unshare).into_iter().next().unwrap_or(0);
+            arbiter != 0
+        },
+    );
     env.wait_ready(1, Duration::from_secs(60));
-    assert_eq!(ns_pid(arbiter), Some(1), "the arbiter is PID 1 in its namespace");
+    assert_eq!(
+        ns_pid(arbiter),
+        Some(1),
+        "the arbiter is PID 1 in its namespace"
+    );
     // An orphan: a shell started inside the namespace forks `sleep` and exits; the sleep is
     // reparented to PID 1, the arbiter, which must reap it when it ends.
     let out = std::process::Command::new("nsenter")
-        .args(["--target", &arbiter.to_string(), "--pid", "--", "sh", "-c", "sleep 1 & echo $!"])
+        .args([
+            "--target",
+            &arbiter.to_string(),
+            "--pid",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1 & echo $!",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let orphan = children(arbiter).into_iter().find(|p| comm(*p).as_deref() == Some("sleep")).expect("the orphan is the arbiter's child");
-    wait_until(Duration::from_secs(10), "the orphan to be reaped", || std::fs::metadata(format!("/proc/{orphan}")).is_err());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let orphan = children(arbiter)
+        .into_iter()
+        .find(|p| comm(*p).as_deref() == Some("sleep"))
+        .expect("the orphan is the arbiter's child");
+    wait_until(Duration::from_secs(10), "the orphan to be reaped", || {
+        std::fs::metadata(format!("/proc/{orphan}")).is_err()
+    });
     kill(Pid::from_raw(arbiter), Signal::SIGTERM).unwrap();
-    assert_eq!(env.wait_exit(Duration::from_secs(20)), Some(0), "{}", env.log());
+    assert_eq!(
+        env.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        env.log()
+    );
 }
 
 fn children(pid: i32) -> Vec<i32> {
@@ -268,12 +391,17 @@ fn children(pid: i32) -> Vec<i32> {
 }
 
 fn comm(pid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn ns_pid(pid: i32) -> Option<i32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last()?.parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|v| v.split_whitespace().last()?.parse().ok())
 }
 
 /// 12. The arbiter core depends on neither tokio, hyper nor ONNX Runtime.
@@ -281,14 +409,30 @@ fn ns_pid(pid: i32) -> Option<i32> {
 fn core_is_free_of_tokio_hyper_and_ort() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["tree", "--offline", "-p", "arbiter-core", "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "arbiter-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .current_dir(root())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = String::from_utf8(out.stdout).unwrap();
     for banned in ["tokio ", "hyper ", "ort ", "ort-sys "] {
-        assert!(!tree.lines().any(|l| l.starts_with(banned)), "arbiter-core depends on {banned}:\n{tree}");
+        assert!(
+            !tree.lines().any(|l| l.starts_with(banned)),
+            "arbiter-core depends on {banned}:\n{tree}"
+        );
     }
     assert!(tree.contains("nix "), "the tree was read: {tree}");
 }
@@ -300,13 +444,21 @@ fn stop_leaves_nothing_behind() {
     env.start_ready(2);
     let workers = pids(&env);
     let out = env.cli(&["stop"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(env.wait_exit(Duration::from_secs(5)), Some(0));
     for pid in workers {
-        assert!(std::fs::metadata(format!("/proc/{pid}")).is_err(), "worker {pid} is gone");
+        assert!(
+            std::fs::metadata(format!("/proc/{pid}")).is_err(),
+            "worker {pid} is gone"
+        );
     }
     assert!(!env.dir.path().join("arbiter.pid").exists());
     assert!(!env.dir.path().join("arbiter.sock").exists());
-    let status: Value = serde_json::from_slice(&env.cli(&["status", "--json"]).stdout).unwrap_or(Value::Null);
+    let status: Value =
+        serde_json::from_slice(&env.cli(&["status", "--json"]).stdout).unwrap_or(Value::Null);
     assert_eq!(status, Value::Null, "status has nothing to talk to");
 }

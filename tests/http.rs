@@ -10,15 +10,26 @@ use crate::util::*;
 fn answers_equal_predict_for_every_photo() {
     let mut env = Env::new(2);
     env.start_ready(2);
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(setup_file("var/reference/manifest.json")).unwrap()).unwrap();
-    let files: Vec<String> = manifest["images"].as_array().unwrap().iter().map(|i| i["file"].as_str().unwrap().to_string()).collect();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(setup_file("var/reference/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let files: Vec<String> = manifest["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["file"].as_str().unwrap().to_string())
+        .collect();
     let paths: Vec<_> = files.iter().map(|f| photo(f)).collect();
     let predicted = predict_cli(&env.config, &paths);
     for ((file, path), expected) in files.iter().zip(&paths).zip(&predicted) {
         let response = env.predict(path);
         assert_eq!(response.status, 200, "{file}: {}", response.text());
-        assert_eq!(response.header("content-type"), Some("application/json"), "{file}");
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/json"),
+            "{file}"
+        );
         assert_eq!(&response.json(), expected, "{file}");
     }
 }
@@ -33,11 +44,23 @@ fn clients_send_it_their_own_way() {
     let expected = env.predict(&photo("grace_hopper.jpg")).json();
     for content_type in ["image/jpeg", "application/octet-stream"] {
         let (header, body) = multipart("image", "grace_hopper.jpg", content_type, &data);
-        let r = request(env.addr(), "POST", "/model_predict", &[("Content-Type", &header)], &body);
+        let r = request(
+            env.addr(),
+            "POST",
+            "/model_predict",
+            &[("Content-Type", &header)],
+            &body,
+        );
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json(), expected);
     }
-    let r = request(env.addr(), "POST", "/model_predict", &[("Content-Type", "image/jpeg")], &data);
+    let r = request(
+        env.addr(),
+        "POST",
+        "/model_predict",
+        &[("Content-Type", "image/jpeg")],
+        &data,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), expected);
 }
@@ -51,12 +74,33 @@ fn bad_requests_get_clear_json_errors() {
     assert_eq!(r.status, 405);
     assert!(r.header("allow").unwrap().contains("POST"));
     assert!(r.json()["error"].is_string());
-    let r = request(addr, "POST", "/model_predict", &[("Content-Type", "text/plain")], b"hello");
+    let r = request(
+        addr,
+        "POST",
+        "/model_predict",
+        &[("Content-Type", "text/plain")],
+        b"hello",
+    );
     assert_eq!(r.status, 400, "{}", r.text());
-    let (header, body) = multipart("picture", "a.jpg", "image/jpeg", &std::fs::read(photo("grace_hopper.jpg")).unwrap());
-    let r = request(addr, "POST", "/model_predict", &[("Content-Type", &header)], &body);
+    let (header, body) = multipart(
+        "picture",
+        "a.jpg",
+        "image/jpeg",
+        &std::fs::read(photo("grace_hopper.jpg")).unwrap(),
+    );
+    let r = request(
+        addr,
+        "POST",
+        "/model_predict",
+        &[("Content-Type", &header)],
+        &body,
+    );
     assert_eq!(r.status, 400);
-    assert!(r.json()["error"].as_str().unwrap().contains("image"), "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("image"),
+        "{}",
+        r.text()
+    );
     for (file, statuses) in [
         ("bad/empty.jpg", &[400][..]),
         ("bad/text.jpg", &[400, 415][..]),
@@ -65,7 +109,12 @@ fn bad_requests_get_clear_json_errors() {
         ("bad/bomb.png", &[413, 422][..]),
     ] {
         let r = env.predict(&photo(file));
-        assert!(statuses.contains(&r.status), "{file}: {} {}", r.status, r.text());
+        assert!(
+            statuses.contains(&r.status),
+            "{file}: {} {}",
+            r.status,
+            r.text()
+        );
         assert!(r.json()["error"].is_string(), "{file}");
     }
     let r = request(addr, "GET", "/nowhere", &[], &[]);
@@ -86,7 +135,11 @@ fn metrics_cover_all_workers() {
     let _ = request(env.addr(), "GET", "/model_predict", &[], &[]);
     let count = |text: &str, status: &str| -> f64 {
         text.lines()
-            .filter(|l| l.starts_with("arbiter_requests_total{") && l.contains("model_predict") && l.contains(&format!("status=\"{status}\"")))
+            .filter(|l| {
+                l.starts_with("arbiter_requests_total{")
+                    && l.contains("model_predict")
+                    && l.contains(&format!("status=\"{status}\""))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
@@ -95,8 +148,17 @@ fn metrics_cover_all_workers() {
         let text = env.get("/metrics").text();
         assert_eq!(count(&text, "200"), 6.0, "{text}");
         assert_eq!(count(&text, "405"), 1.0, "{text}");
-        assert!(text.contains("worker=\"0\"") && text.contains("worker=\"1\""), "{text}");
-        for family in ["arbiter_stage_duration_seconds", "arbiter_batch_size", "arbiter_queue_depth", "arbiter_in_flight_requests", "arbiter_worker_restarts_total"] {
+        assert!(
+            text.contains("worker=\"0\"") && text.contains("worker=\"1\""),
+            "{text}"
+        );
+        for family in [
+            "arbiter_stage_duration_seconds",
+            "arbiter_batch_size",
+            "arbiter_queue_depth",
+            "arbiter_in_flight_requests",
+            "arbiter_worker_restarts_total",
+        ] {
             assert!(text.contains(family), "{family} missing:\n{text}");
         }
     }

@@ -27,7 +27,11 @@ pub fn root() -> PathBuf {
 /// A file made by `scripts/setup`; a missing one fails the test with what to run.
 pub fn setup_file(relative: &str) -> PathBuf {
     let path = root().join(relative);
-    assert!(path.exists(), "{} is missing: run scripts/setup first (the README's test command does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup first (the README's test command does)",
+        path.display()
+    );
     path
 }
 
@@ -43,7 +47,11 @@ pub fn bin() -> Command {
 
 /// A free loopback port (bound and released; the kernel does not hand it out again at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One test's world: a directory with a config, and maybe a running arbiter.
@@ -57,7 +65,13 @@ pub struct Env {
 
 /// The `[server]`, `[model]`... sections every test config starts from; `extra` is appended
 /// inside `[server]` (so it can override keys there) and `sections` after everything.
-pub fn config_text(dir: &Path, port: u16, workers: usize, server_extra: &str, sections: &str) -> String {
+pub fn config_text(
+    dir: &Path,
+    port: u16,
+    workers: usize,
+    server_extra: &str,
+    sections: &str,
+) -> String {
     let root = root();
     format!(
         r#"[server]
@@ -98,13 +112,27 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("arbiter.toml");
-        std::fs::write(&config, config_text(dir.path(), port, workers, server_extra, sections)).unwrap();
-        Env { dir, port, config, arbiter: None, _serial: serial }
+        std::fs::write(
+            &config,
+            config_text(dir.path(), port, workers, server_extra, sections),
+        )
+        .unwrap();
+        Env {
+            dir,
+            port,
+            config,
+            arbiter: None,
+            _serial: serial,
+        }
     }
 
     /// Rewrites the config (for reload tests).
     pub fn write_config(&self, workers: usize, server_extra: &str, sections: &str) {
-        std::fs::write(&self.config, config_text(self.dir.path(), self.port, workers, server_extra, sections)).unwrap();
+        std::fs::write(
+            &self.config,
+            config_text(self.dir.path(), self.port, workers, server_extra, sections),
+        )
+        .unwrap();
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -148,19 +176,34 @@ impl Env {
 
     /// Runs an `arbiter` subcommand against this config.
     pub fn cli(&self, args: &[&str]) -> Output {
-        bin().args(args).arg("-c").arg(&self.config).output().unwrap()
+        bin()
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .output()
+            .unwrap()
     }
 
     /// `arbiter status --json`, parsed.
     pub fn status(&self) -> Value {
         let out = self.cli(&["status", "--json"]);
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// The workers in `state` (ready, booting, draining), from `arbiter status`.
     pub fn workers(&self, state: &str) -> Vec<Value> {
-        self.status()["workers"].as_array().unwrap().iter().filter(|w| w["state"] == state).cloned().collect()
+        self.status()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["state"] == state)
+            .cloned()
+            .collect()
     }
 
     /// Waits until exactly `n` workers are ready and none is booting or draining.
@@ -168,10 +211,17 @@ impl Env {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(child) = &self.arbiter
-                && let Ok(Some(status)) = nix::sys::wait::waitpid(Pid::from_raw(child.id() as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG)).map(Some)
+                && let Ok(Some(status)) = nix::sys::wait::waitpid(
+                    Pid::from_raw(child.id() as i32),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                )
+                .map(Some)
                 && status != nix::sys::wait::WaitStatus::StillAlive
             {
-                panic!("the arbiter exited ({status:?}) before {n} workers were ready; log:\n{}", self.log());
+                panic!(
+                    "the arbiter exited ({status:?}) before {n} workers were ready; log:\n{}",
+                    self.log()
+                );
             }
             let out = self.cli(&["status", "--json"]);
             if out.status.success() {
@@ -181,7 +231,11 @@ impl Env {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "{n} workers not ready in {timeout:?}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{n} workers not ready in {timeout:?}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -194,7 +248,11 @@ impl Env {
             if let Some(status) = child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "arbiter still running after {timeout:?}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "arbiter still running after {timeout:?}; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -239,11 +297,15 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -252,15 +314,31 @@ impl Response {
 }
 
 /// Sends one request on a fresh connection (`Connection: close`) and reads the whole answer.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-    try_request(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    try_request(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// Like [`request`], but an I/O failure is returned, for load loops that count failures.
-pub fn try_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -278,7 +356,12 @@ fn read_response(stream: TcpStream) -> std::io::Result<Response> {
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad status line {line:?}"),
+            )
+        })?;
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -292,7 +375,9 @@ fn read_response(stream: TcpStream) -> std::io::Result<Response> {
         }
     }
     let mut body = Vec::new();
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
         loop {
             line.clear();
@@ -308,11 +393,20 @@ fn read_response(stream: TcpStream) -> std::io::Result<Response> {
     } else {
         reader.read_to_end(&mut body)?;
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The multipart body curl sends for `-F field=@file`.
-pub fn multipart(field: &str, filename: &str, content_type: &str, data: &[u8]) -> (String, Vec<u8>) {
+pub fn multipart(
+    field: &str,
+    filename: &str,
+    content_type: &str,
+    data: &[u8],
+) -> (String, Vec<u8>) {
     let boundary = "------------------------arbitertestboundary7d3f";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
@@ -327,17 +421,38 @@ pub fn post_multipart(addr: SocketAddr, path: &str, field: &str, file: &Path) ->
     try_post_multipart(addr, path, field, file).unwrap_or_else(|e| panic!("POST {path}: {e}"))
 }
 
-pub fn try_post_multipart(addr: SocketAddr, path: &str, field: &str, file: &Path) -> std::io::Result<Response> {
+pub fn try_post_multipart(
+    addr: SocketAddr,
+    path: &str,
+    field: &str,
+    file: &Path,
+) -> std::io::Result<Response> {
     let data = std::fs::read(file)?;
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     let (content_type, body) = multipart(field, &name, "application/octet-stream", &data);
-    try_request(addr, "POST", path, &[("Content-Type", &content_type)], &body)
+    try_request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", &content_type)],
+        &body,
+    )
 }
 
 /// `arbiter predict` on images, one JSON value per image.
 pub fn predict_cli(config: &Path, images: &[PathBuf]) -> Vec<Value> {
-    let out = bin().arg("predict").arg("-c").arg(config).args(images).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let out = bin()
+        .arg("predict")
+        .arg("-c")
+        .arg(config)
+        .args(images)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A bounded load loop on its own thread: `clients` connections posting `image` until `stop`
@@ -357,7 +472,9 @@ impl Load {
                 std::thread::spawn(move || {
                     let deadline = Instant::now() + limit;
                     let (mut ok, mut failures, mut answers) = (0, Vec::new(), Vec::new());
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && Instant::now() < deadline
+                    {
                         match try_post_multipart(addr, "/model_predict", "image", &image) {
                             Ok(r) if r.status == 200 => {
                                 ok += 1;
@@ -392,7 +509,10 @@ impl Load {
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
