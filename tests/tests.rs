@@ -7,3 +7,4 @@ mod util;
 mod arbiter;
 mod cli;
 mod http;
+mod programs;
