@@ -107,8 +107,7 @@ fn hung_worker_is_killed_by_the_heartbeat_timeout() {
     assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
 }
 
-/// 4. A missing model file stops the arbiter with a non-zero code and the path, instead of a
-/// restart loop.
+/// 4. A missing model file stops the arbiter with a non-zero code and the path (no restart loop).
 #[test]
 fn missing_model_exits_non_zero_naming_the_path() {
     let mut env = Env::new(2);
@@ -163,8 +162,9 @@ fn term_lets_the_in_flight_request_finish() {
     );
 }
 
-/// 6. HUP under continuous load with a changed worker count and threshold: no request fails,
-/// and the answers switch to the new threshold.
+/// 6. HUP under continuous load with a changed worker count and threshold.
+///
+/// No request fails, and the answers switch to the new threshold.
 #[test]
 fn reload_under_load_loses_nothing() {
     let mut env = Env::new(1);
@@ -204,8 +204,9 @@ fn reload_under_load_loses_nothing() {
     assert_eq!(env.predict(&image).json()["status"], 0);
 }
 
-/// 7. HUP with a broken config: the old workers keep serving; `arbiter reload` prints the
-/// error with its line and exits non-zero.
+/// 7. HUP with a broken config.
+///
+/// The old workers keep serving; `arbiter reload` prints the error with its line, exits non-zero.
 #[test]
 fn broken_config_reload_changes_nothing() {
     let mut env = Env::new(1);

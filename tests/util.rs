@@ -459,8 +459,11 @@ pub fn predict_cli(config: &Path, images: &[PathBuf]) -> Vec<Value> {
 /// is set or `limit` passes. Returns (ok, failures as descriptions).
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handles: Vec<std::thread::JoinHandle<(u64, Vec<String>, Vec<Value>)>>,
+    handles: Vec<std::thread::JoinHandle<Tally>>,
 }
+
+/// One client's (successes, failures, answers).
+type Tally = (u64, Vec<String>, Vec<Value>);
 
 impl Load {
     pub fn start(addr: SocketAddr, image: PathBuf, clients: usize, limit: Duration) -> Load {
