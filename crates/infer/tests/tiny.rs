@@ -1,0 +1,242 @@
+//! Model loading, checking and running on the tiny committed models in tests/data/.
+//!
+//! They need the ONNX Runtime library that scripts/setup fetches into var/onnxruntime/.
+
+use std::path::{Path, PathBuf};
+
+use arbiter_infer::{Device, InferError, Model, ModelOptions, init_runtime};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Loads ONNX Runtime from var/, or fails telling how to get it.
+fn runtime() {
+    let lib = repo_root().join("var/onnxruntime/libonnxruntime.so.1.32.0");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run scripts/setup",
+        lib.display()
+    );
+    init_runtime(Some(&lib)).expect("ONNX Runtime loads");
+}
+
+fn opts(model: &str) -> ModelOptions {
+    ModelOptions {
+        path: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(model),
+        runtime_library: None,
+        device: Device::Cpu,
+        intra_threads: 1,
+        max_batch: 4,
+        expected_classes: None,
+    }
+}
+
+fn load(model: &str) -> Result<Model, InferError> {
+    runtime();
+    Model::load(&opts(model))
+}
+
+/// What tiny_ok.onnx computes (see make_models.py): channel means times W plus B.
+fn tiny_expected(image: &[f32]) -> Vec<f32> {
+    let means: Vec<f32> = image
+        .chunks(16)
+        .map(|c| c.iter().sum::<f32>() / 16.0)
+        .collect();
+    (0..5)
+        .map(|c| {
+            let dot: f32 = (0..3)
+                .map(|k| means[k] * (k as f32 + 1.0) * (c as f32 - 2.0) / 4.0)
+                .sum();
+            dot + c as f32 / 10.0
+        })
+        .collect()
+}
+
+/// `n` distinct 3x4x4 images.
+fn images(n: usize) -> Vec<f32> {
+    (0..n * 48)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect()
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol, "index {i}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn model_is_send() {
+    fn send<T: Send>() {}
+    send::<Model>();
+}
+
+#[test]
+fn tiny_model_loads_and_runs() {
+    let mut model = load("tiny_ok.onnx").unwrap();
+    assert_eq!(model.input_size(), (4, 4));
+    assert_eq!(model.num_classes(), 5);
+    assert_eq!(model.input_name(), "input");
+    assert_eq!(model.output_name(), "output");
+    assert_eq!(model.image_len(), 48);
+    assert!(model.load_time() > std::time::Duration::ZERO);
+
+    let batch = images(3);
+    let out = model.run(&batch, 3).unwrap();
+    let expected: Vec<f32> = batch.chunks(48).flat_map(tiny_expected).collect();
+    assert_close(&out, &expected, 1e-5);
+
+    // Each image alone gives the same as in the batch.
+    for (i, image) in batch.chunks(48).enumerate() {
+        assert_close(
+            &model.run(image, 1).unwrap(),
+            &out[i * 5..(i + 1) * 5],
+            1e-6,
+        );
+    }
+    assert!(model.run(&[], 0).unwrap().is_empty());
+}
+
+#[test]
+fn bad_batches_are_refused() {
+    let mut model = load("tiny_ok.onnx").unwrap();
+    let err = model.run(&images(5), 5).unwrap_err();
+    assert!(matches!(err, InferError::Batch(_)), "{err}");
+    assert!(err.to_string().contains("maximum batch of 4"), "{err}");
+    let err = model.run(&images(2), 3).unwrap_err();
+    assert!(err.to_string().contains("96 floats for 3 images"), "{err}");
+    // The model still works after refusing.
+    assert_eq!(model.run(&images(1), 1).unwrap().len(), 5);
+}
+
+#[test]
+fn fixed_batch_model_runs_any_batch() {
+    let mut model = load("tiny_fixed1.onnx").unwrap();
+    let batch = images(3);
+    let out = model.run(&batch, 3).unwrap();
+    let expected: Vec<f32> = batch.chunks(48).flat_map(tiny_expected).collect();
+    assert_close(&out, &expected, 1e-5);
+}
+
+fn load_err(model: &str) -> String {
+    let err = load(model).expect_err(model);
+    assert!(matches!(err, InferError::Shape { .. }), "{model}: {err}");
+    err.to_string()
+}
+
+#[test]
+fn channels_last_input_is_refused() {
+    assert_eq!(
+        load_err("nhwc.onnx"),
+        "model input `x` has shape [1, 224, 224, 3]; expected [N, 3, H, W]"
+    );
+}
+
+#[test]
+fn other_signatures_are_refused() {
+    let msg = load_err("two_outputs.onnx");
+    assert!(
+        msg.contains("model has 2 outputs (`output`, `extra`)"),
+        "{msg}"
+    );
+    assert!(msg.contains("expected exactly one output [N, C]"), "{msg}");
+
+    let msg = load_err("output_rank3.onnx");
+    assert!(
+        msg.contains("model output `output` has shape [N, 3, 4]; expected [N, C]"),
+        "{msg}"
+    );
+
+    let msg = load_err("dynamic_hw.onnx");
+    assert!(
+        msg.contains("model input `input` has shape [N, 3, H, W]"),
+        "{msg}"
+    );
+    assert!(msg.contains("with H and W fixed numbers"), "{msg}");
+
+    let msg = load_err("int_input.onnx");
+    assert!(
+        msg.contains("model input `input` has element type"),
+        "{msg}"
+    );
+    assert!(msg.contains("float32"), "{msg}");
+}
+
+#[test]
+fn class_count_must_match_labels() {
+    runtime();
+    let mut o = opts("tiny_ok.onnx");
+    o.expected_classes = Some(20);
+    let err = Model::load(&o).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            InferError::LabelCount {
+                model: 5,
+                labels: 20
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the model has 5 classes but the label file has 20 names"
+    );
+    o.expected_classes = Some(5);
+    Model::load(&o).unwrap();
+}
+
+#[test]
+fn missing_model_is_named() {
+    let err = load("no_such_model.onnx").unwrap_err();
+    assert!(matches!(err, InferError::ModelMissing { .. }), "{err}");
+    assert!(err.to_string().contains("no_such_model.onnx"), "{err}");
+}
+
+#[test]
+fn not_a_model_is_refused() {
+    let err = load("make_models.py").unwrap_err();
+    assert!(matches!(err, InferError::ModelLoad { .. }), "{err}");
+    assert!(err.to_string().contains("make_models.py"), "{err}");
+    let source = std::error::Error::source(&err)
+        .expect("the cause is kept")
+        .to_string();
+    assert!(!source.is_empty());
+}
+
+#[test]
+fn cuda_fails_clearly_without_fallback() {
+    runtime();
+    let mut o = opts("tiny_ok.onnx");
+    o.device = Device::Cuda(0);
+    let err = Model::load(&o).unwrap_err();
+    assert!(
+        matches!(err, InferError::CudaUnavailable { device: 0, .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("could not be registered for cuda:0"), "{msg}");
+    assert!(
+        msg.contains("no CUDA support") && msg.contains("onnxruntime-gpu"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn runtime_init_is_idempotent_and_checks_the_file() {
+    runtime();
+    let lib = repo_root().join("var/onnxruntime/libonnxruntime.so.1.32.0");
+    let first = init_runtime(Some(&lib)).unwrap();
+    assert_eq!(init_runtime(Some(&lib)).unwrap(), first);
+    assert_eq!(init_runtime(None).unwrap(), first);
+    let err = init_runtime(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/libonnxruntime.so"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("run scripts/setup"), "{err}");
+}

@@ -1,0 +1,46 @@
+//! Times decode, resize and normalize of image files (best of N runs).
+//!
+//! `cargo run --release -p arbiter-vision --example bench -- FILE... [-n RUNS]`
+
+use std::time::{Duration, Instant};
+
+fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut best = Duration::MAX;
+    let mut out = None;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let value = f();
+        best = best.min(start.elapsed());
+        out = Some(value);
+    }
+    (best, out.expect("at least one run"))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut runs = 10;
+    if let Some(i) = args.iter().position(|a| a == "-n") {
+        runs = args.get(i + 1).ok_or("-n needs a number")?.parse()?;
+        args.drain(i..i + 2);
+    }
+    let limits = arbiter_vision::Limits::default();
+    for path in &args {
+        let bytes = std::fs::read(path)?;
+        let (decode, rgb) = best(runs, || arbiter_vision::decode_rgb(&bytes, &limits));
+        let rgb = rgb?;
+        let (resize, small) = best(runs, || arbiter_vision::resize_bilinear(&rgb, 224, 224));
+        let mut out = vec![0f32; 3 * 224 * 224];
+        let (normalize, ()) = best(runs, || arbiter_vision::normalize_chw(&small, &mut out));
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{path}: {}x{} decode {:.2} ms, resize {:.2} ms, normalize {:.3} ms, total {:.2} ms",
+            rgb.width,
+            rgb.height,
+            ms(decode),
+            ms(resize),
+            ms(normalize),
+            ms(decode + resize + normalize)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! Image decoding and preprocessing that reproduce, bit for bit, what the seed service computes
+//! in Python: `Image.open(p).convert("RGB")`, torchvision's `Resize([224, 224])` (Pillow's
+//! `resize((224, 224), BILINEAR)`), `ToTensor` and `Normalize(ImageNet mean, std)`.
+//!
+//! # Theory of operation
+//!
+//! 1. [`sniff`] picks the format from the magic bytes only (never a file name or a content type).
+//! 2. [`decode_rgb`] reads the header, refuses images over [`Limits::max_pixels`] before any
+//!    pixel is decoded (a decompression bomb costs a header parse), then decodes with the decoder
+//!    that agrees with Pillow's: libjpeg-turbo for JPEG (the library inside Pillow, with the same
+//!    defaults: accurate integer IDCT, fancy upsampling, no DCT scaling), the `png`, `gif` and
+//!    `tiff` crates read raw so that we apply Pillow's own mode rules, and the `image` crate for
+//!    BMP and WebP. Every mode becomes 8-bit RGB exactly as Pillow's `convert("RGB")` does it
+//!    (see `convert`): alpha is dropped, not composited; 16-bit gray is clipped; CMYK goes
+//!    through Pillow's integer `cmyk2rgb`. Truncated or corrupt input is a typed error, not a
+//!    panic and not a half-gray picture (Pillow without `LOAD_TRUNCATED_IMAGES` refuses too).
+//! 3. [`resize_bilinear`] is Pillow's two-pass fixed-point convolution (see `resize`), which
+//!    makes the 224 x 224 pixels identical to Pillow's, not merely close.
+//! 4. [`normalize_chw`] divides by 255 and normalizes in `f32`, the operations torchvision does,
+//!    through a 256-entry table per channel, writing planar CHW.
+//!
+//! [`preprocess`] is all of it. Errors carry an [`ErrorKind`] that maps to an HTTP status.
+
+mod bmp_webp;
+mod convert;
+mod error;
+mod gif;
+mod jpeg;
+mod kernels;
+mod png;
+mod resize;
+mod tiff;
+
+pub use error::{ErrorKind, VisionError};
+pub use resize::resize_bilinear;
+
+/// ImageNet channel means that torchvision's `Normalize` subtracts (RGB order).
+pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations that torchvision's `Normalize` divides by (RGB order).
+pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Resource limits applied while decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most pixels (width x height) an image may declare; Pillow's `MAX_IMAGE_PIXELS` by
+    /// default.
+    pub max_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pixels: 89_478_485,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuses `width x height` if it is over `max_pixels`.
+    pub fn check(&self, width: u32, height: u32) -> Result<(), VisionError> {
+        if u64::from(width) * u64::from(height) > self.max_pixels {
+            return Err(VisionError::TooManyPixels {
+                width,
+                height,
+                limit: self.max_pixels,
+            });
+        }
+        Ok(())
+    }
+
+    /// The most bytes a decoder may allocate: 16-bit RGBA at the pixel limit, plus slack.
+    pub(crate) fn max_decode_bytes(&self) -> u64 {
+        self.max_pixels.saturating_mul(8).saturating_add(64 << 20)
+    }
+}
+
+/// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `3 * width * height` bytes: R, G, B of each pixel.
+    pub data: Vec<u8>,
+}
+
+/// The image formats we decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// JPEG (JFIF, Exif, Adobe).
+    Jpeg,
+    /// PNG (the first image of an APNG).
+    Png,
+    /// GIF (the first frame).
+    Gif,
+    /// Windows bitmap.
+    Bmp,
+    /// WebP, lossy or lossless.
+    WebP,
+    /// TIFF (the first image).
+    Tiff,
+}
+
+impl Format {
+    /// The format's usual name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jpeg => "JPEG",
+            Format::Png => "PNG",
+            Format::Gif => "GIF",
+            Format::Bmp => "BMP",
+            Format::WebP => "WebP",
+            Format::Tiff => "TIFF",
+        }
+    }
+
+    /// The format's media type.
+    pub fn mime_type(self) -> &'static str {
+        match self {
+            Format::Jpeg => "image/jpeg",
+            Format::Png => "image/png",
+            Format::Gif => "image/gif",
+            Format::Bmp => "image/bmp",
+            Format::WebP => "image/webp",
+            Format::Tiff => "image/tiff",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Detects the format from the magic bytes at the start of the data.
+pub fn sniff(bytes: &[u8]) -> Result<Format, VisionError> {
+    if bytes.is_empty() {
+        return Err(VisionError::Empty);
+    }
+    let format = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Format::Jpeg
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Format::Png
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Format::Gif
+    } else if bytes.starts_with(b"BM") {
+        Format::Bmp
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Format::WebP
+    } else if [b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"]
+        .iter()
+        .any(|magic| bytes.starts_with(*magic))
+    {
+        Format::Tiff
+    } else {
+        return Err(VisionError::Unsupported {
+            format: None,
+            detail: "the data is not a JPEG, PNG, GIF, BMP, WebP or TIFF image".into(),
+        });
+    };
+    Ok(format)
+}
+
+/// The format and the size the header declares, without decoding any pixel.
+pub fn dimensions(bytes: &[u8]) -> Result<(Format, u32, u32), VisionError> {
+    let format = sniff(bytes)?;
+    let (width, height) = match format {
+        Format::Jpeg => {
+            let header = jpeg::scan(bytes, false)?;
+            (header.width, header.height)
+        }
+        Format::Png => png::dimensions(bytes)?,
+        Format::Gif => gif::dimensions(bytes)?,
+        Format::Tiff => tiff::dimensions(bytes)?,
+        Format::Bmp | Format::WebP => bmp_webp::dimensions(bytes, format)?,
+    };
+    Ok((format, width, height))
+}
+
+/// Decodes an image to 8-bit RGB as Pillow's `Image.open(...).convert("RGB")` does, checking
+/// the header's pixel count against `limits` before decoding.
+pub fn decode_rgb(bytes: &[u8], limits: &Limits) -> Result<RgbImage, VisionError> {
+    let format = sniff(bytes)?;
+    let image = match format {
+        Format::Jpeg => {
+            let header = jpeg::scan(bytes, false)?;
+            limits.check(header.width, header.height)?;
+            let header = jpeg::scan(bytes, true)?;
+            jpeg::decode(bytes, &header)?
+        }
+        Format::Png => png::decode(bytes, limits)?,
+        Format::Gif => gif::decode(bytes, limits)?,
+        Format::Tiff => tiff::decode(bytes, limits)?,
+        Format::Bmp | Format::WebP => bmp_webp::decode(bytes, format, limits)?,
+    };
+    if image.width == 0 || image.height == 0 {
+        return Err(VisionError::corrupt(
+            format,
+            format!("it has no pixels ({} x {})", image.width, image.height),
+        ));
+    }
+    Ok(image)
+}
+
+/// Writes `img` as a normalized CHW float tensor: `(v / 255 - MEAN[c]) / STD[c]` in `f32`, as
+/// torchvision's `ToTensor` then `Normalize` compute it.
+///
+/// # Panics
+///
+/// If `out.len()` is not `3 * width * height`, or `img.data` does not match its size.
+pub fn normalize_chw(img: &RgbImage, out: &mut [f32]) {
+    let plane = img.width as usize * img.height as usize;
+    assert_eq!(
+        out.len(),
+        3 * plane,
+        "output length must be 3 * width * height"
+    );
+    assert_eq!(
+        img.data.len(),
+        3 * plane,
+        "RgbImage data does not match its size"
+    );
+    let table: [[f32; 256]; 3] =
+        std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - MEAN[c]) / STD[c]));
+    let (red, rest) = out.split_at_mut(plane);
+    let (green, blue) = rest.split_at_mut(plane);
+    for (((px, r), g), b) in img.data.chunks_exact(3).zip(red).zip(green).zip(blue) {
+        *r = table[0][usize::from(px[0])];
+        *g = table[1][usize::from(px[1])];
+        *b = table[2][usize::from(px[2])];
+    }
+}
+
+/// Decodes, resizes to `width x height` and normalizes into `out` (`3 * width * height`
+/// floats, CHW): one image's slot of a batch tensor.
+///
+/// # Panics
+///
+/// If `out.len()` is not `3 * width * height`.
+pub fn preprocess_into(
+    bytes: &[u8],
+    limits: &Limits,
+    width: u32,
+    height: u32,
+    out: &mut [f32],
+) -> Result<(), VisionError> {
+    let rgb = decode_rgb(bytes, limits)?;
+    let resized = resize_bilinear(&rgb, width, height);
+    normalize_chw(&resized, out);
+    Ok(())
+}
+
+/// Decodes, resizes to `width x height` and normalizes: the seed's whole preprocessing, as a
+/// CHW `f32` vector of `3 * width * height` values.
+pub fn preprocess(
+    bytes: &[u8],
+    limits: &Limits,
+    width: u32,
+    height: u32,
+) -> Result<Vec<f32>, VisionError> {
+    let mut out = vec![0f32; 3 * width as usize * height as usize];
+    preprocess_into(bytes, limits, width, height, &mut out)?;
+    Ok(out)
+}

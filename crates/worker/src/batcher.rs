@@ -1,0 +1,473 @@
+//! The inference thread and its bounded queue, with dynamic batching.
+//!
+//! One `std::thread` owns the [`Backend`] (the model). Requests reach it through a bounded
+//! channel of [`Job`]s, each with a `oneshot` reply. The thread takes the first job, then keeps
+//! taking queued jobs until the batch holds `max_batch_size` images; it waits up to `max_delay`
+//! for more only while other requests are still being preprocessed (so a lone request never
+//! waits for company that is not coming). Jobs whose client has gone (the reply receiver was
+//! dropped) are skipped, never computed.
+//!
+//! Admission is counted here too: a request takes a [`Permit`] once its body is read, and keeps
+//! it while it is preprocessed and queued; when `queue_capacity + preprocess_threads` permits are
+//! out, the next request is refused at once (503), so the queue never grows without bound and
+//! the channel itself is never full.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arbiter_scoreboard::{SlotRef, Stage};
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+use crate::options::Batching;
+
+/// What the model can do, as the HTTP layer needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Name of the input tensor (KServe metadata).
+    pub input_name: String,
+    /// Name of the output tensor.
+    pub output_name: String,
+    /// Input width.
+    pub width: u32,
+    /// Input height.
+    pub height: u32,
+    /// Outputs per image.
+    pub num_classes: usize,
+    /// Largest batch one [`Backend::run`] call accepts.
+    pub max_batch: usize,
+    /// Time the model took to load and warm up.
+    pub load_time: Duration,
+}
+
+impl ModelInfo {
+    /// Floats per image: `3 * height * width`.
+    pub fn image_len(&self) -> usize {
+        3 * self.width as usize * self.height as usize
+    }
+}
+
+/// An inference engine owned by the inference thread: the real model, or a fake in tests.
+pub trait Backend: Send + 'static {
+    /// The model's shapes and names.
+    fn info(&self) -> ModelInfo;
+    /// Runs `n` CHW images laid end to end (`n <= info().max_batch`); returns `n * num_classes`
+    /// raw outputs.
+    fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, String>;
+}
+
+/// The answer to one job: its outputs and how long it spent in each stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutput {
+    /// `n * num_classes` raw outputs.
+    pub outputs: Vec<f32>,
+    /// Images in the model run(s) this job was part of.
+    pub batch_size: usize,
+}
+
+type Reply = oneshot::Sender<Result<JobOutput, String>>;
+
+struct Job {
+    input: Vec<f32>,
+    n: usize,
+    enqueued: Instant,
+    reply: Reply,
+    _permit: Permit,
+}
+
+struct Shared {
+    /// Permits out: requests admitted and not yet taken by the inference thread.
+    admitted: AtomicUsize,
+    capacity: usize,
+    /// Jobs in the channel.
+    queued: AtomicUsize,
+    /// Admitted requests not yet queued (being preprocessed): the batcher waits for them.
+    preparing: AtomicUsize,
+    /// Monotonic ns since `epoch` when the current batch started; 0 when idle.
+    busy_since: AtomicU64,
+    epoch: Instant,
+    slot: SlotRef,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+/// A place in the pipeline, held from admission until the inference thread takes the job.
+#[derive(Debug)]
+pub struct Permit {
+    shared: Arc<Shared>,
+    queued: bool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("admitted", &self.admitted.load(Relaxed))
+            .field("capacity", &self.capacity)
+            .field("queued", &self.queued.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        s.admitted.fetch_sub(1, Relaxed);
+        if !self.queued {
+            s.preparing.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// The sending side of the inference queue, shared by all request handlers.
+#[derive(Debug)]
+pub struct InferenceQueue {
+    tx: SyncSender<Job>,
+    shared: Arc<Shared>,
+    info: ModelInfo,
+}
+
+/// The inference thread, to wait for once the queue's senders are gone.
+#[derive(Debug)]
+pub struct InferenceThread {
+    handle: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+impl InferenceThread {
+    /// Waits up to `timeout` for the thread to finish (after every sender was dropped).
+    pub fn join(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Ok(mut guard) = self.handle.lock() else {
+            return false;
+        };
+        let Some(handle) = guard.take() else {
+            return true;
+        };
+        while !handle.is_finished() {
+            if Instant::now() >= deadline {
+                *guard = Some(handle);
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        handle.join().is_ok()
+    }
+
+    /// How long the current model run has been going, if one is.
+    pub fn busy_for(&self) -> Option<Duration> {
+        let s = &self.shared;
+        let since = s.busy_since.load(Relaxed);
+        (since != 0).then(|| Duration::from_nanos(s.now_ns().saturating_sub(since)))
+    }
+
+    /// Whether the thread has ended (all senders dropped, or it died).
+    pub fn is_finished(&self) -> bool {
+        self.handle
+            .lock()
+            .map(|h| h.as_ref().is_none_or(JoinHandle::is_finished))
+            .unwrap_or(true)
+    }
+}
+
+impl InferenceQueue {
+    /// Starts the inference thread, which calls `load` and then serves the queue; returns once
+    /// the model is loaded (calling `waiting` every 250 ms until then), or with `load`'s error.
+    pub fn start<B, F>(
+        load: F,
+        batching: &Batching,
+        preprocess_threads: usize,
+        slot: SlotRef,
+        mut waiting: impl FnMut(),
+    ) -> Result<(InferenceQueue, InferenceThread), String>
+    where
+        B: Backend,
+        F: FnOnce() -> Result<B, String> + Send + 'static,
+    {
+        let capacity = batching.queue_capacity.max(1) + preprocess_threads.max(1);
+        let shared = Arc::new(Shared {
+            admitted: AtomicUsize::new(0),
+            capacity,
+            queued: AtomicUsize::new(0),
+            preparing: AtomicUsize::new(0),
+            busy_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            slot,
+        });
+        let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
+        let (boot_tx, boot_rx) = mpsc::channel::<Result<ModelInfo, String>>();
+        let thread_shared = Arc::clone(&shared);
+        let batching = batching.clone();
+        let handle = std::thread::Builder::new()
+            .name("inference".to_owned())
+            .spawn(move || {
+                let loaded = catch_unwind(AssertUnwindSafe(load))
+                    .unwrap_or_else(|_| Err("the model loader panicked".to_owned()));
+                let backend = match loaded {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = boot_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let info = backend.info();
+                if boot_tx.send(Ok(info.clone())).is_err() {
+                    return;
+                }
+                drop(boot_tx);
+                serve(backend, &info, &batching, &rx, &thread_shared);
+            })
+            .map_err(|e| format!("cannot start the inference thread: {e}"))?;
+        let info = loop {
+            match boot_rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(Ok(info)) => break info,
+                Ok(Err(e)) => {
+                    let _ = handle.join();
+                    return Err(e);
+                }
+                Err(RecvTimeoutError::Timeout) => waiting(),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = handle.join();
+                    return Err("the inference thread ended while loading the model".to_owned());
+                }
+            }
+        };
+        let thread = InferenceThread {
+            handle: Mutex::new(Some(handle)),
+            shared: Arc::clone(&shared),
+        };
+        Ok((InferenceQueue { tx, shared, info }, thread))
+    }
+
+    /// The model's shapes and names.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Whether a request would be admitted now (a cheap check before reading a body).
+    pub fn has_room(&self) -> bool {
+        let s = &self.shared;
+        s.admitted.load(Relaxed) < s.capacity
+    }
+
+    /// Takes a place in the pipeline, or refuses with [`ApiError::Overloaded`].
+    pub fn admit(&self) -> Result<Permit, ApiError> {
+        let s = &self.shared;
+        let mut current = s.admitted.load(Relaxed);
+        loop {
+            if current >= s.capacity {
+                return Err(ApiError::Overloaded);
+            }
+            match s
+                .admitted
+                .compare_exchange_weak(current, current + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        s.preparing.fetch_add(1, Relaxed);
+        Ok(Permit {
+            shared: Arc::clone(&self.shared),
+            queued: false,
+        })
+    }
+
+    /// Queues `n` preprocessed images (`n * image_len` floats); the receiver gets the outputs.
+    /// Dropping the receiver cancels the job if it has not started.
+    pub fn submit(
+        &self,
+        mut permit: Permit,
+        input: Vec<f32>,
+        n: usize,
+    ) -> Result<oneshot::Receiver<Result<JobOutput, String>>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let s = &self.shared;
+        permit.queued = true;
+        s.preparing.fetch_sub(1, Relaxed);
+        let job = Job {
+            input,
+            n,
+            enqueued: Instant::now(),
+            reply,
+            _permit: permit,
+        };
+        let depth = s.queued.fetch_add(1, Relaxed) + 1;
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                s.slot.set_queue_depth(depth);
+                Ok(rx)
+            }
+            Err(TrySendError::Full(_)) => {
+                s.queued.fetch_sub(1, Relaxed);
+                Err(ApiError::Overloaded)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                s.queued.fetch_sub(1, Relaxed);
+                Err(ApiError::Internal(
+                    "the inference thread has stopped".to_owned(),
+                ))
+            }
+        }
+    }
+}
+
+/// Takes one job off the channel (blocking up to `wait`, or not at all when `None`).
+fn take(rx: &Receiver<Job>, shared: &Shared, wait: Option<Duration>) -> Result<Option<Job>, ()> {
+    let got = match wait {
+        None => match rx.try_recv() {
+            Ok(j) => Some(j),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => return Err(()),
+        },
+        Some(d) => match rx.recv_timeout(d) {
+            Ok(j) => Some(j),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return Err(()),
+        },
+    };
+    if got.is_some() {
+        let depth = shared.queued.fetch_sub(1, Relaxed).saturating_sub(1);
+        shared.slot.set_queue_depth(depth);
+    }
+    Ok(got)
+}
+
+/// The inference thread's loop: gather a batch, run it, answer each job; ends when every sender
+/// is gone and the queue is empty.
+fn serve<B: Backend>(
+    mut backend: B,
+    info: &ModelInfo,
+    batching: &Batching,
+    rx: &Receiver<Job>,
+    shared: &Shared,
+) {
+    let max_images = batching.max_batch_size.max(1);
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => {
+                    let depth = shared.queued.fetch_sub(1, Relaxed).saturating_sub(1);
+                    shared.slot.set_queue_depth(depth);
+                    job
+                }
+                Err(_) => return,
+            },
+        };
+        if first.reply.is_closed() {
+            continue;
+        }
+        let mut images = first.n;
+        let mut batch = vec![first];
+        let deadline = Instant::now() + batching.max_delay;
+        let mut disconnected = false;
+        while images < max_images {
+            // Wait for more only while requests are on their way (being preprocessed).
+            let now = Instant::now();
+            let wait = if shared.preparing.load(Relaxed) > 0 && now < deadline {
+                Some(deadline - now)
+            } else {
+                None
+            };
+            match take(rx, shared, wait) {
+                Ok(Some(job)) if job.reply.is_closed() => {}
+                Ok(Some(job)) if images + job.n > max_images => {
+                    carry = Some(job);
+                    break;
+                }
+                Ok(Some(job)) => {
+                    images += job.n;
+                    batch.push(job);
+                }
+                Ok(None) if wait.is_some() => {}
+                Ok(None) => break,
+                Err(()) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        run_batch(&mut backend, info, batch, shared);
+        if disconnected && carry.is_none() {
+            return;
+        }
+    }
+}
+
+/// Runs one gathered batch (in chunks of the backend's maximum) and answers each job.
+fn run_batch<B: Backend>(backend: &mut B, info: &ModelInfo, mut batch: Vec<Job>, shared: &Shared) {
+    // A client may have left while the batch was gathered.
+    batch.retain(|j| !j.reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let total: usize = batch.iter().map(|j| j.n).sum();
+    let per_image = info.image_len();
+    let mut input = Vec::with_capacity(total * per_image);
+    for job in &mut batch {
+        shared
+            .slot
+            .observe_stage(Stage::QueueWait, started.duration_since(job.enqueued));
+        input.append(&mut job.input);
+    }
+    shared.busy_since.store(shared.now_ns(), Relaxed);
+    let chunk = info.max_batch.max(1);
+    let mut outputs = Vec::with_capacity(total * info.num_classes);
+    let mut failure = None;
+    let mut done = 0;
+    while done < total {
+        let n = chunk.min(total - done);
+        let slice = input
+            .get(done * per_image..(done + n) * per_image)
+            .unwrap_or(&[]);
+        let result = catch_unwind(AssertUnwindSafe(|| backend.run(slice, n)))
+            .unwrap_or_else(|_| Err("the model panicked".to_owned()));
+        match result {
+            Ok(out) if out.len() == n * info.num_classes => outputs.extend_from_slice(&out),
+            Ok(out) => {
+                failure = Some(format!(
+                    "the model returned {} outputs for {n} images",
+                    out.len()
+                ));
+                break;
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        shared.slot.observe_batch(n);
+        done += n;
+    }
+    shared.busy_since.store(0, Relaxed);
+    let elapsed = started.elapsed();
+    let mut offset = 0;
+    for job in batch {
+        shared.slot.observe_stage(Stage::Inference, elapsed);
+        let answer = match &failure {
+            Some(e) => Err(format!("inference failed: {e}")),
+            None => {
+                let len = job.n * info.num_classes;
+                let out = outputs.get(offset..offset + len).unwrap_or(&[]).to_vec();
+                offset += len;
+                Ok(JobOutput {
+                    outputs: out,
+                    batch_size: total,
+                })
+            }
+        };
+        let _ = job.reply.send(answer);
+    }
+}

@@ -1,0 +1,211 @@
+//! Reading request bodies within the size limit and the body deadline.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use tokio::time::{Instant, timeout_at};
+
+use crate::error::ApiError;
+
+/// The error type bodies may carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BodyError {
+    /// More bytes than the limit.
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The client did not send the body in time.
+    #[error("the request body was not received within {secs} s")]
+    Timeout {
+        /// The body read timeout.
+        secs: u64,
+    },
+    /// The connection failed mid-body.
+    #[error("the request body could not be read: {0}")]
+    Read(String),
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> ApiError {
+        match e {
+            BodyError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+            BodyError::Timeout { .. } => ApiError::Timeout(e.to_string()),
+            BodyError::Read(_) => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+/// How much of a body may be read, and until when.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyBudget {
+    pub limit: u64,
+    pub deadline: Instant,
+    /// The body read timeout, for messages.
+    pub timeout_secs: u64,
+}
+
+/// Reads the next data chunk (skipping trailers); `None` at the end.
+async fn next_chunk<B>(body: &mut B, budget: &BodyBudget) -> Result<Option<Bytes>, BodyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let frame = timeout_at(budget.deadline, body.frame())
+            .await
+            .map_err(|_| BodyError::Timeout {
+                secs: budget.timeout_secs,
+            })?;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(BodyError::Read(e.into().to_string())),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// Reads a whole body into memory.
+pub(crate) async fn read_all<B>(body: &mut B, budget: BodyBudget) -> Result<Bytes, BodyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = next_chunk(body, &budget).await? {
+        if (buf.len() + chunk.len()) as u64 > budget.limit {
+            return Err(BodyError::TooLarge {
+                limit: budget.limit,
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The body as a stream of chunks for `multer`, ending with an error past the limit or deadline.
+pub(crate) fn stream<'a, B>(
+    body: &'a mut B,
+    budget: BodyBudget,
+) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + 'a
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'a,
+    B::Error: Into<BoxError>,
+{
+    futures_util::stream::unfold(Some((body, 0u64)), move |state| async move {
+        let (body, seen) = state?;
+        match next_chunk(body, &budget).await {
+            Ok(None) => None,
+            Ok(Some(chunk)) => {
+                let seen = seen + chunk.len() as u64;
+                if seen > budget.limit {
+                    Some((
+                        Err(BodyError::TooLarge {
+                            limit: budget.limit,
+                        }),
+                        None,
+                    ))
+                } else {
+                    Some((Ok(chunk), Some((body, seen))))
+                }
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// Reads and drops what is left of a body, up to `max` bytes or the deadline, so that the client
+/// can finish sending and then read our error response (closing with unread data would reset the
+/// connection under it). Returns whether the body ended.
+pub(crate) async fn discard<B>(body: &mut B, max: u64, deadline: Instant) -> bool
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let budget = BodyBudget {
+        limit: max,
+        deadline,
+        timeout_secs: 0,
+    };
+    let mut seen = 0u64;
+    loop {
+        match next_chunk(body, &budget).await {
+            Ok(None) => return true,
+            Ok(Some(chunk)) => {
+                seen += chunk.len() as u64;
+                if seen > max {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+    use std::time::Duration;
+
+    fn budget(limit: u64) -> BodyBudget {
+        BodyBudget {
+            limit,
+            deadline: Instant::now() + Duration::from_secs(5),
+            timeout_secs: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn read_all_enforces_the_limit() {
+        let mut body = Full::new(Bytes::from_static(b"0123456789"));
+        assert_eq!(read_all(&mut body, budget(10)).await.unwrap(), "0123456789");
+        let mut body = Full::new(Bytes::from_static(b"0123456789"));
+        assert_eq!(
+            read_all(&mut body, budget(9)).await,
+            Err(BodyError::TooLarge { limit: 9 })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out() {
+        let chunks = futures_util::stream::iter(vec![Ok::<_, BoxError>(Frame::data(
+            Bytes::from_static(b"ab"),
+        ))])
+        .chain(futures_util::stream::pending());
+        let mut body = StreamBody::new(chunks);
+        let b = BodyBudget {
+            limit: 100,
+            deadline: Instant::now() + Duration::from_secs(3),
+            timeout_secs: 3,
+        };
+        assert_eq!(
+            read_all(&mut body, b).await,
+            Err(BodyError::Timeout { secs: 3 })
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_stops_past_the_limit() {
+        let chunks: Vec<Result<Frame<Bytes>, BoxError>> = (0..4)
+            .map(|_| Ok(Frame::data(Bytes::from_static(b"xxxx"))))
+            .collect();
+        let mut body = StreamBody::new(futures_util::stream::iter(chunks));
+        let s = stream(&mut body, budget(10));
+        let items: Vec<_> = s.collect().await;
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[1].is_ok());
+        assert_eq!(items[2], Err(BodyError::TooLarge { limit: 10 }));
+    }
+}

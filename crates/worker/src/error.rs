@@ -1,0 +1,127 @@
+//! The one place that maps what went wrong to an HTTP status and a `{"error": "..."}` body.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+
+/// Why a request failed. Each variant has exactly one status code, chosen in [`ApiError::status`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// No route has this path.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// The KServe v2 routes were asked for a model (or version) this server does not have.
+    #[error("{0}")]
+    ModelNotFound(String),
+    /// The path exists, the method does not.
+    #[error("method {method} is not allowed here; allowed: {}", .allow.join(", "))]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods the path has.
+        allow: Vec<&'static str>,
+    },
+    /// Malformed request: not multipart, no `image` field, bad JSON, an undecodable image.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The client was too slow sending the body.
+    #[error("{0}")]
+    Timeout(String),
+    /// The body or the image is over a limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The image format (or media type) is not supported.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Well-formed, but its content cannot be used (wrong tensor shape or datatype...).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The inference queue is full.
+    #[error("the server is overloaded (inference queue full); retry later")]
+    Overloaded,
+    /// The request was not answered within the request deadline.
+    #[error("the request was not answered within the {0} s deadline; retry later")]
+    DeadlineExceeded(u64),
+    /// The worker is draining or not ready.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Our fault (the model run failed): never caused by the request's content.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The status code of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Overloaded | ApiError::DeadlineExceeded(_) | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response: `{"error": "..."}` as JSON, plus `Allow` or `Retry-After` where they apply.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.to_string() }).to_string();
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match &self {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                    headers.insert(ALLOW, v);
+                }
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        // A body the client was told was too large (or too slow) may still be arriving: do not
+        // wait for it on this connection.
+        if matches!(self, ApiError::TooLarge(_) | ApiError::Timeout(_)) {
+            headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl From<arbiter_vision::VisionError> for ApiError {
+    fn from(e: arbiter_vision::VisionError) -> ApiError {
+        crate::pipeline::vision_error(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_follow_the_status() {
+        let r = ApiError::MethodNotAllowed {
+            method: "GET".into(),
+            allow: vec!["POST"],
+        }
+        .into_response();
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[ALLOW], "POST");
+        let r = ApiError::Overloaded.into_response();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()[RETRY_AFTER], "1");
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let r = ApiError::TooLarge("big".into()).into_response();
+        assert_eq!(r.status(), 413);
+        assert!(r.headers().get(RETRY_AFTER).is_none());
+    }
+}

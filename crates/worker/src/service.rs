@@ -1,0 +1,748 @@
+//! The HTTP service: routing, handlers, the request deadline, metrics and the access log.
+//!
+//! [`Service::handle`] turns one request into one response and never fails: every error becomes
+//! a `{"error": ...}` response through [`ApiError::into_response`]. It is generic over the body
+//! type, so tests drive it with in-memory bodies and no socket.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use arbiter_infer::{Labels, classify};
+use arbiter_scoreboard::{Route, Scoreboard, SlotRef, Stage};
+use bytes::{Bytes, BytesMut};
+use http_body_util::Full;
+use hyper::body::Body;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::batcher::{InferenceQueue, JobOutput, Permit};
+use crate::body::{self, BodyBudget, BodyError, BoxError};
+use crate::error::ApiError;
+use crate::kserve;
+use crate::options::{IpCidr, Limits, WorkerOptions};
+use crate::pipeline::{Prepared, prepare_image};
+use crate::routes::{self, Endpoint, Matched};
+
+/// The OpenAPI description served at `/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
+
+/// Bytes of an unwanted body read and dropped, past the limit, so the client sees our error.
+const DISCARD_MAX: u64 = 64 * 1024 * 1024;
+/// Longest time spent dropping an unwanted body.
+const DISCARD_TIME: Duration = Duration::from_secs(10);
+
+/// Who sent a request, as seen on the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A peer on a unix socket (no address).
+    Unix,
+}
+
+/// The service's settings, taken from [`WorkerOptions`].
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Name of the model in the KServe v2 routes.
+    pub model_name: String,
+    /// Classification threshold.
+    pub threshold: f32,
+    /// Request limits.
+    pub limits: Limits,
+    /// Decode/preprocess concurrency.
+    pub preprocess_threads: usize,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpCidr>,
+    /// Whether unix-socket peers are trusted proxies.
+    pub trust_unix_peers: bool,
+    /// Drain after this many requests.
+    pub max_requests: Option<u64>,
+}
+
+impl ServiceConfig {
+    /// The service part of the worker's options.
+    pub fn from_options(opts: &WorkerOptions) -> ServiceConfig {
+        ServiceConfig {
+            model_name: opts.model_name.clone(),
+            threshold: opts.threshold,
+            limits: opts.limits.clone(),
+            preprocess_threads: opts.preprocess_threads.max(1),
+            trusted_proxies: opts.trusted_proxies.clone(),
+            trust_unix_peers: opts.trust_unix_peers,
+            max_requests: opts.max_requests,
+        }
+    }
+}
+
+/// The HTTP service of one worker. Cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ServiceConfig,
+    labels: Labels,
+    queue: InferenceQueue,
+    preprocess: Arc<Semaphore>,
+    scoreboard: Scoreboard,
+    slot: SlotRef,
+    draining: AtomicBool,
+    answered: AtomicU64,
+    drain_wanted: Notify,
+}
+
+impl Service {
+    /// A service answering with `queue`'s model, counting into `slot` of `scoreboard`.
+    pub fn new(
+        config: ServiceConfig,
+        labels: Labels,
+        queue: InferenceQueue,
+        scoreboard: Scoreboard,
+        slot: SlotRef,
+    ) -> Service {
+        let preprocess = Arc::new(Semaphore::new(config.preprocess_threads.max(1)));
+        Service {
+            inner: Arc::new(Inner {
+                config,
+                labels,
+                queue,
+                preprocess,
+                scoreboard,
+                slot,
+                draining: AtomicBool::new(false),
+                answered: AtomicU64::new(0),
+                drain_wanted: Notify::new(),
+            }),
+        }
+    }
+
+    /// The service's settings.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    /// Marks the service as draining: readiness answers 503 from now on.
+    pub fn start_drain(&self) {
+        self.inner.draining.store(true, Relaxed);
+    }
+
+    /// Whether the service is draining.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Relaxed)
+    }
+
+    /// Resolves once the service wants to be drained (it answered `max_requests`).
+    pub async fn drain_wanted(&self) {
+        self.inner.drain_wanted.notified().await;
+    }
+
+    /// Requests answered so far.
+    pub fn answered(&self) -> u64 {
+        self.inner.answered.load(Relaxed)
+    }
+
+    /// Counts and logs a request whose headers did not arrive in time (answered 408 by the
+    /// connection, before any routing).
+    pub fn note_header_timeout(&self, peer: Peer) {
+        let client = self.client_address(&HeaderMap::new(), peer);
+        let mut record = Record {
+            slot: &self.inner.slot,
+            route: Route::Other,
+            started: Instant::now() - self.inner.config.limits.header_read_timeout,
+            method: "-",
+            path: "-",
+            client: &client,
+            done: false,
+        };
+        self.inner.slot.add_in_flight(1);
+        record.finish(408, 0);
+    }
+
+    /// Answers one request. Never fails and never panics on any input.
+    pub async fn handle<B>(&self, req: Request<B>, peer: Peer) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let client = self.client_address(req.headers(), peer);
+        let matched = routes::find(&method, &path);
+        let route = match &matched {
+            Matched::Found(endpoint, _) | Matched::MethodNotAllowed(endpoint, _) => {
+                endpoint.metric_route()
+            }
+            Matched::NotFound => Route::Other,
+        };
+        let mut record = Record {
+            slot: &self.inner.slot,
+            route,
+            started,
+            method: &method,
+            path: &path,
+            client: &client,
+            done: false,
+        };
+        self.inner.slot.add_in_flight(1);
+
+        let deadline = self.inner.config.limits.request_deadline;
+        let result = match tokio::time::timeout(deadline, self.dispatch(matched, req)).await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::DeadlineExceeded(deadline.as_secs())),
+        };
+        let response = result.unwrap_or_else(ApiError::into_response);
+        record.finish(
+            response.status().as_u16(),
+            response.body().size_hint().exact().unwrap_or(0),
+        );
+
+        let answered = self.inner.answered.fetch_add(1, Relaxed) + 1;
+        if self
+            .inner
+            .config
+            .max_requests
+            .is_some_and(|max| answered >= max)
+        {
+            self.inner.drain_wanted.notify_one();
+        }
+        response
+    }
+
+    async fn dispatch<B>(
+        &self,
+        matched: Matched<'_>,
+        req: Request<B>,
+    ) -> Result<Response<Full<Bytes>>, ApiError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (endpoint, params) = match matched {
+            Matched::Found(endpoint, params) => (endpoint, params),
+            Matched::MethodNotAllowed(_, allow) => {
+                return Err(ApiError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allow,
+                });
+            }
+            Matched::NotFound => return Err(ApiError::NotFound(req.uri().path().to_owned())),
+        };
+        let info = self.inner.queue.info();
+        match endpoint {
+            Endpoint::ModelPredict => self.predict(req).await,
+            Endpoint::Infer => {
+                self.check_model(&params)?;
+                self.v2_infer(req).await
+            }
+            Endpoint::Healthz => Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "status": "alive" }),
+            )),
+            Endpoint::ServerLive => Ok(json(StatusCode::OK, &serde_json::json!({ "live": true }))),
+            Endpoint::Readyz | Endpoint::ServerReady => {
+                self.check_ready()?;
+                Ok(json(StatusCode::OK, &serde_json::json!({ "ready": true })))
+            }
+            Endpoint::Metrics => {
+                let text = arbiter_scoreboard::render_prometheus(&self.inner.scoreboard);
+                Ok(with_type(
+                    Response::new(Full::new(Bytes::from(text))),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ))
+            }
+            Endpoint::OpenApi => Ok(with_type(
+                Response::new(Full::new(Bytes::from_static(OPENAPI_YAML.as_bytes()))),
+                "application/yaml",
+            )),
+            Endpoint::ServerMetadata => Ok(json(StatusCode::OK, &kserve::server_metadata())),
+            Endpoint::ModelMetadata => {
+                self.check_model(&params)?;
+                Ok(json(
+                    StatusCode::OK,
+                    &kserve::model_metadata(info, &self.inner.config.model_name),
+                ))
+            }
+            Endpoint::ModelReady => {
+                self.check_model(&params)?;
+                self.check_ready()?;
+                let body =
+                    serde_json::json!({ "name": self.inner.config.model_name, "ready": true });
+                Ok(json(StatusCode::OK, &body))
+            }
+        }
+    }
+
+    fn check_ready(&self) -> Result<(), ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::Unavailable(
+                "the worker is shutting down".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The KServe routes' `{model_name}` (and `{model_version}`) must name the served model.
+    fn check_model(&self, params: &[&str]) -> Result<(), ApiError> {
+        let name = &self.inner.config.model_name;
+        match params {
+            [n] if n == name => Ok(()),
+            [n, v] if n == name && *v == kserve::MODEL_VERSION => Ok(()),
+            [n, v] if n == name => Err(ApiError::ModelNotFound(format!(
+                "model `{n}` has no version `{v}`; it has version {}",
+                kserve::MODEL_VERSION
+            ))),
+            [n, ..] => Err(ApiError::ModelNotFound(format!(
+                "unknown model `{n}`; this server serves `{name}`"
+            ))),
+            [] => Err(ApiError::ModelNotFound(format!(
+                "this server serves `{name}`"
+            ))),
+        }
+    }
+
+    fn budget(&self) -> BodyBudget {
+        let limits = &self.inner.config.limits;
+        BodyBudget {
+            limit: limits.max_body_bytes,
+            deadline: Instant::now() + limits.body_read_timeout,
+            timeout_secs: limits.body_read_timeout.as_secs(),
+        }
+    }
+
+    /// Refuses a body declared too large before reading any of it.
+    fn check_declared_length(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let limit = self.inner.config.limits.max_body_bytes;
+        match content_length(headers) {
+            Some(len) if len > limit => Err(ApiError::TooLarge(format!(
+                "the request body is {len} bytes, over the limit of {limit} bytes"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `POST /model_predict`: the seed's API.
+    async fn predict<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, mut body) = req.into_parts();
+        let image = match self.read_image(&parts.headers, &mut body).await {
+            Ok(image) => image,
+            Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
+        };
+        let permit = self.inner.queue.admit()?;
+        let (width, height) = (
+            self.inner.queue.info().width,
+            self.inner.queue.info().height,
+        );
+        let max_pixels = self.inner.config.limits.max_pixels;
+        let prepared = self
+            .blocking(move || prepare_image(&image, max_pixels, width, height))
+            .await?;
+        self.record_prepare(&prepared);
+        let out = self.infer(permit, prepared.tensor, 1).await?;
+        let prediction = classify(
+            &out.outputs,
+            &self.inner.labels,
+            self.inner.config.threshold,
+        );
+        Ok(json(StatusCode::OK, &prediction))
+    }
+
+    /// Reads the image: the multipart field `image`, or a raw `image/*` body.
+    async fn read_image<B>(&self, headers: &HeaderMap, body: &mut B) -> Result<Bytes, ApiError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence == "multipart/form-data" {
+            self.check_declared_length(headers)?;
+            let boundary = multer::parse_boundary(content_type).map_err(|_| {
+                ApiError::BadRequest("the multipart Content-Type has no boundary".to_owned())
+            })?;
+            read_multipart_image(body, boundary, self.budget()).await
+        } else if essence.starts_with("image/") || essence == "application/octet-stream" {
+            self.check_declared_length(headers)?;
+            Ok(body::read_all(body, self.budget()).await?)
+        } else {
+            let got = if content_type.is_empty() {
+                "no Content-Type".to_owned()
+            } else {
+                format!("Content-Type {content_type}")
+            };
+            Err(ApiError::BadRequest(format!(
+                "expected a multipart/form-data body with an `image` file field (or an image/* body), got {got}"
+            )))
+        }
+    }
+
+    /// Before answering an error while the client may still be sending the body, reads and drops
+    /// the rest (bounded), so the client gets to read the answer. Not when the client waits for
+    /// `100 Continue`: it will then send nothing.
+    async fn after_unread_body<B>(&self, e: ApiError, headers: &HeaderMap, body: &mut B) -> ApiError
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let expects_continue = headers
+            .get(EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        let timed_out = matches!(e, ApiError::Timeout(_));
+        if !expects_continue && !timed_out && !body.is_end_stream() {
+            let limits = &self.inner.config.limits;
+            let time = DISCARD_TIME.min(limits.body_read_timeout);
+            body::discard(body, DISCARD_MAX, Instant::now() + time).await;
+        }
+        e
+    }
+
+    /// `POST /v2/models/{name}/infer`.
+    async fn v2_infer<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, mut body) = req.into_parts();
+        let read = match self.check_declared_length(&parts.headers) {
+            Ok(()) => body::read_all(&mut body, self.budget())
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
+        };
+        let json_len = match parts.headers.get(kserve::HEADER_LENGTH) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "{} must be a byte count",
+                            kserve::HEADER_LENGTH
+                        ))
+                    })?,
+            ),
+        };
+        let permit = self.inner.queue.admit()?;
+        let info = self.inner.queue.info().clone();
+        let mut call = self
+            .blocking(move || kserve::parse_request(&bytes, json_len, &info))
+            .await?;
+        let tensor = std::mem::take(&mut call.tensor);
+        let out = self.infer(permit, tensor, call.n).await?;
+        let rendered = kserve::render_response(
+            &call,
+            &out.outputs,
+            self.inner.queue.info(),
+            &self.inner.config.model_name,
+        );
+        let mut response = Response::new(Full::new(Bytes::from(rendered.body)));
+        match rendered.json_len {
+            None => response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            Some(len) => {
+                response
+                    .headers_mut()
+                    .insert(kserve::HEADER_LENGTH, HeaderValue::from(len));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                )
+            }
+        };
+        Ok(response)
+    }
+
+    /// Runs CPU-heavy work on the blocking pool, at most `preprocess_threads` at once.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.preprocess)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Unavailable("the worker is shutting down".to_owned()))?;
+        // The permit moves into the task, so a request abandoned mid-way still holds its thread's
+        // place until the work really ends.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "decoding or parsing panicked");
+            Err(ApiError::BadRequest(
+                "the request's content could not be decoded".to_owned(),
+            ))
+        })
+    }
+
+    fn record_prepare(&self, prepared: &Prepared) {
+        self.inner
+            .slot
+            .observe_stage(Stage::Decode, prepared.decode);
+        self.inner
+            .slot
+            .observe_stage(Stage::Preprocess, prepared.preprocess);
+    }
+
+    async fn infer(
+        &self,
+        permit: Permit,
+        tensor: Vec<f32>,
+        n: usize,
+    ) -> Result<JobOutput, ApiError> {
+        let reply = self.inner.queue.submit(permit, tensor, n)?;
+        match reply.await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "model run failed");
+                Err(ApiError::Internal(e))
+            }
+            Err(_) => Err(ApiError::Internal(
+                "the inference thread has stopped".to_owned(),
+            )),
+        }
+    }
+
+    fn client_address(&self, headers: &HeaderMap, peer: Peer) -> String {
+        let config = &self.inner.config;
+        client_address(
+            headers,
+            peer,
+            &config.trusted_proxies,
+            config.trust_unix_peers,
+        )
+    }
+}
+
+/// The client's address: the peer, or for a trusted proxy the first untrusted address from the
+/// right of `X-Forwarded-For` (else `X-Real-IP`).
+fn client_address(headers: &HeaderMap, peer: Peer, proxies: &[IpCidr], trust_unix: bool) -> String {
+    let trusted = |ip: IpAddr| proxies.iter().any(|net| net.contains(ip));
+    let (peer_trusted, peer_text) = match peer {
+        Peer::Tcp(addr) => (trusted(addr.ip()), addr.ip().to_string()),
+        Peer::Unix => (trust_unix, "unix".to_owned()),
+    };
+    if !peer_trusted {
+        return peer_text;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(first) = forwarded.first() {
+        let mut client = *first;
+        for hop in forwarded.iter().rev() {
+            client = hop;
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if trusted(ip) => continue,
+                _ => break,
+            }
+        }
+        return client.to_owned();
+    }
+    headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map_or(peer_text, str::to_owned)
+}
+
+/// Reads the `image` field of a multipart body, streaming, within the limits.
+async fn read_multipart_image<B>(
+    body: &mut B,
+    boundary: String,
+    budget: BodyBudget,
+) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(budget.limit));
+    let mut multipart =
+        multer::Multipart::with_constraints(body::stream(body, budget), boundary, constraints);
+    let mut image = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        if image.is_some() || field.name() != Some("image") {
+            continue;
+        }
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            buf.extend_from_slice(&chunk);
+        }
+        image = Some(buf.freeze());
+    }
+    // The whole body was read, so the connection can be kept alive.
+    image.ok_or_else(|| ApiError::BadRequest("the multipart body has no `image` field".to_owned()))
+}
+
+fn multipart_error(e: multer::Error) -> ApiError {
+    match e {
+        multer::Error::StreamReadFailed(inner) => match inner.downcast::<BodyError>() {
+            Ok(body_error) => ApiError::from(*body_error),
+            Err(other) => {
+                ApiError::BadRequest(format!("the request body could not be read: {other}"))
+            }
+        },
+        multer::Error::StreamSizeExceeded { limit }
+        | multer::Error::FieldSizeExceeded { limit, .. } => {
+            ApiError::from(BodyError::TooLarge { limit })
+        }
+        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn with_type(
+    mut response: Response<Full<Bytes>>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A JSON response.
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = with_type(
+        Response::new(Full::new(Bytes::from(body))),
+        "application/json",
+    );
+    *response.status_mut() = status;
+    response
+}
+
+/// Counts and logs one request; if dropped unfinished (the client went away and the connection
+/// dropped the handler), counts it as 499.
+struct Record<'a> {
+    slot: &'a SlotRef,
+    route: Route,
+    started: Instant,
+    method: &'a str,
+    path: &'a str,
+    client: &'a str,
+    done: bool,
+}
+
+impl Record<'_> {
+    fn finish(&mut self, status: u16, bytes: u64) {
+        self.done = true;
+        let elapsed = self.started.elapsed();
+        self.slot.add_in_flight(-1);
+        self.slot.record_request(self.route, status, elapsed);
+        tracing::info!(
+            target: "arbiter::access",
+            method = self.method,
+            path = self.path,
+            route = self.route.as_str(),
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+            bytes,
+            client = self.client,
+            "request"
+        );
+    }
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(499, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_headers_are_believed_only_from_trusted_proxies() {
+        let proxies: Vec<IpCidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy = Peer::Tcp("10.1.2.3:4000".parse().unwrap());
+        let stranger = Peer::Tcp("203.0.113.9:4000".parse().unwrap());
+        let xff = headers(&[("x-forwarded-for", "198.51.100.7, 10.9.9.9")]);
+        assert_eq!(client_address(&xff, proxy, &proxies, false), "198.51.100.7");
+        assert_eq!(
+            client_address(&xff, stranger, &proxies, false),
+            "203.0.113.9"
+        );
+        // A client cannot pass itself off as someone else by adding its own X-Forwarded-For.
+        let spoofed = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(
+            client_address(&spoofed, proxy, &proxies, false),
+            "198.51.100.7"
+        );
+        let real_ip = headers(&[("x-real-ip", "198.51.100.8")]);
+        assert_eq!(
+            client_address(&real_ip, proxy, &proxies, false),
+            "198.51.100.8"
+        );
+        assert_eq!(
+            client_address(&real_ip, Peer::Unix, &proxies, true),
+            "198.51.100.8"
+        );
+        assert_eq!(
+            client_address(&real_ip, Peer::Unix, &proxies, false),
+            "unix"
+        );
+        assert_eq!(
+            client_address(&HeaderMap::new(), proxy, &proxies, false),
+            "10.1.2.3"
+        );
+    }
+}

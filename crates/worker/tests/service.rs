@@ -1,0 +1,117 @@
+//! `Service::handle` without a socket: readiness, drain after `max_requests`, the request
+//! deadline, and a multipart body in memory.
+
+mod common;
+
+use std::time::Duration;
+
+use arbiter_worker::{Batching, Limits, Peer, Service, ServiceConfig};
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+
+const PEER: Peer = Peer::Unix;
+
+async fn call(service: &Service, req: Request<Full<Bytes>>) -> (u16, Option<String>, String) {
+    let response = service.handle(req, PEER).await;
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, retry, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).body(Full::default()).unwrap()
+}
+
+#[tokio::test]
+async fn readiness_fails_while_draining() {
+    let (service, _board, _slot, _thread) = service(
+        Fake::new(Duration::ZERO),
+        Batching::default(),
+        Limits::default(),
+    );
+    assert_eq!(call(&service, get("/readyz")).await.0, 200);
+    assert_eq!(
+        call(&service, get("/v2/models/resnet50/ready")).await.0,
+        200
+    );
+    service.start_drain();
+    for path in ["/readyz", "/v2/health/ready", "/v2/models/resnet50/ready"] {
+        let (status, retry, body) = call(&service, get(path)).await;
+        assert_eq!((status, retry.as_deref()), (503, Some("1")), "{path}");
+        assert!(body.contains("shutting down"), "{body}");
+    }
+    assert_eq!(call(&service, get("/healthz")).await.0, 200, "still alive");
+}
+
+#[tokio::test]
+async fn max_requests_asks_for_a_drain() {
+    let config = ServiceConfig {
+        max_requests: Some(3),
+        ..common::config(Limits::default())
+    };
+    let (limited, _board, _slot, _thread) = service_configured(
+        || Ok(Fake::new(Duration::ZERO)),
+        Batching::default(),
+        config,
+    );
+    for _ in 0..2 {
+        call(&limited, get("/healthz")).await;
+    }
+    let wanted = tokio::time::timeout(Duration::from_millis(50), limited.drain_wanted()).await;
+    assert!(wanted.is_err(), "not yet after 2 requests");
+    call(&limited, get("/healthz")).await;
+    tokio::time::timeout(Duration::from_secs(1), limited.drain_wanted())
+        .await
+        .expect("a drain after 3 requests");
+    assert_eq!(limited.answered(), 3);
+}
+
+#[tokio::test]
+async fn past_the_deadline_the_answer_is_503() {
+    let limits = Limits {
+        request_deadline: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let (service, _board, slot, _thread) = service(
+        Fake::new(Duration::from_millis(400)),
+        Batching::default(),
+        limits,
+    );
+    let (ct, body) = multipart_curl("image", "w.png", "image/png", &png(4, 4, [9, 9, 9]));
+    let req = Request::post("/model_predict")
+        .header("content-type", ct)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let (status, retry, body) = call(&service, req).await;
+    assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
+    assert!(body.contains("deadline"), "{body}");
+    assert_eq!(
+        slot.requests(arbiter_scoreboard::Route::ModelPredict, 503),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_in_memory_multipart_request() {
+    let (service, _board, _slot, _thread) = service(
+        Fake::new(Duration::ZERO),
+        Batching::default(),
+        Limits::default(),
+    );
+    let (ct, body) = multipart_requests("b.png", &png(3, 3, [0, 0, 0]));
+    let req = Request::post("/model_predict")
+        .header("content-type", ct)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let (status, _, body) = call(&service, req).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"result":"No Categories","status":0}"#)
+    );
+}
