@@ -90,6 +90,9 @@ pub(crate) fn unpack_bits(packed: &[u8], bits: u8, width: usize, height: usize) 
     let row_bytes = (width * bits).div_ceil(8);
     let per_byte = 8 / bits;
     let mask = (1u16 << bits) as u8 - 1;
+    if row_bytes == 0 {
+        return Vec::new();
+    }
     let mut out = Vec::with_capacity(width * height);
     for row in packed.chunks_exact(row_bytes).take(height) {
         out.extend(
@@ -152,5 +155,6 @@ mod tests {
         );
         assert_eq!(unpack_bits(&[0b1010_0000], 1, 3, 1), vec![1, 0, 1]);
         assert_eq!(unpack_bits(&[0xAB, 0xC0], 4, 3, 1), vec![0xA, 0xB, 0xC]);
+        assert!(unpack_bits(&[0xFF], 1, 0, 3).is_empty());
     }
 }

@@ -5,10 +5,12 @@
 //! The AVX2 horizontal pass works on the interleaved RGB bytes directly: each output pixel's
 //! taps are expanded to one weight per byte (`[k0, k0, k0, k1, k1, k1, ...]`) and zero-padded
 //! to whole chunks of 24 bytes (8 pixels x 3 channels); a chunk is three 8-lane 32-bit
-//! multiply-adds whose lane `j` belongs to channel `j % 3`. The padding reads up to 23 bytes
-//! past a window, with weight 0: rows too close to the end of the image are copied into a
-//! padded buffer first. The compiler does not vectorise this loop by itself (it judges 32-bit
-//! multiplies too dear), hence the intrinsics; the vertical pass it does vectorise.
+//! multiply-adds whose lane `j` belongs to channel `j % 3`. Reading whole chunks goes past a
+//! window's end, where the weights are 0: rows too close to the end of the image are copied
+//! into a padded buffer first. The compiler does not vectorise this loop by itself (it judges
+//! 32-bit multiplies too dear), hence the intrinsics; the vertical pass it does vectorise.
+//! For sources tens of millions of pixels wide, where expanded weights would take gigabytes,
+//! the weights stay compact (one per tap) and the portable loop runs.
 
 #![allow(unsafe_code)]
 
