@@ -309,7 +309,7 @@ fn max_requests_recycles_workers() {
         0,
         "recycling is not a crash"
     );
-    assert!(env.log().contains("recycled"), "{}", env.log());
+    assert!(env.log().contains("recycl"), "{}", env.log());
 }
 
 /// 11. As PID 1 of a PID namespace the arbiter reaps an orphaned grandchild and exits 0 on TERM.

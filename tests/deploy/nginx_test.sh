@@ -153,6 +153,31 @@ same "$direct" "$proxied" || fail "nginx answered $proxied, direct $direct"
 same "$direct" "$expected" || fail "the arbiter answered $direct, the Python reference $expected"
 step "same answer direct and through nginx, and as the Python reference: $proxied"
 
+# What nginx adds to one request: sequential requests, a connection each, median of 20.
+latency() {
+    "$PYTHON" - "$1" "$PHOTO" <<'EOF'
+import http.client, statistics, sys, time, urllib.parse
+url, photo = urllib.parse.urlsplit(sys.argv[1]), open(sys.argv[2], "rb").read()
+body = (b'--b\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n\r\n'
+        + photo + b"\r\n--b--\r\n")
+times = []
+for _ in range(21):
+    t = time.monotonic()
+    c = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    c.request("POST", "/model_predict", body, {"Content-Type": "multipart/form-data; boundary=b"})
+    r = c.getresponse()
+    r.read()
+    c.close()
+    if r.status != 200:
+        sys.exit(f"POST /model_predict answered {r.status}")
+    times.append(time.monotonic() - t)
+print(f"{statistics.median(times[1:]) * 1e3:.1f}")
+EOF
+}
+lat_direct=$(latency "$DIRECT") || fail "sequential requests direct failed"
+lat_proxy=$(latency "$PROXY") || fail "sequential requests through nginx failed"
+step "one request at a time, median of 20: direct $lat_direct ms, through nginx $lat_proxy ms"
+
 # --- 2. the client's address in the access log ---------------------------------------------------
 # Through nginx the arbiter's peer is the unix socket; the address logged must be the client's.
 # A distinct loopback source address (127.0.0.3) makes the line unambiguous.

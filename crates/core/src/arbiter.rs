@@ -442,7 +442,13 @@ impl<H: Hooks> Arbiter<H> {
                 }
                 Phase::Ready => {
                     if slot.state() == SlotState::Draining {
-                        // The worker retires itself (max_requests).
+                        // The worker retires itself (max_requests); its replacement starts now.
+                        info!(
+                            worker = worker.slot,
+                            pid,
+                            generation = worker.generation,
+                            "worker recycling itself (max_requests)"
+                        );
                         worker.phase = Phase::Draining {
                             kill_at: now + self.current.config.server.graceful_timeout,
                         };

@@ -47,20 +47,27 @@ pub struct ModelOptions {
     pub expected_classes: Option<usize>,
 }
 
-/// Session settings that are measured rather than configured; [`Model::load`] uses the defaults.
+/// Session settings that were measured rather than configured; [`Model::load`] uses
+/// [`SessionTuning::for_device`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTuning {
-    /// Let ONNX Runtime's intra-op threads spin between parallel sections (ORT's own default).
+    /// Let ONNX Runtime's intra-op threads spin between parallel sections (ORT's own default is
+    /// on). Off by default: on the 2-core machine, with any other work on the cores, spinning
+    /// made 2-thread inference slower, never faster (see benches/ceiling.rs); at one thread there
+    /// is no pool and it changes nothing.
     pub intra_op_spinning: bool,
-    /// Besides the batch-1 warm-up, also run one batch of `max_batch` at load.
+    /// Besides the batch-1 warm-up, also run one batch of `max_batch` at load. On the CPU the
+    /// first batch-8 run after load was measured no slower than the next ones, while the extra
+    /// warm-up made the load 0.5 s longer, so only CUDA (per-shape kernel choice) does it.
     pub warm_up_max_batch: bool,
 }
 
-impl Default for SessionTuning {
-    fn default() -> Self {
+impl SessionTuning {
+    /// The measured defaults for `device`.
+    pub fn for_device(device: Device) -> Self {
         SessionTuning {
-            intra_op_spinning: true,
-            warm_up_max_batch: true,
+            intra_op_spinning: false,
+            warm_up_max_batch: matches!(device, Device::Cuda(_)),
         }
     }
 }
@@ -100,7 +107,7 @@ impl Model {
     /// Loads ONNX Runtime first ([`crate::init_runtime`] with `opts.runtime_library`) unless it
     /// is already loaded.
     pub fn load(opts: &ModelOptions) -> Result<Model, InferError> {
-        Self::load_tuned(opts, &SessionTuning::default())
+        Self::load_tuned(opts, &SessionTuning::for_device(opts.device))
     }
 
     /// [`Model::load`] with explicit session tuning (for measurements).
@@ -123,11 +130,10 @@ impl Model {
             tuning,
         )
         .map_err(model_err)?;
-        let builder = match opts.device {
+        let mut builder = match opts.device {
             Device::Cpu => builder,
             Device::Cuda(device) => with_cuda(builder, device)?,
         };
-        let mut builder = builder;
         let session = builder.commit_from_file(&opts.path).map_err(model_err)?;
         let sig = check_signature(&session)?;
 
@@ -354,6 +360,9 @@ fn with_cuda(builder: SessionBuilder, device: u32) -> Result<SessionBuilder, Inf
     })
 }
 
+/// The largest input height or width accepted: a batch-1 warm-up input of this size is 3 GiB.
+const MAX_SIDE: u32 = 16384;
+
 /// Checks the session has one `[N, 3, H, W]` float32 input and one `[N, C]` float32 output.
 fn check_signature(session: &Session) -> Result<Signature, InferError> {
     const INPUT: &str = "[N, 3, H, W] float32 (N dynamic or fixed, H and W fixed)";
@@ -395,6 +404,11 @@ fn check_signature(session: &Session) -> Result<Signature, InferError> {
     if height == 0 || width == 0 {
         return Err(shape_err("[N, 3, H, W] with H and W fixed numbers"));
     }
+    if height > MAX_SIDE || width > MAX_SIDE {
+        return Err(shape_err(&format!(
+            "[N, 3, H, W] with H and W at most {MAX_SIDE}"
+        )));
+    }
     let fixed_batch = usize::try_from(n).ok();
 
     let (out_dims, out_desc) = float_tensor("output", output.name(), output.dtype(), OUTPUT)?;
@@ -405,7 +419,8 @@ fn check_signature(session: &Session) -> Result<Signature, InferError> {
     let [on, oc] = out_dims[..] else {
         return Err(out_err());
     };
-    let batch_ok = on == -1 || fixed_batch.is_none_or(|k| on == k as i64);
+    // The output's batch follows the input's: symbolic, or the same fixed size.
+    let batch_ok = on == -1 || fixed_batch.is_some_and(|k| on == k as i64);
     if !batch_ok || oc == 0 || oc < -1 {
         return Err(out_err());
     }

@@ -2,9 +2,10 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
+use ort::logging::LogLevel;
 
 use crate::InferError;
 
@@ -56,14 +57,32 @@ pub fn init_runtime(library: Option<&Path>) -> Result<PathBuf, InferError> {
         .map_err(|e| load_err(Box::new(e)))?
         .with_name("arbiter")
         .with_telemetry(false)
+        .with_logger(Arc::new(forward_log))
         .build()
         .map_err(|e| load_err(Box::new(e)))?;
+    // The logger is created at verbose level; formatting every verbose message would slow
+    // session creation for nothing.
+    env.set_log_level(LogLevel::Warning);
     tracing::info!(library = %path.display(), "ONNX Runtime loaded");
     *runtime = Some(Runtime {
         path: path.clone(),
         env,
     });
     Ok(path)
+}
+
+/// Sends ONNX Runtime's own log messages (warnings and errors) to `tracing`, target
+/// `onnxruntime`, instead of ONNX Runtime's plain-text stderr format.
+fn forward_log(level: LogLevel, category: &str, id: &str, location: &str, message: &str) {
+    const T: &str = "onnxruntime";
+    match level {
+        LogLevel::Verbose => tracing::trace!(target: T, category, id, location, "{message}"),
+        LogLevel::Info => tracing::debug!(target: T, category, id, location, "{message}"),
+        LogLevel::Warning => tracing::warn!(target: T, category, id, location, "{message}"),
+        LogLevel::Error | LogLevel::Fatal => {
+            tracing::error!(target: T, category, id, location, "{message}");
+        }
+    }
 }
 
 /// The environment created by [`init_runtime`], for building sessions.

@@ -5,7 +5,8 @@
 //! ```text
 //! cargo run --release -p arbiter-worker --example service_bench -- \
 //!     [--photo var/photos/grace_hopper.jpg] [--clients 1,8] [--seconds 5] [--threads 2] \
-//!     [--flavour current|multi] [--batch 1] [--delay-ms 0] [--preprocess 1] [--spin 1|0]
+//!     [--flavour current|multi] [--batch 1] [--delay-ms 0] [--preprocess 1] [--spin 0|1]
+//!     [--healthz 1]   (GET /healthz instead: the HTTP layer's own cost)
 //! ```
 
 use std::io::{Read, Write};
@@ -15,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use arbiter_infer::{Device, Labels, ModelOptions};
 use arbiter_scoreboard::Scoreboard;
-use arbiter_worker::{Backend, Batching, InferenceQueue, Limits, Listener, OrtBackend, Service, ServiceConfig};
+use arbiter_worker::{
+    Backend, Batching, InferenceQueue, Limits, Listener, OrtBackend, Service, ServiceConfig,
+};
 
 struct Args {
     photo: PathBuf,
@@ -27,6 +30,7 @@ struct Args {
     delay_ms: u64,
     preprocess: usize,
     spin: bool,
+    healthz: bool,
 }
 
 fn args() -> Args {
@@ -39,11 +43,15 @@ fn args() -> Args {
         batch: 1,
         delay_ms: 0,
         preprocess: 1,
-        spin: true,
+        spin: false,
+        healthz: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
-        let (k, v) = (pair[0].as_str(), pair.get(1).map(String::as_str).unwrap_or(""));
+        let (k, v) = (
+            pair[0].as_str(),
+            pair.get(1).map(String::as_str).unwrap_or(""),
+        );
         match k {
             "--photo" => a.photo = v.into(),
             "--clients" => a.clients = v.split(',').map(|c| c.parse().unwrap()).collect(),
@@ -54,6 +62,7 @@ fn args() -> Args {
             "--delay-ms" => a.delay_ms = v.parse().unwrap(),
             "--preprocess" => a.preprocess = v.parse().unwrap(),
             "--spin" => a.spin = v == "1",
+            "--healthz" => a.healthz = v == "1",
             other => panic!("unknown option {other}"),
         }
     }
@@ -73,8 +82,13 @@ fn model_options(threads: usize, batch: usize) -> ModelOptions {
 
 fn load(opts: &ModelOptions, spin: bool) -> Result<OrtBackend, String> {
     arbiter_infer::init_runtime(opts.runtime_library.as_deref()).map_err(|e| e.to_string())?;
-    let tuning = arbiter_infer::SessionTuning { intra_op_spinning: spin, ..Default::default() };
-    arbiter_infer::Model::load_tuned(opts, &tuning).map(OrtBackend::from).map_err(|e| e.to_string())
+    let tuning = arbiter_infer::SessionTuning {
+        intra_op_spinning: spin,
+        ..arbiter_infer::SessionTuning::for_device(Device::Cpu)
+    };
+    arbiter_infer::Model::load_tuned(opts, &tuning)
+        .map(OrtBackend::from)
+        .map_err(|e| e.to_string())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -123,7 +137,8 @@ fn main() {
 
     // ONNX Runtime alone: batch-1 runs of a preprocessed image on the same threads.
     let mut alone = load(&model_options(a.threads, a.batch), a.spin).unwrap();
-    let tensor = arbiter_vision::preprocess(&photo, &arbiter_vision::Limits::default(), 224, 224).unwrap();
+    let tensor =
+        arbiter_vision::preprocess(&photo, &arbiter_vision::Limits::default(), 224, 224).unwrap();
     let started = Instant::now();
     let mut runs = 0;
     while started.elapsed().as_secs_f64() < a.seconds.min(3.0) {
@@ -131,7 +146,11 @@ fn main() {
         runs += 1;
     }
     let ort_per_s = runs as f64 / started.elapsed().as_secs_f64();
-    println!("ORT alone, batch 1, {} threads: {ort_per_s:.1} img/s ({:.1} ms each)", a.threads, 1e3 / ort_per_s);
+    println!(
+        "ORT alone, batch 1, {} threads: {ort_per_s:.1} img/s ({:.1} ms each)",
+        a.threads,
+        1e3 / ort_per_s
+    );
     drop(alone);
 
     let board = Scoreboard::create(1).unwrap();
@@ -144,8 +163,14 @@ fn main() {
     };
     let opts = model_options(a.threads, a.batch);
     let spin = a.spin;
-    let (queue, _thread) =
-        InferenceQueue::start(move || load(&opts, spin), &batching, a.preprocess, slot.clone(), || {}).unwrap();
+    let (queue, _thread) = InferenceQueue::start(
+        move || load(&opts, spin),
+        &batching,
+        a.preprocess,
+        slot.clone(),
+        || {},
+    )
+    .unwrap();
     let config = ServiceConfig {
         model_name: "resnet50".into(),
         threshold: 0.5,
@@ -164,12 +189,23 @@ fn main() {
     let preprocess = a.preprocess;
     std::thread::spawn(move || {
         let rt = match flavour.as_str() {
-            "multi" => tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build(),
-            _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+            "multi" => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build(),
+            _ => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
         }
         .unwrap();
         let _ = preprocess;
-        rt.block_on(arbiter_worker::serve(service, vec![Listener::Tcp(listener)], Limits::default(), rx)).unwrap();
+        rt.block_on(arbiter_worker::serve(
+            service,
+            vec![Listener::Tcp(listener)],
+            Limits::default(),
+            rx,
+        ))
+        .unwrap();
     });
 
     let boundary = "benchboundary7d1c";
@@ -184,6 +220,9 @@ fn main() {
     )
     .into_bytes();
     request.extend_from_slice(&body);
+    if a.healthz {
+        request = b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n".to_vec();
+    }
 
     // Warm-up.
     client(addr, &request, Instant::now() + Duration::from_millis(500));
@@ -196,13 +235,20 @@ fn main() {
                 std::thread::spawn(move || client(addr, &request, until))
             })
             .collect();
-        let mut all: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<Duration> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         let elapsed = started.elapsed().as_secs_f64();
         all.sort();
         let rps = all.len() as f64 / elapsed;
         println!(
             "{} flavour={} batch={} delay={}ms preprocess={} clients={clients}: {rps:.1} req/s ({:.2} x ORT alone), p50 {:.1} ms, p99 {:.1} ms",
-            a.photo.file_name().unwrap().to_string_lossy(),
+            if a.healthz {
+                "/healthz".into()
+            } else {
+                a.photo.file_name().unwrap().to_string_lossy()
+            },
             a.flavour,
             a.batch,
             a.delay_ms,
@@ -215,7 +261,9 @@ fn main() {
     // Mean time per stage over the whole run, from the scoreboard.
     let page = arbiter_scoreboard::render_prometheus(&board);
     let value = |series: &str| -> f64 {
-        page.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(f64::NAN)
+        page.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(f64::NAN)
     };
     let stages: Vec<String> = ["decode", "preprocess", "queue_wait", "inference"]
         .iter()

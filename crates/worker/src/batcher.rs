@@ -8,7 +8,7 @@
 //! dropped) are skipped, never computed.
 //!
 //! Admission is counted here too: a request takes a [`Permit`] once its body is read, and keeps
-//! it while it is preprocessed and queued; when `queue_capacity + preprocess_threads` permits are
+//! it while it is preprocessed, queued and run; when `queue_capacity + preprocess_threads` permits are
 //! out, the next request is refused at once (503), so the queue never grows without bound and
 //! the channel itself is never full.
 
@@ -101,7 +101,7 @@ impl Shared {
     }
 }
 
-/// A place in the pipeline, held from admission until the inference thread takes the job.
+/// A place in the pipeline, held from admission until the job is answered (or dropped).
 #[derive(Debug)]
 pub struct Permit {
     shared: Arc<Shared>,
