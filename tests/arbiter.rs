@@ -463,3 +463,111 @@ fn stop_leaves_nothing_behind() {
         serde_json::from_slice(&env.cli(&["status", "--json"]).stdout).unwrap_or(Value::Null);
     assert_eq!(status, Value::Null, "status has nothing to talk to");
 }
+
+/// `--daemon` returns once the arbiter listens; USR1 reopens the log file (for logrotate).
+#[test]
+fn daemon_and_log_reopen() {
+    let mut env = Env::new(1);
+    let log = env.dir.path().join("daemon.log");
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!("{text}\n[log]\nfile = \"{}\"\n", log.display()),
+    )
+    .unwrap();
+    let out = env.cli(&["start", "--daemon"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8(out.stdout).unwrap();
+    let pid: i32 = said.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    env.wait_ready(1, Duration::from_secs(60));
+    assert_eq!(env.status()["pid"], pid);
+    assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
+    // logrotate moves the file away, then signals.
+    let rotated = env.dir.path().join("daemon.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    wait_until(Duration::from_secs(5), "a new log file", || log.exists());
+    assert!(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("arbiter started")
+    );
+    let out = env.cli(&["stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(Duration::from_secs(10), "the daemon to exit", || {
+        !arbiter_alive(pid)
+    });
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("arbiter stopped")
+    );
+}
+
+fn arbiter_alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z")
+}
+
+/// A unix socket listener (nginx's upstream), and a socket handed over by a parent the way
+/// systemd's socket activation does (`LISTEN_FDS`).
+#[test]
+fn unix_socket_and_socket_activation() {
+    let mut env = Env::new(1);
+    let sock = env.dir.path().join("http.sock");
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace(
+            &format!("bind = [\"127.0.0.1:{}\"]", env.port),
+            &format!("bind = [\"unix:{}\"]", sock.display()),
+        ),
+    )
+    .unwrap();
+    // The parent binds the TCP port, then execs the arbiter with it as fd 3.
+    let script = format!(
+        "import os, socket, sys\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port})); s.listen(64)\n\
+         os.dup2(s.fileno(), 3); os.set_inheritable(3, True)\n\
+         os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid())\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n",
+        port = env.port
+    );
+    let log = std::fs::File::create(env.log_path()).unwrap();
+    let child = std::process::Command::new("python3")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_arbiter"), "start", "-c"])
+        .arg(&env.config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    env.arbiter = Some(child);
+    env.wait_ready(1, Duration::from_secs(60));
+    let listeners = env.status()["listeners"].clone();
+    assert_eq!(listeners.as_array().unwrap().len(), 2, "{listeners}");
+    assert_eq!(
+        env.predict(&photo("chelsea.png")).status,
+        200,
+        "through the inherited TCP socket"
+    );
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    env.signal(Signal::SIGTERM);
+    assert_eq!(env.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(!sock.exists(), "the socket file is removed at exit");
+}

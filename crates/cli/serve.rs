@@ -37,7 +37,13 @@ fn finish(result: Result<(), arbiter_core::Error>) -> anyhow::Result<ExitCode> {
 }
 
 /// Detaches (fork, setsid, fork) and returns once the daemon is listening, or with its error.
-fn start_daemon(config: Config) -> anyhow::Result<ExitCode> {
+fn start_daemon(mut config: Config) -> anyhow::Result<ExitCode> {
+    // A daemon has no terminal: without a configured log file, log beside the pidfile.
+    if config.log.file.is_none() {
+        let file = config.server.pidfile.with_file_name("arbiter.log");
+        println!("logging to {}", file.display());
+        config.log.file = Some(file);
+    }
     let (mut report_read, mut report_write) = UnixStream::pair()?;
     match arbiter_core::daemonize()? {
         arbiter_core::Daemon::Parent => {

@@ -183,7 +183,7 @@ pub fn nvml_total_memory(index: u32) -> Result<u64, String> {
 pub enum Daemon {
     /// The original process: the daemon is on its way.
     Parent,
-    /// The daemon: a new session, no controlling terminal, stdin on /dev/null.
+    /// The daemon: a new session, no controlling terminal, standard streams on /dev/null.
     Child,
 }
 
@@ -198,7 +198,13 @@ pub fn daemonize() -> std::io::Result<Daemon> {
     if let ForkResult::Parent { .. } = fork()? {
         std::process::exit(0);
     }
-    let null = std::fs::File::open("/dev/null")?;
+    // Nothing may keep the caller's terminal or pipes open: logs go to the log file.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&null)?;
     Ok(Daemon::Child)
 }
