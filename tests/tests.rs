@@ -8,3 +8,4 @@ mod arbiter;
 mod cli;
 mod http;
 mod programs;
+mod reliability;

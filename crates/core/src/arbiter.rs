@@ -36,6 +36,13 @@ pub const EXIT_BOOT_FAILURE: i32 = 3;
 const MAX_BOOT_FAILURES: u32 = 3;
 /// How often the loop wakes without an event.
 const TICK: Duration = Duration::from_millis(100);
+/// A worker that answered a request, or stayed ready this long, was not caught in a crash loop:
+/// when it dies it is replaced at once, however many others died recently. Only crashes of
+/// workers that never served feed the restart backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long the control socket is left alone after accept failed (out of descriptors), instead
+/// of spinning on a socket that stays readable.
+const CONTROL_BACKOFF: Duration = Duration::from_secs(1);
 /// Slots in the scoreboard: room for the workers, a reload's replacements and TTIN.
 const SLOTS: usize = 128;
 /// The signals the arbiter handles; a forked worker resets them all to their defaults.
@@ -94,6 +101,8 @@ struct Worker {
     slot: usize,
     generation: u64,
     started: Instant,
+    /// When it became ready.
+    ready_at: Option<Instant>,
     phase: Phase,
 }
 
@@ -109,7 +118,13 @@ struct Generation {
 #[derive(Debug)]
 struct Reload {
     previous: Generation,
+    /// Who asked for this reload, answered when it ends.
     replies: Vec<UnixStream>,
+    /// A reload was asked for while this one rolled: once it ends, the config is read again and
+    /// another reload follows (an edit made after the first HUP is never lost).
+    again: bool,
+    /// Who asked for that next reload.
+    next_replies: Vec<UnixStream>,
 }
 
 /// A stop in progress. Programs stop first; workers are told once they are gone (at once for a
@@ -168,6 +183,8 @@ pub struct Arbiter<H: Hooks> {
     fatal: Option<String>,
     signals: Signals,
     control: Option<UnixListener>,
+    /// Set after a failed accept on the control socket: leave it alone until then.
+    control_paused_until: Option<Instant>,
     programs: Programs,
     programs_started: bool,
     started: Instant,
@@ -233,6 +250,7 @@ impl<H: Hooks> Arbiter<H> {
             fatal: None,
             signals,
             control: Some(control),
+            control_paused_until: None,
             programs,
             programs_started: false,
             started: Instant::now(),
@@ -277,7 +295,9 @@ impl<H: Hooks> Arbiter<H> {
             self.signals.wake_read.as_fd(),
             PollFlags::POLLIN,
         )];
-        if let Some(control) = &self.control {
+        if let Some(control) = &self.control
+            && self.control_paused_until.is_none()
+        {
             fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
         }
         for fd in self.programs.fds() {
@@ -296,7 +316,7 @@ impl<H: Hooks> Arbiter<H> {
         match signal {
             Signal::SIGTERM => self.begin_stop(false),
             Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(true),
-            Signal::SIGHUP => self.begin_reload(None),
+            Signal::SIGHUP => self.begin_reload(Vec::new()),
             Signal::SIGTTIN => {
                 if let Err(e) = self.scale(1) {
                     error!("TTIN refused: {e}");
@@ -340,7 +360,10 @@ impl<H: Hooks> Arbiter<H> {
     fn on_exit(&mut self, pid: Pid, worker: Worker, code: Option<i32>, signal: Option<Signal>) {
         let slot = self.scoreboard.slot(worker.slot);
         let boot_error = slot.boot_error();
+        let served = slot.requests_served();
         slot.free();
+        // Dying before doing any work looks like a crash loop; dying after is just a crash.
+        let crash_loop = served == 0 && worker.ready_at.is_none_or(|t| t.elapsed() < STABLE_AFTER);
         let fields = (worker.slot, pid.as_raw(), worker.generation);
         let how = match (code, signal) {
             (Some(c), _) => format!("exit code {c}"),
@@ -365,7 +388,7 @@ impl<H: Hooks> Arbiter<H> {
                         self.current.config.server.boot_timeout
                     ));
                 } else {
-                    self.count_restart(worker.slot);
+                    self.count_restart(worker.slot, crash_loop);
                 }
             }
             Phase::Ready if code == Some(0) => {
@@ -383,16 +406,19 @@ impl<H: Hooks> Arbiter<H> {
                 self.boot_failed(message);
             }
             _ => {
-                error!(worker = fields.0, pid = fields.1, generation = fields.2, status = %how, "worker crashed");
-                self.count_restart(worker.slot);
+                error!(worker = fields.0, pid = fields.1, generation = fields.2, status = %how, served, "worker crashed");
+                self.count_restart(worker.slot, crash_loop);
             }
         }
     }
 
-    fn count_restart(&mut self, slot: usize) {
+    /// Counts a crashed or hung worker; a crash loop's also delays the next replacements.
+    fn count_restart(&mut self, slot: usize, crash_loop: bool) {
         self.scoreboard.inc_worker_restarts();
         self.slot_restarts[slot] += 1;
-        self.backoff.record(Instant::now());
+        if crash_loop {
+            self.backoff.record(Instant::now());
+        }
     }
 
     fn boot_failed(&mut self, message: String) {
@@ -428,6 +454,7 @@ impl<H: Hooks> Arbiter<H> {
                 Phase::Booting { deadline } => {
                     if slot.state() == SlotState::Ready {
                         worker.phase = Phase::Ready;
+                        worker.ready_at = Some(now);
                         self.boot_failures = 0;
                         info!(
                             worker = worker.slot,
@@ -627,6 +654,7 @@ impl<H: Hooks> Arbiter<H> {
                         slot,
                         generation,
                         started: Instant::now(),
+                        ready_at: None,
                         phase: Phase::Booting { deadline },
                     },
                 );
@@ -698,7 +726,7 @@ impl<H: Hooks> Arbiter<H> {
             deadline: None,
         });
         if let Some(reload) = self.reload.take() {
-            for stream in reload.replies {
+            for stream in reload.replies.into_iter().chain(reload.next_replies) {
                 reply(stream, &Response::error("the arbiter is stopping"));
             }
         }
@@ -760,16 +788,20 @@ impl<H: Hooks> Arbiter<H> {
         self.workers.keys().filter_map(|pid| rss(*pid)).sum()
     }
 
-    fn begin_reload(&mut self, client: Option<UnixStream>) {
+    /// Starts a reload for `clients` (none for a HUP), or queues one after the reload rolling.
+    fn begin_reload(&mut self, clients: Vec<UnixStream>) {
         if self.stop.is_some() {
-            if let Some(c) = client {
+            for c in clients {
                 reply(c, &Response::error("the arbiter is stopping"));
             }
             return;
         }
         if let Some(reload) = self.reload.as_mut() {
-            info!("a reload is already in progress; this one joins it");
-            reload.replies.extend(client);
+            info!(
+                "a reload is in progress; another follows once it ends, with the config as it is then"
+            );
+            reload.again = true;
+            reload.next_replies.extend(clients);
             return;
         }
         match self.prepare_reload() {
@@ -783,12 +815,14 @@ impl<H: Hooks> Arbiter<H> {
                 self.boot_failures = 0;
                 self.reload = Some(Reload {
                     previous,
-                    replies: client.into_iter().collect(),
+                    replies: clients,
+                    again: false,
+                    next_replies: Vec::new(),
                 });
             }
             Err(e) => {
                 error!("reload refused, nothing changed: {e}");
-                if let Some(c) = client {
+                for c in clients {
                     reply(
                         c,
                         &Response::error(format!("reload refused, nothing changed: {e}")),
@@ -843,6 +877,9 @@ impl<H: Hooks> Arbiter<H> {
             for stream in reload.replies {
                 reply(stream, &Response::ok(message.clone()));
             }
+            if reload.again {
+                self.begin_reload(reload.next_replies);
+            }
         }
     }
 
@@ -873,16 +910,29 @@ impl<H: Hooks> Arbiter<H> {
                 )),
             );
         }
+        if reload.again {
+            self.begin_reload(reload.next_replies);
+        }
     }
 
     fn serve_control(&mut self) {
+        if let Some(until) = self.control_paused_until {
+            if Instant::now() < until {
+                return;
+            }
+            self.control_paused_until = None;
+        }
         loop {
             let Some(control) = &self.control else { return };
             let stream = match control.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    warn!(error = %e, "control socket accept failed");
+                    // Out of descriptors, most likely: the socket stays readable, so polling it
+                    // again at once would spin.
+                    warn!(error = %e, pause_ms = CONTROL_BACKOFF.as_millis() as u64, "control socket accept failed; backing off");
+                    self.control_paused_until = Some(Instant::now() + CONTROL_BACKOFF);
                     return;
                 }
             };
@@ -906,7 +956,7 @@ impl<H: Hooks> Arbiter<H> {
                     };
                     reply(stream, &response);
                 }
-                Some(Request::Reload) => self.begin_reload(Some(stream)),
+                Some(Request::Reload) => self.begin_reload(vec![stream]),
                 Some(Request::Stop { now }) => {
                     reply(
                         stream,

@@ -52,13 +52,16 @@ pub struct ModelOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTuning {
     /// Let ONNX Runtime's intra-op threads spin between parallel sections (ORT's own default is
-    /// on). Off by default: on the 2-core machine, with any other work on the cores, spinning
-    /// made 2-thread inference slower, never faster (see benches/ceiling.rs); at one thread there
-    /// is no pool and it changes nothing.
+    /// on). Off by default. Measured on the 2-core machine with 2 threads (benches/ceiling.rs):
+    /// idle, spinning gave about 15% more images per second (55 against 47); with anything else
+    /// busy on the cores it gave 30-50% fewer, as the spinning thread burns the time the other
+    /// needs. A worker also decodes images while it infers, so off is the safe default; at one
+    /// intra-op thread (the recommended workers = cores) there is no pool and it changes nothing.
     pub intra_op_spinning: bool,
     /// Besides the batch-1 warm-up, also run one batch of `max_batch` at load. On the CPU the
     /// first batch-8 run after load was measured no slower than the next ones, while the extra
-    /// warm-up made the load 0.5 s longer, so only CUDA (per-shape kernel choice) does it.
+    /// warm-up made the load 0.3 s longer (100 ms to 420 ms at one thread), so only CUDA (which
+    /// picks kernels per shape) does it.
     pub warm_up_max_batch: bool,
 }
 

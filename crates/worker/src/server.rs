@@ -1,7 +1,10 @@
 //! Accepting connections on the inherited listeners and serving HTTP/1 on each.
 //!
 //! - Connections per worker are bounded by a semaphore taken before `accept`, so past the limit
-//!   new connections wait in the kernel's backlog (where another worker may take them).
+//!   new connections wait in the kernel's backlog (where another worker may take them). At the
+//!   limit, idle keep-alive connections (no request running, none begun) are closed to make
+//!   room, as nginx reuses its own: otherwise clients that merely hold connections open, sending
+//!   a request now and then, would lock everyone else out.
 //! - Accept errors such as EMFILE back off for a moment instead of spinning.
 //! - Headers must arrive within `header_read_timeout` (hyper's timer); a client that started a
 //!   request and stalls gets a 408 before the connection closes.
@@ -27,7 +30,7 @@ use hyper::server::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, TryAcquireError, watch};
 use tokio::time::Instant;
 
 use crate::options::Limits;
@@ -44,6 +47,8 @@ pub enum Listener {
 
 /// How long accept backs off after an error like EMFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// While every connection slot is taken, how often idle connections are asked again to close.
+const SHED_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Serves `service` on `listeners` until `shutdown` becomes true, then drains: returns when every
 /// connection has finished. Fails only if a listener cannot be registered with tokio.
@@ -55,6 +60,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS) as u32;
     let connections = Arc::new(Semaphore::new(max as usize));
+    let shed_idle = Arc::new(Notify::new());
     let limits = Arc::new(limits);
     let mut accepts = Vec::new();
     for listener in listeners {
@@ -64,6 +70,7 @@ pub async fn serve(
             service.clone(),
             Arc::clone(&limits),
             Arc::clone(&connections),
+            Arc::clone(&shed_idle),
             shutdown.clone(),
         );
         accepts.push(tokio::spawn(task));
@@ -120,15 +127,25 @@ async fn accept_loop(
     service: Service,
     limits: Arc<Limits>,
     connections: Arc<Semaphore>,
+    shed_idle: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            permit = Arc::clone(&connections).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
+        let permit = match Arc::clone(&connections).try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return,
+            // Every slot is taken: idle connections give theirs up.
+            Err(TryAcquireError::NoPermits) => loop {
+                shed_idle.notify_waiters();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    permit = Arc::clone(&connections).acquire_owned() => match permit {
+                        Ok(p) => break p,
+                        Err(_) => return,
+                    },
+                    _ = tokio::time::sleep(SHED_INTERVAL) => {}
+                }
             },
         };
         let accepted = tokio::select! {
@@ -141,10 +158,15 @@ async fn accept_loop(
                 let service = service.clone();
                 let limits = Arc::clone(&limits);
                 let shutdown = shutdown.clone();
+                let shed = Arc::clone(&shed_idle);
                 tokio::spawn(async move {
                     match stream {
-                        Stream::Tcp(s) => connection(s, peer, service, &limits, shutdown).await,
-                        Stream::Unix(s) => connection(s, peer, service, &limits, shutdown).await,
+                        Stream::Tcp(s) => {
+                            connection(s, peer, service, &limits, shed, shutdown).await
+                        }
+                        Stream::Unix(s) => {
+                            connection(s, peer, service, &limits, shed, shutdown).await
+                        }
                     }
                     drop(permit);
                 });
@@ -195,6 +217,12 @@ impl Activity {
 
     fn idle_until(&self, keepalive: Duration) -> Instant {
         self.epoch + Duration::from_nanos(self.last.load(Relaxed)) + keepalive
+    }
+
+    /// No request running, and nothing of the next one read.
+    fn is_idle(&self) -> bool {
+        self.active.load(Relaxed) == 0
+            && self.read_total.load(Relaxed) == self.read_at_last_request.load(Relaxed)
     }
 }
 
@@ -256,6 +284,7 @@ async fn connection<S>(
     peer: Peer,
     service: Service,
     limits: &Limits,
+    shed_idle: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -301,6 +330,12 @@ async fn connection<S>(
             _ = shutdown.wait_for(|stop| *stop), if !closing => {
                 Pin::new(&mut conn).graceful_shutdown();
                 closing = true;
+            }
+            _ = shed_idle.notified(), if !closing => {
+                if activity.is_idle() {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    closing = true;
+                }
             }
             _ = tokio::time::sleep_until(idle_at), if !closing => {
                 if activity.active.load(Relaxed) == 0 && Instant::now() >= activity.idle_until(limits.keepalive_timeout) {

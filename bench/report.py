@@ -1,0 +1,660 @@
+"""Turns a run's results.json (bench/harness.py) into docs/benchmarks.md and its PNG plots.
+
+Every figure in the report is computed here from the figures the harness printed and saved:
+medians with (min-max) over the repetitions. The markdown is also printed on stdout.
+
+    python bench/report.py RESULTS.json --md docs/benchmarks.md --plots docs/benchmarks
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+SERVERS = ["arbiter", "arbiter+nginx", "peer"]
+MiB = 2**20
+# Targets (SPEC section 5, the worker issue and the benchmark issue).
+TARGET_CEILING = 0.95
+TARGET_P50 = 1.15
+TARGET_PEER_12MP = 1.5
+TARGET_MEMORY = 0.5
+
+
+def tri(values):
+    """(min, median, max) of the values that are not None, or None."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    return min(v), statistics.median(v), max(v)
+
+
+def med(values):
+    """The median of the values that are not None, or None."""
+    t = tri(values)
+    return None if t is None else t[1]
+
+
+def num(x, digits=1):
+    """A number with digits after the point, or '-'."""
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def fmt(t, digits=1):
+    """'median (min-max)' of a tri, or just the median when all are equal or there is one."""
+    if t is None:
+        return "-"
+    lo, mid, hi = t
+    if f"{lo:.{digits}f}" == f"{hi:.{digits}f}":
+        return num(mid, digits)
+    return f"{num(mid, digits)} ({num(lo, digits)}–{num(hi, digits)})"
+
+
+def ratio(a, b, digits=2):
+    """a / b as 'x.xx×', or '-'."""
+    if a is None or not b:
+        return "-"
+    return f"{a / b:.{digits}f}×"
+
+
+def verdict(ok):
+    """A word for a target check."""
+    return "-" if ok is None else ("met" if ok else "**missed**")
+
+
+def table(header, rows):
+    """A markdown table."""
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+class Results:
+    """Lookups over one results.json."""
+
+    def __init__(self, data):
+        self.data = data
+        self.meta = data["meta"]
+        self.photos = self.meta["photos"]
+        self.concurrencies = self.meta["concurrencies"]
+        self.servers = [s for s in SERVERS if s in self.meta["servers"]]
+        self.cores = self.meta["machine"]["cores"]
+
+    def runs(self, server, photo, c):
+        """The repetitions of one point."""
+        return [
+            r
+            for r in self.data["runs"]
+            if r["server"] == server and r["photo"] == photo and r["concurrency"] == c
+        ]
+
+    def point(self, server, photo, c, key):
+        """tri of one figure of one point over its repetitions."""
+        return tri(r[key] for r in self.runs(server, photo, c))
+
+    def ceiling_shape(self, procs, threads, batch):
+        """tri of images/s and of ms per batch of one ceiling shape, or (None, None)."""
+        rs = [
+            r
+            for r in self.data["ceiling"]
+            if (r["procs"], r["threads"], r["batch"]) == (procs, threads, batch)
+        ]
+        if not rs:
+            return None, None
+        return tri(r["images_per_s"] for r in rs), tri(r["batch_ms_p50"] for r in rs)
+
+    def ceiling(self):
+        """(images/s median, label) of the best arbiter-shaped ceiling."""
+        s = self.meta["arbiter_settings"]
+        best = None
+        for batch in sorted({1, s["max_batch_size"]}):
+            t, _ = self.ceiling_shape(s["workers"], s["threads"], batch)
+            if t and (best is None or t[1] > best[0]):
+                best = (t[1], f"{s['workers']} × {s['threads']} threads, batch {batch}")
+        return best or (None, "-")
+
+    def one_inference_ms(self):
+        """Median ms of one batch-1 inference on all cores."""
+        _, t = self.ceiling_shape(1, self.cores, 1)
+        return None if t is None else t[1]
+
+    def memory(self, server):
+        """tris of (at rest RSS, at rest PSS, peak RSS, peak PSS, processes)."""
+        starts = [s for s in self.data["starts"] if s["server"] == server]
+        runs = [r for r in self.data["runs"] if r["server"] == server]
+        peak_by_rep = {}
+        for r in runs:
+            rss, pss, n = peak_by_rep.get(r["rep"], (0, 0, 0))
+            peak_by_rep[r["rep"]] = (
+                max(rss, r["peak_rss"]),
+                max(pss, r["peak_pss"]),
+                max(n, r["processes"]),
+            )
+        return (
+            tri(s["idle_rss"] for s in starts),
+            tri(s["idle_pss"] for s in starts),
+            tri(v[0] for v in peak_by_rep.values()),
+            tri(v[1] for v in peak_by_rep.values()),
+            tri(s["processes"] for s in starts),
+        )
+
+
+def mib(t):
+    """A tri of bytes in MiB."""
+    return None if t is None else tuple(x / MiB for x in t)
+
+
+def headline(res):
+    """The target checks."""
+    rows = []
+    ceil, ceil_label = res.ceiling()
+    one = res.one_inference_ms()
+    photo = res.photos[0]
+    big = next((p for p in res.photos if "12mp" in p), None)
+    if 8 in res.concurrencies and "arbiter" in res.servers:
+        a = med(r["rps"] for r in res.runs("arbiter", photo, 8))
+        ok = None if a is None or not ceil else a / ceil >= TARGET_CEILING
+        rows.append(
+            [
+                f"Arbiter served at 8 clients ({photo}) ÷ ONNX Runtime alone ({ceil_label})",
+                f"{num(a)} ÷ {num(ceil)} req/s = {ratio(a, ceil)}",
+                f"≥ {TARGET_CEILING}×",
+                verdict(ok),
+            ]
+        )
+    if 1 in res.concurrencies and "arbiter" in res.servers:
+        p50 = med(r["p50_ms"] for r in res.runs("arbiter", photo, 1))
+        ok = None if p50 is None or not one else p50 / one <= TARGET_P50
+        rows.append(
+            [
+                f"Arbiter p50 at 1 client ({photo}) ÷ one batch-1 inference on {res.cores} cores",
+                f"{num(p50)} ÷ {num(one)} ms = {ratio(p50, one)}",
+                f"≤ {TARGET_P50}×",
+                verdict(ok),
+            ]
+        )
+    if "peer" in res.servers and "arbiter" in res.servers:
+        for p, target in [(photo, 1.0), (big, TARGET_PEER_12MP)]:
+            if p is None or 8 not in res.concurrencies:
+                continue
+            a = med(r["rps"] for r in res.runs("arbiter", p, 8))
+            b = med(r["rps"] for r in res.runs("peer", p, 8))
+            ok = None if a is None or not b else a / b >= target if target > 1 else a > b
+            rows.append(
+                [
+                    f"Arbiter ÷ Python peer, req/s at 8 clients ({p})",
+                    f"{num(a)} ÷ {num(b)} req/s = {ratio(a, b)}",
+                    f"≥ {target}×" if target > 1 else "> 1×",
+                    verdict(ok),
+                ]
+            )
+        for i, what in [(2, "peak summed RSS under load"), (3, "peak summed PSS under load"), (0, "summed RSS at rest")]:
+            a = res.memory("arbiter")[i]
+            b = res.memory("peer")[i]
+            a = None if a is None else a[1] / MiB
+            b = None if b is None else b[1] / MiB
+            ok = None if a is None or not b else a / b <= TARGET_MEMORY
+            rows.append(
+                [
+                    f"Arbiter ÷ Python peer, {what}",
+                    f"{num(a, 0)} ÷ {num(b, 0)} MiB = {ratio(a, b)}",
+                    f"≤ {TARGET_MEMORY}×",
+                    verdict(ok),
+                ]
+            )
+    return table(["figure", "measured (medians)", "target", ""], rows)
+
+
+def ceiling_table(res):
+    """ONNX Runtime alone."""
+    rows = []
+    seen = []
+    for r in res.data["ceiling"]:
+        key = (r["label"], r["procs"], r["threads"], r["batch"])
+        if key in seen:
+            continue
+        seen.append(key)
+        ips, ms = res.ceiling_shape(r["procs"], r["threads"], r["batch"])
+        rows.append([r["label"], r["procs"], r["threads"], r["batch"], fmt(ips), fmt(ms)])
+    return table(
+        ["shape", "processes", "threads each", "batch", "images/s", "ms per batch (p50)"], rows
+    )
+
+
+def throughput_table(res):
+    """req/s per server, with the ceiling and the ratios."""
+    ceil, _ = res.ceiling()
+    header = ["photo", "clients"] + [f"{s} req/s" for s in res.servers]
+    ratios = []
+    if "arbiter" in res.servers:
+        ratios.append(("arbiter", None))
+        if "peer" in res.servers:
+            ratios.append(("arbiter", "peer"))
+    if "arbiter+nginx" in res.servers:
+        ratios.append(("arbiter+nginx", None))
+        if "peer" in res.servers:
+            ratios.append(("arbiter+nginx", "peer"))
+    if "peer" in res.servers:
+        ratios.append(("peer", None))
+    header += [f"{a} ÷ {b or 'ceiling'}" for a, b in ratios]
+    rows = []
+    for photo in res.photos:
+        for c in res.concurrencies:
+            meds = {s: med(r["rps"] for r in res.runs(s, photo, c)) for s in res.servers}
+            row = [photo, c] + [fmt(res.point(s, photo, c, "rps")) for s in res.servers]
+            for a, b in ratios:
+                row.append(ratio(meds[a], meds[b] if b else ceil))
+            rows.append(row)
+    return table(header, rows)
+
+
+def latency_table(res):
+    """p50, p90, p99 per server."""
+    rows = []
+    for photo in res.photos:
+        for c in res.concurrencies:
+            for s in res.servers:
+                rows.append(
+                    [photo, c, s]
+                    + [fmt(res.point(s, photo, c, k), 0) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")]
+                )
+    return table(["photo", "clients", "server", "p50 ms", "p90 ms", "p99 ms", "mean ms"], rows)
+
+
+def errors_table(res):
+    """Every answer that was not a 200, by status, summed over the repetitions."""
+    rows = []
+    for s in res.servers:
+        for photo in res.photos:
+            for c in res.concurrencies:
+                runs = res.runs(s, photo, c)
+                statuses, errors, aborted, ok = {}, {}, 0, 0
+                for r in runs:
+                    ok += r["ok"]
+                    aborted += r["aborted_at_deadline"]
+                    for k, v in r["statuses"].items():
+                        if k != "200":
+                            statuses[k] = statuses.get(k, 0) + v
+                    for k, v in r["errors"].items():
+                        errors[k] = errors.get(k, 0) + v
+                if statuses or errors:
+                    rows.append(
+                        [
+                            s,
+                            photo,
+                            c,
+                            ok,
+                            ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())) or "-",
+                            ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "-",
+                            aborted,
+                        ]
+                    )
+    if not rows:
+        return "No answer other than 200 and no connection error, on any server, at any point."
+    return table(
+        ["server", "photo", "clients", "200s", "other statuses", "connection errors", "cut at the deadline"],
+        rows,
+    )
+
+
+def memory_table(res):
+    """Summed RSS and PSS per server."""
+    rows = []
+    peer = res.memory("peer") if "peer" in res.servers else None
+    for s in res.servers:
+        rest_rss, rest_pss, peak_rss, peak_pss, procs = res.memory(s)
+        row = [s, fmt(procs, 0), fmt(mib(rest_rss), 0), fmt(mib(rest_pss), 0), fmt(mib(peak_rss), 0), fmt(mib(peak_pss), 0)]
+        if peer:
+            row.append(ratio(peak_rss and peak_rss[1], peer[2] and peer[2][1]))
+            row.append(ratio(peak_pss and peak_pss[1], peer[3] and peer[3][1]))
+        rows.append(row)
+    header = ["server", "processes", "RSS at rest MiB", "PSS at rest MiB", "peak RSS MiB", "peak PSS MiB"]
+    if peer:
+        header += ["peak RSS ÷ peer", "peak PSS ÷ peer"]
+    return table(header, rows)
+
+
+def lifecycle_table(res):
+    """Start to first 200; SIGKILL of a worker to the replacement's first 200."""
+    rows = []
+    for s in res.servers:
+        starts = [x["seconds"] for x in res.data["starts"] if x["server"] == s]
+        kills = [x for x in res.data["kills"] if x["server"] == s]
+        rows.append(
+            [
+                s,
+                fmt(tri(starts), 2),
+                fmt(tri(k["seconds"] for k in kills), 2),
+                ", ".join(str(k["failed"]) for k in kills) or "-",
+                ", ".join(str(k.get("clients", "-")) for k in kills[:1]) or "-",
+            ]
+        )
+    return table(
+        [
+            "server",
+            "start to first 200 (s)",
+            "SIGKILL of a worker to its replacement's first 200 (s)",
+            "failed requests per kill",
+            "clients during the kill",
+        ],
+        rows,
+    )
+
+
+def stages_table(res):
+    """Arbiter's own /metrics: mean time per request in each stage, per point."""
+    rows = []
+    for photo in res.photos:
+        for c in res.concurrencies:
+            entries = [e for e in res.data["stages"] if e["server"] == "arbiter" and e["photo"] == photo and e["concurrency"] == c]
+            if not entries:
+                continue
+
+            def m(key, scale=1000.0):
+                v = med(e["stages"].get(key, {}).get("mean") for e in entries)
+                return None if v is None else v * scale
+
+            rows.append(
+                [
+                    photo,
+                    c,
+                    num(m("request_duration_seconds/model_predict")),
+                    num(m("stage_duration_seconds/decode")),
+                    num(m("stage_duration_seconds/preprocess")),
+                    num(m("stage_duration_seconds/queue_wait")),
+                    num(m("stage_duration_seconds/inference")),
+                    num(m("batch_size", 1.0), 2),
+                ]
+            )
+    if not rows:
+        return "Arbiter's /metrics gave no stage histograms in this run."
+    return table(
+        ["photo", "clients", "request ms", "decode ms", "preprocess ms", "queue wait ms", "inference ms", "mean batch"],
+        rows,
+    )
+
+
+def load_table(res):
+    """CPU used by everything else on the machine during the runs."""
+    rows = []
+    for s in res.servers:
+        runs = [r for r in res.data["runs"] if r["server"] == s]
+        if not runs:
+            continue
+        rows.append(
+            [
+                s,
+                fmt(tri(r["cpu"]["server_cores"] for r in runs), 2),
+                fmt(tri(r["cpu"]["oha_cores"] for r in runs), 2),
+                fmt(tri(r["cpu"]["other_cores"] for r in runs), 2),
+            ]
+        )
+    return table(["server", "server's CPU (cores)", "oha's CPU (cores)", "everything else (cores)"], rows)
+
+
+def log_axes(ax, cs, log_y):
+    """Log x axis ticked at the concurrencies only; plain numbers on a log y axis."""
+    from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(cs, [str(c) for c in cs])
+    if log_y:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(alpha=0.3, which="both")
+
+
+def plots(res, out):
+    """throughput.png, latency.png, memory.png under out; returns their names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    colors = {"arbiter": "tab:blue", "arbiter+nginx": "tab:green", "peer": "tab:orange"}
+    ceil, ceil_label = res.ceiling()
+    cs = res.concurrencies
+    n = len(res.photos)
+
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), sharey=False)
+    axes = axes if n > 1 else [axes]
+    for ax, photo in zip(axes, res.photos):
+        for s in res.servers:
+            ts = [res.point(s, photo, c, "rps") for c in cs]
+            x = [c for c, t in zip(cs, ts) if t]
+            y = [t[1] for t in ts if t]
+            lo = [t[1] - t[0] for t in ts if t]
+            hi = [t[2] - t[1] for t in ts if t]
+            ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=s, color=colors[s])
+        if ceil:
+            ax.axhline(ceil, color="black", linestyle="--", label=f"ONNX Runtime alone ({ceil_label})")
+        log_axes(ax, cs, log_y=False)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("requests/s (200s)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(photo)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Throughput by concurrency (median, bars: min–max)")
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=100)
+    plt.close(fig)
+
+    keys = [("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99")]
+    fig, grid = plt.subplots(len(keys), n, figsize=(5 * n, 3.2 * len(keys)), squeeze=False)
+    one = res.one_inference_ms()
+    for row, (key, title) in enumerate(keys):
+        for col, photo in enumerate(res.photos):
+            ax = grid[row][col]
+            for s in res.servers:
+                ts = [res.point(s, photo, c, key) for c in cs]
+                x = [c for c, t in zip(cs, ts) if t]
+                y = [t[1] for t in ts if t]
+                lo = [t[1] - t[0] for t in ts if t]
+                hi = [t[2] - t[1] for t in ts if t]
+                ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, color=colors[s], label=s)
+            if one:
+                ax.axhline(one, color="black", linestyle="--", linewidth=0.8, label="one inference, all cores")
+            log_axes(ax, cs, log_y=True)
+            ax.set_title(f"{photo}: {title}")
+            ax.set_xlabel("concurrent clients")
+            ax.set_ylabel(f"{title} latency (ms)")
+    grid[0][0].legend(fontsize=7)
+    fig.suptitle("Latency percentiles by concurrency (median, bars: min–max)")
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=90)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = ["RSS at rest", "PSS at rest", "peak RSS", "peak PSS"]
+    width = 0.8 / max(1, len(res.servers))
+    for i, s in enumerate(res.servers):
+        m = res.memory(s)[:4]
+        y = [0 if t is None else t[1] / MiB for t in m]
+        x = [j + i * width for j in range(len(labels))]
+        ax.bar(x, y, width, label=s, color=colors[s])
+        for xi, yi in zip(x, y):
+            ax.text(xi, yi, f"{yi:.0f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks([j + width * (len(res.servers) - 1) / 2 for j in range(len(labels))], labels)
+    ax.set_ylabel("MiB, summed over the server's processes")
+    ax.set_title("Memory by server (median of the repetitions)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out / "memory.png", dpi=100)
+    plt.close(fig)
+    return ["throughput.png", "latency.png", "memory.png"]
+
+
+def render(res, plot_dir_rel):
+    """The whole markdown report."""
+    m = res.meta
+    mach = m["machine"]
+    v = m["versions"]
+    a = m["arbiter_settings"]
+    p = m["peer_settings"]
+    parts = []
+    parts.append("# Benchmarks\n")
+    parts.append(
+        f"Generated by `scripts/bench` ({m['mode']} mode) on {m['started']}, in {m.get('wall_s', 0) / 60:.1f} "
+        f"minutes, at `{v['git']}`. Every figure below is computed from that run's own measurements "
+        f"(`{plot_dir_rel}/results.json`), the ones it printed; medians with (min–max) over "
+        f"{m['reps']} repetition(s). The ceiling is measured in each repetition, just before the "
+        f"servers.\n"
+    )
+    parts.append(
+        "**These machines are shared and noisy.** Other jobs (compilers, tests) may run on the same "
+        "cores during a run; the last table shows how much CPU everything else used while each "
+        "server was measured. Compare figures within one run, not across runs.\n"
+    )
+    if m["mode"] == "smoke":
+        parts.append(
+            "**Smoke mode**: short runs and one repetition, to check that every server answers; "
+            "its figures are not measurements to quote.\n"
+        )
+    if m.get("failures"):
+        parts.append("**This run reported failures:** " + "; ".join(m["failures"]) + "\n")
+    parts.append("## Targets\n")
+    parts.append(headline(res) + "\n")
+    parts.append("## The machine\n")
+    parts.append(
+        table(
+            ["", ""],
+            [
+                ["CPU", f"{mach['cpu_model']} ({'AVX-512' if mach['avx512'] else 'no AVX-512'})"],
+                ["cores", mach["cores"]],
+                ["memory", f"{mach['memory_bytes'] / 2**30:.1f} GiB"],
+                ["OS", f"{mach['os']}, Linux {mach['kernel']}"],
+                ["load average at start", " ".join(mach["loadavg_at_start"])],
+                ["arbiter", v["arbiter"]],
+                ["ONNX Runtime", f"1.32.0 (Arbiter: the shared library; peer and ceiling: Python's {v['onnxruntime_python']})"],
+                ["peer", f"{v['gunicorn']}, Python {v['python']}"],
+                ["nginx", v["nginx"]],
+                ["load generator", v["oha"]],
+            ],
+        )
+        + "\n"
+    )
+    parts.append("## Method\n")
+    parts.append(
+        f"""One run of `scripts/bench` measures, on this machine, with the same model file
+(`var/models/resnet50-voc20.onnx`, ResNet50 with 20 outputs) and the same photos:
+
+- **ONNX Runtime alone** (`bench/ceiling.py`): the ceiling. No HTTP, no decoding: a constant
+  batch fed to a session in a loop for {m['ceiling_seconds']:g} s after a warm-up, shaped like the
+  Arbiter under test ({a['workers']} worker(s) × {a['threads']} intra-op thread(s); at batch 1 and at
+  its max batch size {a['max_batch_size']}), plus one batch-1 inference on all {mach['cores']} cores
+  (the latency target's yardstick) and the peer's shape ({mach['cores']} processes × 1 thread). It
+  runs ONNX Runtime 1.32.0 through its Python binding, the same release as the library Arbiter
+  loads, with the same session settings (optimization level ALL, spinning on).
+- **arbiter**: `target/release/arbiter start` with `{m['arbiter_config']}` as shipped, except
+  the bind address (a free loopback port), pid file and control socket (in the run folder), and
+  `allow_root` (the run is root): {a['workers']} worker(s), {a['threads']} ONNX Runtime thread(s)
+  each, max batch {a['max_batch_size']}, max delay {a['max_delay']}, queue {a['queue_size']}.
+  Clients connect to its TCP socket.
+- **arbiter+nginx**: the same Arbiter bound on a unix socket, behind nginx
+  ({v['nginx'].split(':')[-1].strip()}) on a free loopback port, with a config generated for the
+  run (worker_processes auto, request buffering on, upstream keep-alive, access log buffered).
+- **peer**: the seed's Flask service as a careful Python team would run it (`bench/peer/app.py`):
+  the seed's route and preprocessing (Pillow `convert("RGB")`, `resize((224, 224), BILINEAR)`,
+  /255, normalize, CHW), the seed's `thresh_sort` at 0.5, on onnxruntime with the same model
+  file instead of torch. **Tuning**: gunicorn {p['worker_class']} workers = cores
+  ({p['workers']}), one ONNX Runtime intra-op thread each (workers × threads = cores; more
+  oversubscribes the CPU), the model loaded in each worker after the fork
+  (`bench/peer/gunicorn.conf.py`); everything else gunicorn's defaults.
+
+For each repetition, each server in turn is started; the time from the start command to the first
+200 on `POST /model_predict` is taken; its answers for the three photos are checked against the
+Python reference (`var/reference`); it is warmed up ({m['warmup_s']:g} s at 2 clients, not
+recorded) and its memory at rest is read. Then each photo at each concurrency is driven by
+`{m['oha_command']}` (C = {', '.join(str(c) for c in m['concurrencies'])}), one bounded run of
+{m['duration_s']:g} s per point, waiting between points until the server's processes are idle.
+Requests/s counts 200 answers only, over the run's duration; latency percentiles are oha's, over
+the answers received; requests still in flight at the deadline are cut and counted apart.
+Memory is summed over every process of the server (for arbiter+nginx, nginx's too): RSS from
+`/proc/PID/status`, PSS from `/proc/PID/smaps_rollup` (shared pages, such as the model's
+weights mapped by several workers, counted once in all), sampled every 0.5 s; "peak" is the
+highest sum over all points of a repetition. Last, one worker is killed with SIGKILL while one
+client per worker keeps posting, and the time from the kill to the first 200 from its
+replacement is taken (the peer names the answering worker in an `X-Worker-Pid` header; a
+single-worker Arbiter can only answer from the replacement). Every process the harness starts
+runs in its own session and is stopped by its pid at the end.
+
+Photos: `grace_hopper.jpg` (512 × 600 JPEG, 60 KiB), `chelsea.png` (451 × 300 PNG, 235 KiB),
+`big_12mp.jpg` (4000 × 3000 JPEG, 2.0 MiB: what a phone sends).
+"""
+    )
+    parts.append("## ONNX Runtime alone (the ceiling)\n")
+    parts.append(ceiling_table(res) + "\n")
+    parts.append("## Throughput\n")
+    parts.append(
+        f"Requests/s answered with 200. Ratios are of medians; the ceiling is the best Arbiter-shaped "
+        f"ONNX Runtime figure ({num(res.ceiling()[0])} images/s).\n"
+    )
+    parts.append(throughput_table(res) + "\n")
+    parts.append(f"![throughput]({plot_dir_rel}/throughput.png)\n")
+    parts.append("## Latency\n")
+    parts.append(latency_table(res) + "\n")
+    parts.append(f"![latency]({plot_dir_rel}/latency.png)\n")
+    parts.append("## Errors by status\n")
+    parts.append(errors_table(res) + "\n")
+    parts.append(
+        "Requests cut at the deadline are the ones in flight when a bounded run ended; they are not "
+        "errors of the server.\n"
+    )
+    parts.append("## Memory\n")
+    parts.append(memory_table(res) + "\n")
+    parts.append(f"![memory]({plot_dir_rel}/memory.png)\n")
+    parts.append("## Start and recovery\n")
+    parts.append(lifecycle_table(res) + "\n")
+    parts.append("## Where Arbiter's time goes\n")
+    parts.append(
+        "From Arbiter's own `/metrics` (direct server), read before and after each point: the mean "
+        "time per request of the whole request and of each stage, and the mean batch size.\n"
+    )
+    parts.append(stages_table(res) + "\n")
+    parts.append("## Noise\n")
+    parts.append(
+        "CPU time over each point's run, in cores (of "
+        f"{mach['cores']}): the server's processes, oha's, and everything else on the machine.\n"
+    )
+    parts.append(load_table(res) + "\n")
+    q = m.get("quiet")
+    if q and q["budget_s"] > 0:
+        parts.append(
+            f"Before each point the run waited up to {q['per_point_s']:g} s (at most "
+            f"{q['budget_s']:g} s in all) for everything else to use under {q['threshold_cores']:g} "
+            f"cores; it waited {m.get('quiet_waited_s', 0):.0f} s in all.\n"
+        )
+    parts.append(
+        "Reproduce with `scripts/bench` (about 20 minutes; `scripts/bench --smoke` checks in under "
+        "two that every server answers).\n"
+    )
+    return "\n".join(parts)
+
+
+def main():
+    """Reads results.json, writes the markdown and the plots, prints the markdown."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results")
+    parser.add_argument("--md", required=True, help="the markdown file to write")
+    parser.add_argument("--plots", required=True, help="folder for the PNG plots")
+    args = parser.parse_args()
+    res = Results(json.loads(Path(args.results).read_text()))
+    md = Path(args.md)
+    plot_dir = Path(args.plots)
+    plots(res, plot_dir)
+    try:
+        rel = plot_dir.resolve().relative_to(md.resolve().parent).as_posix()
+    except ValueError:
+        rel = plot_dir.resolve().as_posix()
+    text = render(res, rel)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
