@@ -146,6 +146,10 @@ pub fn worker_options(config: &Config, spec: &WorkerSpec) -> WorkerOptions {
         .collect();
     options.graceful_timeout = config.server.graceful_timeout;
     options.max_requests = spec.max_requests;
+    options.shared_weights_cache = config
+        .model
+        .share_weights
+        .then(|| config.model.cache_dir.clone());
     options
 }
 

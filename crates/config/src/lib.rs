@@ -177,6 +177,10 @@ pub struct Model {
     pub threads: usize,
     /// ONNX Runtime's shared library; when absent, `ORT_DYLIB_PATH`.
     pub runtime_library: Option<PathBuf>,
+    /// On a CPU, share one copy of the weights between workers through a prepared model.
+    pub share_weights: bool,
+    /// Where prepared models are kept.
+    pub cache_dir: PathBuf,
 }
 
 /// `[batching]`: how a worker groups requests for the model.
@@ -384,7 +388,7 @@ impl Config {
         let mut out = format!(
             "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
              graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\n\n\
-             [model]\nname = {:?}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\n\n\
+             [model]\nname = {:?}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\n\n\
              [batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\npreprocess_threads = {}\n\n\
              [limits]\nmax_body = \"{}\"\nmax_pixels = {}\nheader_timeout = \"{}\"\nbody_timeout = \"{}\"\nrequest_deadline = \"{}\"\nkeepalive = \"{}\"\nmax_connections = {}\n\n\
              [memory]\nlimit = {}\nper_worker = {}\n\n[log]\n{}\nformat = \"{}\"\nlevel = {:?}\n",
@@ -409,6 +413,8 @@ impl Config {
             m.device,
             m.threads,
             opt("runtime_library", m.runtime_library.as_deref().map(q)),
+            m.share_weights,
+            q(&m.cache_dir),
             b.max_batch_size,
             d(b.max_delay),
             b.queue_size,
@@ -683,6 +689,8 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
         device: Device::Cpu,
         threads: 0,
         runtime_library: None,
+        share_weights: true,
+        cache_dir: base.join("../var/cache/prepared"),
     };
     let Some(mut t) = section(root, "model", errs) else {
         return model;
@@ -726,6 +734,12 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
     }
     if let Some((p, _)) = t.string("runtime_library", errs) {
         model.runtime_library = Some(resolve(base, &p));
+    }
+    if let Some(b) = t.boolean("share_weights", errs) {
+        model.share_weights = b;
+    }
+    if let Some((p, _)) = t.string("cache_dir", errs) {
+        model.cache_dir = resolve(base, &p);
     }
     t.finish(errs);
     model

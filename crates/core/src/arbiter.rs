@@ -990,6 +990,7 @@ impl<H: Hooks> Arbiter<H> {
             .iter()
             .map(|(&pid, w)| {
                 let slot = self.scoreboard.slot(w.slot);
+                let memory = Memory::of(pid).unwrap_or_default();
                 let state = match w.phase {
                     Phase::Booting { .. } => "booting",
                     Phase::Ready => "ready",
@@ -1004,6 +1005,9 @@ impl<H: Hooks> Arbiter<H> {
                     uptime_secs: w.started.elapsed().as_secs_f64(),
                     requests: slot.requests_served(),
                     restarts: self.slot_restarts[w.slot],
+                    private_bytes: memory.private,
+                    shared_bytes: memory.shared,
+                    pss_bytes: memory.pss,
                 }
             })
             .collect();
@@ -1030,6 +1034,15 @@ impl<H: Hooks> Arbiter<H> {
             budget,
             worker_restarts: self.scoreboard.worker_restarts(),
             programs: self.programs.status(),
+            total_pss_bytes: Memory::of(std::process::id() as i32)
+                .unwrap_or_default()
+                .pss
+                + self
+                    .workers
+                    .keys()
+                    .filter_map(|pid| Memory::of(*pid))
+                    .map(|m| m.pss)
+                    .sum::<u64>(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
         }
     }
@@ -1060,6 +1073,37 @@ fn reply(mut stream: UnixStream, response: &Response) {
     if let Ok(mut line) = serde_json::to_string(response) {
         line.push('\n');
         let _ = stream.write_all(line.as_bytes());
+    }
+}
+
+/// A process's memory, split as `arbiter status` shows it, from `/proc/PID/smaps_rollup`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Memory {
+    private: u64,
+    shared: u64,
+    pss: u64,
+}
+
+impl Memory {
+    fn of(pid: i32) -> Option<Memory> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        let mut m = Memory::default();
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(key), Some(kb)) = (
+                parts.next(),
+                parts.next().and_then(|v| v.parse::<u64>().ok()),
+            ) else {
+                continue;
+            };
+            match key {
+                "Private_Clean:" | "Private_Dirty:" => m.private += kb * 1024,
+                "Shared_Clean:" | "Shared_Dirty:" => m.shared += kb * 1024,
+                "Pss:" => m.pss = kb * 1024,
+                _ => {}
+            }
+        }
+        Some(m)
     }
 }
 

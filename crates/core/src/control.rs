@@ -88,6 +88,9 @@ pub struct Status {
     /// Supervised programs.
     #[serde(default)]
     pub programs: Vec<crate::programs::ProgramStatus>,
+    /// The whole service's memory: PSS of the arbiter and every worker, in bytes.
+    #[serde(default)]
+    pub total_pss_bytes: u64,
 }
 
 /// One worker in `arbiter status`.
@@ -107,6 +110,15 @@ pub struct WorkerStatus {
     pub requests: u64,
     /// How many times this slot's worker was replaced after a crash or hang.
     pub restarts: u64,
+    /// Memory only this worker uses (`/proc/PID/smaps_rollup` Private_*), in bytes.
+    #[serde(default)]
+    pub private_bytes: u64,
+    /// Memory it shares with other processes (the mapped weights, libraries), in bytes.
+    #[serde(default)]
+    pub shared_bytes: u64,
+    /// Its proportional share of memory (PSS), in bytes: what summing over processes counts once.
+    #[serde(default)]
+    pub pss_bytes: u64,
 }
 
 /// Sends one request and waits up to `timeout` for the answer.
@@ -142,25 +154,31 @@ pub fn render(status: &Status) -> String {
     out.push_str(&format!("listening on {}\n", status.listeners.join(", ")));
     out.push_str(&format!("memory budget: {}\n", status.budget));
     out.push_str(&format!(
+        "memory in use: {} (PSS of the arbiter and its workers)\n",
+        mib(status.total_pss_bytes)
+    ));
+    out.push_str(&format!(
         "workers: {} running, {} wanted, {} restarts\n\n",
         status.workers.len(),
         status.target_workers,
         status.worker_restarts
     ));
     out.push_str(&format!(
-        "{:>4}  {:>8}  {:>3}  {:<9}  {:>8}  {:>9}  {:>8}\n",
-        "SLOT", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "RESTARTS"
+        "{:>4}  {:>8}  {:>3}  {:<9}  {:>8}  {:>9}  {:>8}  {:>9}  {:>9}\n",
+        "SLOT", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "RESTARTS", "PRIVATE", "SHARED"
     ));
     for w in &status.workers {
         out.push_str(&format!(
-            "{:>4}  {:>8}  {:>3}  {:<9}  {:>8}  {:>9}  {:>8}\n",
+            "{:>4}  {:>8}  {:>3}  {:<9}  {:>8}  {:>9}  {:>8}  {:>9}  {:>9}\n",
             w.slot,
             w.pid,
             w.generation,
             w.state,
             human(w.uptime_secs),
             w.requests,
-            w.restarts
+            w.restarts,
+            mib(w.private_bytes),
+            mib(w.shared_bytes)
         ));
     }
     if !status.programs.is_empty() {
@@ -185,6 +203,10 @@ pub fn render(status: &Status) -> String {
         }
     }
     out
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 fn human(secs: f64) -> String {

@@ -24,6 +24,7 @@ mod classify;
 mod error;
 mod labels;
 mod model;
+pub mod prepare;
 mod runtime;
 
 pub use classify::{Prediction, classify};

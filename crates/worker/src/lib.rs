@@ -34,9 +34,11 @@ pub mod routes;
 pub mod server;
 mod service;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arbiter_infer::prepare::Prepared;
 use arbiter_infer::{Labels, Model, ModelOptions};
 use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use tokio::signal::unix::{SignalKind, signal};
@@ -70,43 +72,101 @@ pub struct WorkerContext {
     pub scoreboard: Scoreboard,
 }
 
-/// The real backend: an ONNX Runtime model owned by the inference thread.
+/// The real backend: an ONNX Runtime model owned by the inference thread, and the prepared
+/// model it was loaded from, held for as long as the worker runs.
 #[derive(Debug)]
-pub struct OrtBackend(Model);
+pub struct OrtBackend {
+    model: Model,
+    /// Keeps the prepared model's cache entry held (a shared lock) while the worker runs.
+    _prepared: Option<Prepared>,
+}
 
 impl OrtBackend {
     /// Loads ONNX Runtime (once per process) and the model, warm-up included.
     pub fn load(opts: &ModelOptions) -> Result<OrtBackend, String> {
-        arbiter_infer::init_runtime(opts.runtime_library.as_deref())
+        OrtBackend::load_shared(opts, None)
+    }
+
+    /// Like [`OrtBackend::load`], but on a CPU first prepares the model in `cache` (or finds it
+    /// prepared) so every worker maps one copy of the weights. If preparing fails, the original
+    /// model is loaded and the log says why.
+    pub fn load_shared(opts: &ModelOptions, cache: Option<&Path>) -> Result<OrtBackend, String> {
+        let library = arbiter_infer::init_runtime(opts.runtime_library.as_deref())
             .map_err(|e| error_chain(&e))?;
-        Model::load(opts)
-            .map(OrtBackend)
-            .map_err(|e| error_chain(&e))
+        let mut prepared = None;
+        if let (Some(cache), arbiter_infer::Device::Cpu) = (cache, opts.device) {
+            if !opts.path.is_file() {
+                return Err(error_chain(&arbiter_infer::InferError::ModelMissing {
+                    path: opts.path.clone(),
+                }));
+            }
+            match arbiter_infer::prepare::prepare(&opts.path, cache, &library) {
+                Ok(p) => prepared = Some(p),
+                Err(e) => tracing::warn!(
+                    model = %opts.path.display(),
+                    "cannot prepare the model for shared weights, loading it unshared: {}",
+                    error_chain(&e)
+                ),
+            }
+        }
+        let Some(p) = prepared else {
+            return Model::load(opts)
+                .map(|model| OrtBackend {
+                    model,
+                    _prepared: None,
+                })
+                .map_err(|e| error_chain(&e));
+        };
+        let shared = ModelOptions {
+            path: p.model.clone(),
+            ..opts.clone()
+        };
+        match Model::load(&shared) {
+            Ok(model) => {
+                tracing::info!(entry = %p.key, built = p.built, "model loaded with shared weights");
+                Ok(OrtBackend {
+                    model,
+                    _prepared: Some(p),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(entry = %p.key, "the prepared model does not load, loading the original: {}", error_chain(&e));
+                Model::load(opts)
+                    .map(|model| OrtBackend {
+                        model,
+                        _prepared: None,
+                    })
+                    .map_err(|e| error_chain(&e))
+            }
+        }
     }
 }
 
 impl From<Model> for OrtBackend {
     fn from(model: Model) -> OrtBackend {
-        OrtBackend(model)
+        OrtBackend {
+            model,
+            _prepared: None,
+        }
     }
 }
 
 impl Backend for OrtBackend {
     fn info(&self) -> ModelInfo {
-        let (width, height) = self.0.input_size();
+        let (width, height) = self.model.input_size();
         ModelInfo {
-            input_name: self.0.input_name().to_owned(),
-            output_name: self.0.output_name().to_owned(),
+            input_name: self.model.input_name().to_owned(),
+            output_name: self.model.output_name().to_owned(),
             width,
             height,
-            num_classes: self.0.num_classes(),
-            max_batch: self.0.max_batch(),
-            load_time: self.0.load_time(),
+            num_classes: self.model.num_classes(),
+            max_batch: self.model.max_batch(),
+            load_time: self.model.load_time(),
         }
     }
 
     fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, String> {
-        self.0.run(batch, n).map_err(|e| error_chain(&e))
+        self.model.run(batch, n).map_err(|e| error_chain(&e))
     }
 }
 
@@ -152,8 +212,9 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
     let mut model_options = opts.model.clone();
     model_options.expected_classes = model_options.expected_classes.or(Some(labels.len()));
     let beat = slot.clone();
+    let shared_cache = opts.shared_weights_cache.clone();
     let started = InferenceQueue::start(
-        move || OrtBackend::load(&model_options),
+        move || OrtBackend::load_shared(&model_options, shared_cache.as_deref()),
         &opts.batching,
         opts.preprocess_threads,
         slot.clone(),

@@ -33,6 +33,9 @@ pub struct WorkerOptions {
     pub graceful_timeout: Duration,
     /// Drain and exit (code 0) after answering this many requests.
     pub max_requests: Option<u64>,
+    /// On a CPU, prepare the model in this cache folder so all workers share one copy of the
+    /// weights (see `arbiter_infer::prepare`); `None` loads the model as it is.
+    pub shared_weights_cache: Option<PathBuf>,
 }
 
 impl WorkerOptions {
@@ -51,6 +54,7 @@ impl WorkerOptions {
             heartbeat_interval: Duration::from_secs(1),
             graceful_timeout: Duration::from_secs(30),
             max_requests: None,
+            shared_weights_cache: None,
         }
     }
 }
