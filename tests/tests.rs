@@ -9,3 +9,4 @@ mod cli;
 mod http;
 mod programs;
 mod reliability;
+mod shared;

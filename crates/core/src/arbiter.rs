@@ -6,6 +6,13 @@
 //! missing. A reload rolls: it forks one worker of the new generation, waits until it is ready,
 //! retires one of the old, and so on, so at most N + 1 workers ever hold a model (the budget's
 //! +1) and the old generation serves until its replacements do.
+//! A reload asked for while one rolls is queued: once the rolling one ends, the config is read
+//! again and another reload rolls, so an edit made after the first HUP is never lost.
+//!
+//! A worker that dies is replaced at once. Only a worker that dies without ever serving a
+//! request, within `STABLE_AFTER` of becoming ready, looks like a crash loop and feeds the
+//! restart backoff; a worker killed after doing its work (the OOM killer, an operator, chaos)
+//! must not cost the service its capacity.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,6 @@
 //! Restart backoff: a crashed worker is replaced at once, but one that keeps crashing is
-//! replaced after a growing delay, so a crash loop does not eat the machine.
+//! replaced after a growing delay, so a crash loop does not eat the machine. The arbiter records
+//! here only the crashes that look like a loop: workers that died without ever serving.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

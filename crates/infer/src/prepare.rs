@@ -82,7 +82,18 @@ pub struct Prepared {
     pub key: String,
     /// Whether this call built it (false: it was already there).
     pub built: bool,
-    _hold: Flock<File>,
+    cache: PathBuf,
+    hold: Option<Flock<File>>,
+}
+
+impl Drop for Prepared {
+    /// Lets go of the entry, then removes the entries nobody holds any more but the one most
+    /// recently taken: the last worker of an old generation clears its model away, and a
+    /// stopped service keeps its current entry for the next start.
+    fn drop(&mut self) {
+        drop(self.hold.take());
+        sweep(&self.cache, None);
+    }
 }
 
 /// Prepares `model` in `cache` (or finds it prepared), removes entries no worker holds, and
@@ -122,13 +133,14 @@ pub fn prepare(
             built = true;
         }
     }
-    sweep(cache, &key);
+    sweep(cache, Some(&key));
     Ok(Prepared {
         model: entry.join(MODEL_FILE),
         data: entry.join(DATA_FILE),
         key,
         built,
-        _hold: hold,
+        cache: cache.to_path_buf(),
+        hold: Some(hold),
     })
 }
 
@@ -206,24 +218,33 @@ fn is_complete(entry: &Path) -> bool {
     matches!((expected.as_slice(), sizes(entry)), ([m, d], Some((am, ad))) if *m == am && *d == ad && ad > 0)
 }
 
-/// Removes entries (and stale build folders) whose lock no worker holds.
-fn sweep(cache: &Path, keep: &str) {
+/// Removes the entries whose lock no worker holds, except `keep` and the entry the newest
+/// worker took (the most recently touched lock).
+fn sweep(cache: &Path, keep: Option<&str>) {
     let Ok(dir) = fs::read_dir(cache) else { return };
-    for item in dir.flatten() {
-        let name = item.file_name().to_string_lossy().into_owned();
-        let Some(key) = name.strip_suffix(".lock") else {
-            continue;
-        };
-        if key == keep {
+    let locks: Vec<(String, PathBuf, std::time::SystemTime)> = dir
+        .flatten()
+        .filter_map(|item| {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let key = name.strip_suffix(".lock")?.to_string();
+            let touched = item.metadata().and_then(|m| m.modified()).ok()?;
+            Some((key, item.path(), touched))
+        })
+        .collect();
+    let newest = locks
+        .iter()
+        .max_by_key(|(_, _, t)| *t)
+        .map(|(k, _, _)| k.clone());
+    for (key, path, _) in locks {
+        if Some(key.as_str()) == keep || Some(&key) == newest.as_ref() {
             continue;
         }
-        let path = item.path();
         let Ok(file) = fs::OpenOptions::new().write(true).open(&path) else {
             continue;
         };
         // Not blocking: an entry a worker holds (shared) is in use.
         if let Ok(_unused) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            let _ = fs::remove_dir_all(cache.join(key));
+            let _ = fs::remove_dir_all(cache.join(&key));
             let _ = fs::remove_file(cache.join(format!("{key}.build")));
             let _ = fs::remove_file(&path);
             tracing::info!(entry = key, "removed a prepared model no worker uses");
