@@ -195,10 +195,18 @@ fn host_available() -> Result<u64, String> {
             .parse::<u64>()
             .ok()
     };
-    Ok(match (cgroup("memory.max"), cgroup("memory.current")) {
-        (Some(max), Some(current)) => available.min(max.saturating_sub(current)),
-        _ => available,
-    })
+    // cgroup v2, else v1 (a v1 "no limit" is a huge number, which min() ignores).
+    let headroom = match (cgroup("memory.max"), cgroup("memory.current")) {
+        (Some(max), Some(current)) => Some(max.saturating_sub(current)),
+        _ => match (
+            cgroup("memory/memory.limit_in_bytes"),
+            cgroup("memory/memory.usage_in_bytes"),
+        ) {
+            (Some(max), Some(current)) => Some(max.saturating_sub(current)),
+            _ => None,
+        },
+    };
+    Ok(headroom.map_or(available, |h| available.min(h)))
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub fn drop_to(config: &Config) -> Result<(), Error> {
             setgroups(&[gid]).map_err(|e| fail(format!("setgroups: {e}")))?;
             setgid(gid).map_err(|e| fail(format!("setgid({gid}): {e}")))?;
             setuid(user.uid).map_err(|e| fail(format!("setuid({}): {e}", user.uid)))?;
+            // Libraries that write under $HOME (ONNX Runtime's device id) must not aim at root's.
+            crate::sys::set_env("HOME", &user.dir.to_string_lossy());
+            crate::sys::set_env("USER", name);
         }
     }
     if Uid::effective().is_root() && !server.allow_root {

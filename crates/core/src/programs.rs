@@ -189,8 +189,8 @@ impl Programs {
                 State::Backoff if !stopping && p.retry_at.is_some_and(|t| now >= t) => p.spawn(),
                 State::Stopping if p.kill_at.is_some_and(|t| now >= t) => {
                     if let Some(pid) = p.pid {
-                        warn!(program = %p.spec.name, pid, "program ignored its stop signal; killing it");
-                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        warn!(program = %p.spec.name, pid, "program ignored its stop signal; killing its process group");
+                        let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
                         p.kill_at = None;
                     }
                 }
@@ -329,6 +329,11 @@ impl Supervised {
     fn exited(&mut self, code: Option<i32>, signal: Option<Signal>) {
         self.drain_output();
         self.outputs.clear();
+        // supervisord's killasgroup: whatever the program left in its process group (nginx's
+        // workers after its master died) goes too, or it would hold the port its restart needs.
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         self.pid = None;
         let how = match (code, signal) {
             (Some(c), _) => format!("exit code {c}"),
