@@ -164,7 +164,7 @@ fn build(model: &Path, cache: &Path, entry: &Path) -> Result<(), PrepareError> {
         source,
     };
     let write = || -> Result<Session, ort::Error> {
-        Ok(Session::builder(&env)?
+        Session::builder(&env)?
             .with_optimization_level(GraphOptimizationLevel::All)?
             .with_intra_threads(1)?
             .with_optimized_model_path(tmp.join(MODEL_FILE))?
@@ -176,7 +176,7 @@ fn build(model: &Path, cache: &Path, entry: &Path) -> Result<(), PrepareError> {
                 "session.optimized_model_external_initializers_min_size_in_bytes",
                 "1024",
             )?
-            .commit_from_file(model)?)
+            .commit_from_file(model)
     };
     drop(write().map_err(fail)?);
     let sizes = sizes(&tmp).ok_or_else(|| {
