@@ -467,7 +467,7 @@ fn stop_leaves_nothing_behind() {
 /// `--daemon` returns once the arbiter listens; USR1 reopens the log file (for logrotate).
 #[test]
 fn daemon_and_log_reopen() {
-    let mut env = Env::new(1);
+    let env = Env::new(1);
     let log = env.dir.path().join("daemon.log");
     let text = std::fs::read_to_string(&env.config).unwrap();
     std::fs::write(
