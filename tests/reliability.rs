@@ -187,8 +187,11 @@ pub fn exchange(
     Ok((status, body))
 }
 
-/// A multipart body with the given parts (name, filename, data) and boundary.
-pub fn multipart_body(boundary: &[u8], parts: &[(&[u8], Option<&[u8]>, &[u8])]) -> Vec<u8> {
+/// One multipart part: field name, filename (if a file), data.
+pub type Part<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
+/// A multipart body with the given parts and boundary.
+pub fn multipart_body(boundary: &[u8], parts: &[Part<'_>]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, filename, data) in parts {
         body.extend_from_slice(b"--");

@@ -35,7 +35,8 @@ command -v curl >/dev/null || fail "curl is missing"
 started=$(date +%s%N)
 TMP=$(mktemp -d /tmp/arbiter-nginx.XXXXXX)
 chmod 755 "$TMP"
-ARBITER_PID= NGINX_PID=
+ARBITER_PID=''
+NGINX_PID=''
 cleanup() {
     local rc=$?
     # Stop what this test started, by pid: nginx first (as the arbiter would), then the arbiter.
@@ -114,7 +115,7 @@ error_log $TMP/nginx-error.log info;
 events { worker_connections 512; }
 http {
     default_type application/octet-stream;
-    log_format upstreams '\$remote_addr "\$request" \$status up=\$upstream_status rt=\$request_time';
+    log_format upstreams '\$remote_addr "\$request" \$status rt=\$request_time up=\$upstream_status';
     access_log $TMP/nginx-access.log upstreams;
     client_body_temp_path $TMP/client_body;
     proxy_temp_path $TMP/proxy;
@@ -229,10 +230,9 @@ step "body limit: 20 MiB exactly -> $at_direct direct and through nginx; 20 MiB 
 # --- 4. the retry policy under worker kills -------------------------------------------------------
 figures=$("$PYTHON" "$ROOT/tests/deploy/retry_load.py" --arbiter "$BIN" --config "$TMP/arbiter.toml" \
     --direct "127.0.0.1:$DIRECT_PORT" --nginx "127.0.0.1:$NGINX_PORT" --image "$PHOTO" \
-    --expected "$expected" --clients "${RETRY_CLIENTS:-2}" --kills "${RETRY_KILLS:-4}") ||
+    --expected "$expected" --clients "${RETRY_CLIENTS:-2}" --kills "${RETRY_KILLS:-4}" \
+    --nginx-log "$TMP/nginx-access.log") ||
     fail "the retry policy did not hold (figures above)"
-retried=$(grep -c 'up=[0-9]*, ' "$TMP/nginx-access.log" || true)
-step "nginx retried $retried requests on another worker (access log: upstream status \"502, 200\")"
 step "figures: $figures"
 
 elapsed=$((($(date +%s%N) - started) / 1000000))

@@ -106,7 +106,7 @@ fn get(addr: SocketAddr, path: &str, extra: &str) -> std::io::Result<(u16, Vec<u
 
 /// Sends one case and returns the status and body.
 fn send(addr: SocketAddr, case: &Case) -> std::io::Result<(u16, Vec<u8>)> {
-    let mp = |parts: &[(&[u8], Option<&[u8]>, &[u8])]| {
+    let mp = |parts: &[Part<'_>]| {
         let body = multipart_body(BOUNDARY, parts);
         (post_head(Some(&mp_type()), body.len()), body)
     };
@@ -135,7 +135,7 @@ fn send(addr: SocketAddr, case: &Case) -> std::io::Result<(u16, Vec<u8>)> {
             let names: Vec<Vec<u8>> = (0..1000)
                 .map(|i| format!("field{i}").into_bytes())
                 .collect();
-            let mut parts: Vec<(&[u8], Option<&[u8]>, &[u8])> = names
+            let mut parts: Vec<Part<'_>> = names
                 .iter()
                 .map(|n| (n.as_slice(), None, &b"x"[..]))
                 .collect();
@@ -268,8 +268,10 @@ fn bad_input_corpus_gets_its_statuses_and_leaves_no_trace() {
         "cases answered wrongly:\n{}",
         wrong.join("\n")
     );
+    // The slow cases (slow mode only) run in the first round only.
+    let quick: Vec<Case> = cases.iter().filter(|c| !c.slow).cloned().collect();
     for _ in 1..ROUNDS {
-        let (_, wrong) = round(addr, &cases);
+        let (_, wrong) = round(addr, &quick);
         assert!(
             wrong.is_empty(),
             "a later round differs:\n{}",

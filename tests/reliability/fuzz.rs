@@ -464,7 +464,7 @@ fn fuzz_multipart_against_a_worker() {
         .run(
             &strategy,
             |(image, extra_parts, mutations, content_type)| {
-                let filler: Vec<(&[u8], Option<&[u8]>, &[u8])> = (0..extra_parts)
+                let filler: Vec<Part<'_>> = (0..extra_parts)
                     .map(|_| (&b"note"[..], None, &b"hello"[..]))
                     .collect();
                 let mut parts = filler;
