@@ -204,6 +204,16 @@ fn ask(
         {
             None
         }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Some(Err(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot connect to the control socket {}: permission denied (it is mode 0600: \
+                     run as the user that started the arbiter)",
+                    target.control_socket.display()
+                ),
+            )))
+        }
         other => Some(other),
     }
 }

@@ -335,12 +335,6 @@ fn fuzz_config_parse_with_random_toml() {
 /// A valid config written back as TOML (`to_toml`) parses to the same config.
 fn round_trips(config: &arbiter_config::Config) -> Result<(), TestCaseError> {
     let text = config.to_toml();
-    // Known defect, reported to the config's owner: to_toml quotes strings with Rust's `{:?}`,
-    // whose `\u{590}` and `\0` escapes are not TOML (see the ignored test below). Only the
-    // configs that hit it are skipped; any other round-trip failure fails.
-    if text.contains("\\u{") || text.contains("\\0") {
-        return Ok(());
-    }
     match arbiter_config::Config::parse(&text, &config.file) {
         Ok(again) => prop_assert_eq!(&again, config, "to_toml gave:\n{}", text),
         Err(e) => prop_assert!(false, "to_toml gave an invalid config ({e}):\n{text}"),
@@ -349,9 +343,8 @@ fn round_trips(config: &arbiter_config::Config) -> Result<(), TestCaseError> {
 }
 
 /// Found by `fuzz_config_parse_with_mutated_files`: a path with a character that Rust's `{:?}`
-/// escapes as `\u{590}` makes `arbiter check` print TOML that does not parse.
+/// escapes as `\u{590}` made `arbiter check` print TOML that did not parse (fixed: TOML quoting).
 #[test]
-#[ignore = "config defect reported to the lead: Config::to_toml quotes with {:?}, not TOML escapes"]
 fn to_toml_writes_strings_that_toml_reads_back() {
     let file = Path::new("/etc/arbiter/arbiter.toml");
     for odd in [

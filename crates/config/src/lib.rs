@@ -357,7 +357,7 @@ impl Config {
     /// The effective config as TOML, every default filled in.
     pub fn to_toml(&self) -> String {
         use units::{format_duration as d, format_size_exact as s};
-        let q = |p: &Path| format!("{:?}", p.display().to_string());
+        let q = |p: &Path| quote(&p.display().to_string());
         let amount = |a: Amount| match a {
             Amount::Auto => "\"auto\"".to_string(),
             Amount::Bytes(b) => format!("\"{}\"", s(b)),
@@ -366,7 +366,7 @@ impl Config {
             .server
             .bind
             .iter()
-            .map(|b| format!("{:?}", b.to_string()))
+            .map(|b| quote(&b.to_string()))
             .collect();
         let proxies: Vec<String> = self
             .server
@@ -388,15 +388,15 @@ impl Config {
         let mut out = format!(
             "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
              graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\n\n\
-             [model]\nname = {:?}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\n\n\
+             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\n\n\
              [batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\npreprocess_threads = {}\n\n\
              [limits]\nmax_body = \"{}\"\nmax_pixels = {}\nheader_timeout = \"{}\"\nbody_timeout = \"{}\"\nrequest_deadline = \"{}\"\nkeepalive = \"{}\"\nmax_connections = {}\n\n\
-             [memory]\nlimit = {}\nper_worker = {}\n\n[log]\n{}\nformat = \"{}\"\nlevel = {:?}\n",
+             [memory]\nlimit = {}\nper_worker = {}\n\n[log]\n{}\nformat = \"{}\"\nlevel = {}\n",
             binds.join(", "),
             s_.workers,
             s_.backlog,
-            opt("user", s_.user.as_ref().map(|u| format!("{u:?}"))),
-            opt("group", s_.group.as_ref().map(|g| format!("{g:?}"))),
+            opt("user", s_.user.as_ref().map(|u| quote(u))),
+            opt("group", s_.group.as_ref().map(|g| quote(g))),
             s_.allow_root,
             q(&s_.pidfile),
             q(&s_.control_socket),
@@ -406,7 +406,7 @@ impl Config {
             s_.max_requests.unwrap_or(0),
             s_.max_requests_jitter,
             proxies.join(", "),
-            m.name,
+            quote(&m.name),
             q(&m.path),
             q(&m.labels),
             m.threshold,
@@ -430,14 +430,14 @@ impl Config {
             amount(self.memory.per_worker),
             opt("file", self.log.file.as_deref().map(q)),
             if self.log.json { "json" } else { "text" },
-            self.log.level,
+            quote(&self.log.level),
         );
         for p in &self.programs {
-            let argv: Vec<String> = p.command.iter().map(|a| format!("{a:?}")).collect();
+            let argv: Vec<String> = p.command.iter().map(|a| quote(a)).collect();
             let env: Vec<String> = p
                 .environment
                 .iter()
-                .map(|(k, v)| format!("{k:?} = {v:?}"))
+                .map(|(k, v)| format!("{} = {}", quote(k), quote(v)))
                 .collect();
             let codes: Vec<String> = p.exitcodes.iter().map(|c| c.to_string()).collect();
             let autorestart = match p.autorestart {
@@ -446,8 +446,8 @@ impl Config {
                 Autorestart::Never => "never",
             };
             out.push_str(&format!(
-                "\n[[program]]\nname = {:?}\ncommand = [{}]\n{}\nenvironment = {{ {} }}\nautorestart = \"{autorestart}\"\nexitcodes = [{}]\nstartsecs = \"{}\"\nstartretries = {}\nstopsignal = \"{}\"\nstopwaitsecs = \"{}\"\n",
-                p.name,
+                "\n[[program]]\nname = {}\ncommand = [{}]\n{}\nenvironment = {{ {} }}\nautorestart = \"{autorestart}\"\nexitcodes = [{}]\nstartsecs = \"{}\"\nstartretries = {}\nstopsignal = \"{}\"\nstopwaitsecs = \"{}\"\n",
+                quote(&p.name),
                 argv.join(", "),
                 opt("directory", p.directory.as_deref().map(q)),
                 env.join(", "),
@@ -485,6 +485,11 @@ pub fn locate(file: &Path) -> (PathBuf, PathBuf) {
         pidfile = get("pidfile").unwrap_or(pidfile);
     }
     (control, pidfile)
+}
+
+/// A TOML basic string: what `{:?}` would write is not always TOML (`\u{590}`, `\0`).
+fn quote(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 fn resolve(base: &Path, path: &str) -> PathBuf {
