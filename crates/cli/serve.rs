@@ -133,7 +133,8 @@ pub fn worker_options(config: &Config, spec: &WorkerSpec) -> WorkerOptions {
         max_delay: batching.max_delay,
         queue_capacity: batching.queue_size,
     };
-    options.preprocess_threads = batching.preprocess_threads;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    options.preprocess_threads = config.preprocess_threads_per_worker(cores);
     options.trust_unix_peers = config.server.trusted_proxies.contains(&TrustedProxy::Unix);
     options.trusted_proxies = config
         .server

@@ -192,7 +192,7 @@ pub struct Batching {
     pub max_delay: Duration,
     /// Requests waiting for the model, per worker; a full queue answers 503 at once.
     pub queue_size: usize,
-    /// Threads per worker that decode and preprocess images.
+    /// Threads per worker that decode and preprocess images; 0 means cores / workers.
     pub preprocess_threads: usize,
 }
 
@@ -343,6 +343,15 @@ impl Config {
             log,
             programs,
         })
+    }
+
+    /// Preprocessing threads per worker once `0` (auto) is resolved against `cores`.
+    pub fn preprocess_threads_per_worker(&self, cores: usize) -> usize {
+        if self.batching.preprocess_threads > 0 {
+            self.batching.preprocess_threads
+        } else {
+            (cores / self.server.workers.max(1)).max(1)
+        }
     }
 
     /// Intra-op threads per worker once `0` (auto) is resolved against `cores`.
@@ -763,7 +772,7 @@ fn read_batching(root: &mut Table, errs: &mut Errors) -> Batching {
         max_batch_size: 8,
         max_delay: Duration::from_millis(2),
         queue_size: 64,
-        preprocess_threads: 1,
+        preprocess_threads: 0,
     };
     let Some(mut t) = section(root, "batching", errs) else {
         return b;
@@ -777,7 +786,7 @@ fn read_batching(root: &mut Table, errs: &mut Errors) -> Batching {
     if let Some(n) = t.count("queue_size", 1, errs) {
         b.queue_size = n;
     }
-    if let Some(n) = t.count("preprocess_threads", 1, errs) {
+    if let Some(n) = t.count("preprocess_threads", 0, errs) {
         b.preprocess_threads = n;
     }
     t.finish(errs);
