@@ -61,6 +61,15 @@ def verdict(ok):
     return "-" if ok is None else ("met" if ok else "**missed**")
 
 
+def repo_path(path):
+    """path relative to the repository when it lies inside it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
 def table(header, rows):
     """A markdown table."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -117,6 +126,45 @@ class Results:
         _, t = self.ceiling_shape(1, self.cores, 1)
         return None if t is None else t[1]
 
+    def rep_value(self, server, photo, c, key, rep):
+        """One figure of one point in one repetition, or None."""
+        for r in self.runs(server, photo, c):
+            if r["rep"] == rep:
+                return r[key]
+        return None
+
+    def rep_noise(self, server, photo, c, rep):
+        """Cores used by everything else during one point of one repetition, or None."""
+        for r in self.runs(server, photo, c):
+            if r["rep"] == rep:
+                return r["cpu"]["other_cores"]
+        return None
+
+    def rep_ceiling_noise(self, rep):
+        """The highest other load during the ceiling's measurements of one repetition, or None."""
+        v = [r.get("other_cores") for r in self.data["ceiling"] if r["rep"] == rep]
+        return None if not v or None in v else max(v)
+
+    def rep_ceiling(self, rep):
+        """The best Arbiter-shaped ceiling (images/s) measured in one repetition, or None."""
+        a = self.meta["arbiter_settings"]
+        shapes = {(a["workers"], a["threads"], 1), (a["workers"], a["threads"], a["max_batch_size"])}
+        v = [r["images_per_s"] for r in self.data["ceiling"] if r["rep"] == rep and (r["procs"], r["threads"], r["batch"]) in shapes]
+        return max(v) if v else None
+
+    def rep_one_inference(self, rep):
+        """ms of one batch-1 inference on all cores, in one repetition, or None."""
+        v = [r["batch_ms_p50"] for r in self.data["ceiling"] if r["rep"] == rep and (r["procs"], r["threads"], r["batch"]) == (1, self.cores, 1)]
+        return v[0] if v else None
+
+    def rep_memory(self, server, key, rep):
+        """Bytes of idle_rss/idle_pss (at rest) or peak_rss/peak_pss (highest over the points) in one repetition."""
+        if key.startswith("idle"):
+            v = [s[key] for s in self.data["starts"] if s["server"] == server and s["rep"] == rep]
+        else:
+            v = [r[key] for r in self.data["runs"] if r["server"] == server and r["rep"] == rep]
+        return max(v) if v else None
+
     def memory(self, server):
         """tris of (at rest RSS, at rest PSS, peak RSS, peak PSS, processes)."""
         starts = [s for s in self.data["starts"] if s["server"] == server]
@@ -143,65 +191,103 @@ def mib(t):
     return None if t is None else tuple(x / MiB for x in t)
 
 
+QUIET = 0.25  # cores used by everything else, under which a measurement counts as quiet
+
+
+def per_rep(res, fn):
+    """[(value, other load)] of fn(rep) over the repetitions, Nones left out."""
+    out = []
+    for rep in range(1, res.meta["reps"] + 1):
+        v = fn(rep)
+        if v is not None and v[0] is not None:
+            out.append(v)
+    return out
+
+
+def judged(values):
+    """(the values judged, whether they are the quiet ones): the quiet repetitions if any."""
+    quiet = [v for v, load in values if load is not None and load < QUIET]
+    return (quiet, True) if quiet else ([v for v, _ in values], False)
+
+
+def ratio_cell(values, digits=2):
+    """The judged median, then every repetition's ratio (noisy ones marked)."""
+    if not values:
+        return "-"
+    chosen, quiet = judged(values)
+    each = ", ".join(
+        f"{v:.{digits}f}×" + ("" if load is not None and load < QUIET else "†") for v, load in values
+    )
+    note = "" if quiet else " (no quiet repetition)"
+    return f"**{statistics.median(chosen):.{digits}f}×**{note}; each: {each}"
+
+
 def headline(res):
-    """The target checks."""
+    """The target checks: the median ratio over the quiet repetitions (all, if none was quiet)."""
     rows = []
-    ceil, ceil_label = res.ceiling()
-    one = res.one_inference_ms()
     photo = res.photos[0]
     big = next((p for p in res.photos if "12mp" in p), None)
+
+    def checked(label, values, target, ok):
+        chosen, quiet = judged(values)
+        word = verdict(None if not chosen else ok(statistics.median(chosen)))
+        rows.append([label, ratio_cell(values), target, word if quiet or word == "-" else f"{word} (noisy)"])
+
+    def noise(*loads):
+        return None if any(x is None for x in loads) else max(loads)
+
     if 8 in res.concurrencies and "arbiter" in res.servers:
-        a = med(r["rps"] for r in res.runs("arbiter", photo, 8))
-        ok = None if a is None or not ceil else a / ceil >= TARGET_CEILING
-        rows.append(
-            [
-                f"Arbiter served at 8 clients ({photo}) ÷ ONNX Runtime alone ({ceil_label})",
-                f"{num(a)} ÷ {num(ceil)} req/s = {ratio(a, ceil)}",
-                f"≥ {TARGET_CEILING}×",
-                verdict(ok),
-            ]
+        values = per_rep(
+            res,
+            lambda rep: (
+                div(res.rep_value("arbiter", photo, 8, "rps", rep), res.rep_ceiling(rep)),
+                noise(res.rep_noise("arbiter", photo, 8, rep), res.rep_ceiling_noise(rep)),
+            ),
+        )
+        checked(
+            f"Arbiter req/s at 8 clients ({photo}) ÷ ONNX Runtime alone in the same repetition "
+            f"(best of batch 1 and {res.meta['arbiter_settings']['max_batch_size']})",
+            values, f"≥ {TARGET_CEILING}×", lambda v: v >= TARGET_CEILING,
         )
     if 1 in res.concurrencies and "arbiter" in res.servers:
-        p50 = med(r["p50_ms"] for r in res.runs("arbiter", photo, 1))
-        ok = None if p50 is None or not one else p50 / one <= TARGET_P50
-        rows.append(
-            [
-                f"Arbiter p50 at 1 client ({photo}) ÷ one batch-1 inference on {res.cores} cores",
-                f"{num(p50)} ÷ {num(one)} ms = {ratio(p50, one)}",
-                f"≤ {TARGET_P50}×",
-                verdict(ok),
-            ]
+        values = per_rep(
+            res,
+            lambda rep: (
+                div(res.rep_value("arbiter", photo, 1, "p50_ms", rep), res.rep_one_inference(rep)),
+                noise(res.rep_noise("arbiter", photo, 1, rep), res.rep_ceiling_noise(rep)),
+            ),
+        )
+        checked(
+            f"Arbiter p50 at 1 client ({photo}) ÷ one batch-1 inference on {res.cores} cores",
+            values, f"≤ {TARGET_P50}×", lambda v: v <= TARGET_P50,
         )
     if "peer" in res.servers and "arbiter" in res.servers:
         for p, target in [(photo, 1.0), (big, TARGET_PEER_12MP)]:
             if p is None or 8 not in res.concurrencies:
                 continue
-            a = med(r["rps"] for r in res.runs("arbiter", p, 8))
-            b = med(r["rps"] for r in res.runs("peer", p, 8))
-            ok = None if a is None or not b else a / b >= target if target > 1 else a > b
-            rows.append(
-                [
-                    f"Arbiter ÷ Python peer, req/s at 8 clients ({p})",
-                    f"{num(a)} ÷ {num(b)} req/s = {ratio(a, b)}",
-                    f"≥ {target}×" if target > 1 else "> 1×",
-                    verdict(ok),
-                ]
+            values = per_rep(
+                res,
+                lambda rep, p=p: (
+                    div(res.rep_value("arbiter", p, 8, "rps", rep), res.rep_value("peer", p, 8, "rps", rep)),
+                    noise(res.rep_noise("arbiter", p, 8, rep), res.rep_noise("peer", p, 8, rep)),
+                ),
             )
-        for i, what in [(2, "peak summed RSS under load"), (3, "peak summed PSS under load"), (0, "summed RSS at rest")]:
-            a = res.memory("arbiter")[i]
-            b = res.memory("peer")[i]
-            a = None if a is None else a[1] / MiB
-            b = None if b is None else b[1] / MiB
-            ok = None if a is None or not b else a / b <= TARGET_MEMORY
-            rows.append(
-                [
-                    f"Arbiter ÷ Python peer, {what}",
-                    f"{num(a, 0)} ÷ {num(b, 0)} MiB = {ratio(a, b)}",
-                    f"≤ {TARGET_MEMORY}×",
-                    verdict(ok),
-                ]
+            checked(
+                f"Arbiter ÷ Python peer, req/s at 8 clients ({p})",
+                values,
+                f"≥ {target}×" if target > 1 else "> 1×",
+                (lambda v, t=target: v >= t) if target > 1 else (lambda v: v > 1.0),
             )
-    return table(["figure", "measured (medians)", "target", ""], rows)
+        for key, what in [("peak_rss", "peak summed RSS under load"), ("peak_pss", "peak summed PSS under load"), ("idle_rss", "summed RSS at rest"), ("idle_pss", "summed PSS at rest")]:
+            # Memory does not depend on the other load: every repetition counts.
+            values = per_rep(res, lambda rep, k=key: (div(res.rep_memory("arbiter", k, rep), res.rep_memory("peer", k, rep)), 0.0))
+            checked(f"Arbiter ÷ Python peer, {what}", values, f"≤ {TARGET_MEMORY}×", lambda v: v <= TARGET_MEMORY)
+    return table(["figure", "ratio: judged median; each repetition († = noisy)", "target", ""], rows)
+
+
+def div(a, b):
+    """a / b, or None."""
+    return None if a is None or not b else a / b
 
 
 def ceiling_table(res):
@@ -406,6 +492,21 @@ def log_axes(ax, cs, log_y):
     ax.grid(alpha=0.3, which="both")
 
 
+def reps_table(res):
+    """Per repetition: the ceiling measured, and the other load while each server ran."""
+    rows = []
+    for rep in range(1, res.meta["reps"] + 1):
+        row = [rep, num(res.rep_ceiling(rep)), num(res.rep_one_inference(rep)), num(res.rep_ceiling_noise(rep), 2)]
+        for s in res.servers:
+            runs = [r for r in res.data["runs"] if r["server"] == s and r["rep"] == rep]
+            row.append(num(med(r["cpu"]["other_cores"] for r in runs), 2))
+        rows.append(row)
+    return table(
+        ["repetition", "ceiling images/s", "one inference ms", "other load during the ceiling (cores)"] + [f"other load during {s} (cores)" for s in res.servers],
+        rows,
+    )
+
+
 def plots(res, out):
     """throughput.png, latency.png, memory.png under out; returns their names."""
     import matplotlib
@@ -517,6 +618,12 @@ def render(res, plot_dir_rel):
     if m.get("failures"):
         parts.append("**This run reported failures:** " + "; ".join(m["failures"]) + "\n")
     parts.append("## Targets\n")
+    parts.append(
+        "Each ratio is taken within a repetition (both sides measured minutes apart at most). "
+        f"A repetition's ratio is noisy (†) when everything else on the machine used {QUIET} cores "
+        "or more during either of its two measurements; the median of the quiet ones is judged, "
+        "or of all when none was quiet.\n"
+    )
     parts.append(headline(res) + "\n")
     parts.append("## The machine\n")
     parts.append(
@@ -537,6 +644,9 @@ def render(res, plot_dir_rel):
         )
         + "\n"
     )
+    shared = f", share_weights {str(a['share_weights']).lower()}" if a.get("share_weights") is not None else ""
+    priming = m.get("priming_start_s")
+    priming = f" (that start took {priming:.2f} s)" if priming else ""
     parts.append("## Method\n")
     parts.append(
         f"""One run of `scripts/bench` measures, on this machine, with the same model file
@@ -549,14 +659,17 @@ def render(res, plot_dir_rel):
   (the latency target's yardstick) and the peer's shape ({mach['cores']} processes × 1 thread). It
   runs ONNX Runtime 1.32.0 through its Python binding, the same release as the library Arbiter
   loads, with the same session settings (optimization level ALL, spinning on).
-- **arbiter**: `target/release/arbiter start` with `{m['arbiter_config']}` as shipped, except
+- **arbiter**: `target/release/arbiter start` with `{repo_path(m['arbiter_config'])}` as shipped, except
   the bind address (a free loopback port), pid file and control socket (in the run folder), and
   `allow_root` (the run is root): {a['workers']} worker(s), {a['threads']} ONNX Runtime thread(s)
-  each, max batch {a['max_batch_size']}, max delay {a['max_delay']}, queue {a['queue_size']}.
+  each, max batch {a['max_batch_size']}, max delay {a['max_delay']}, queue {a['queue_size']},
+  {a.get('preprocess_threads') or 'default'} preprocessing thread(s){shared}.
   Clients connect to its TCP socket.
 - **arbiter+nginx**: the same Arbiter bound on a unix socket, behind nginx
-  ({v['nginx'].split(':')[-1].strip()}) on a free loopback port, with a config generated for the
-  run (worker_processes auto, request buffering on, upstream keep-alive, access log buffered).
+  ({v['nginx'].split(':')[-1].strip()}, `worker_processes auto`) running the shipped site
+  `deploy/nginx/arbiter.conf` (request buffering, upstream keep-alive, one retry of a request
+  whose worker died), rewritten only to listen on a free loopback port and to reach the run's
+  socket.
 - **peer**: the seed's Flask service as a careful Python team would run it (`bench/peer/app.py`):
   the seed's route and preprocessing (Pillow `convert("RGB")`, `resize((224, 224), BILINEAR)`,
   /255, normalize, CHW), the seed's `thresh_sort` at 0.5, on onnxruntime with the same model
@@ -565,7 +678,9 @@ def render(res, plot_dir_rel):
   oversubscribes the CPU), the model loaded in each worker after the fork
   (`bench/peer/gunicorn.conf.py`); everything else gunicorn's defaults.
 
-For each repetition, each server in turn is started; the time from the start command to the first
+Arbiter is started once before the repetitions, unrecorded, so that what it caches on a first
+start (its prepared weights) exists, as in any deployment after its first start{priming}. For each
+repetition, the ceiling is measured, then each server in turn is started; the time from the start command to the first
 200 on `POST /model_predict` is taken; its answers for the three photos are checked against the
 Python reference (`var/reference`); it is warmed up ({m['warmup_s']:g} s at 2 clients, not
 recorded) and its memory at rest is read. Then each photo at each concurrency is driven by
@@ -621,6 +736,8 @@ Photos: `grace_hopper.jpg` (512 × 600 JPEG, 60 KiB), `chelsea.png` (451 × 300 
         f"{mach['cores']}): the server's processes, oha's, and everything else on the machine.\n"
     )
     parts.append(load_table(res) + "\n")
+    parts.append("Per repetition (medians over its points):\n")
+    parts.append(reps_table(res) + "\n")
     q = m.get("quiet")
     if q and q["budget_s"] > 0:
         parts.append(
