@@ -367,12 +367,11 @@ fn pid1_reaps_orphans_and_stops_on_term() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The orphan is the arbiter's one child that is not a worker (it may not have exec'd
-    // `sleep` yet, so it is not found by name).
-    let workers: Vec<i32> = pids(&env);
+    // The orphan is the arbiter's one child that is not a worker: `sh` or `sleep` (it may not
+    // have exec'd yet). Workers are found by name: `status` shows the namespace's pids.
     let orphan = children(arbiter)
         .into_iter()
-        .find(|p| !workers.contains(p))
+        .find(|p| comm(*p).as_deref() != Some("arbiter"))
         .expect("the orphan is the arbiter's child");
     wait_until(Duration::from_secs(10), "the orphan to be reaped", || {
         std::fs::metadata(format!("/proc/{orphan}")).is_err()
@@ -392,6 +391,12 @@ fn children(pid: i32) -> Vec<i32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
+}
+
+fn comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn ns_pid(pid: i32) -> Option<i32> {
