@@ -358,7 +358,7 @@ fn pid1_reaps_orphans_and_stops_on_term() {
             "--",
             "sh",
             "-c",
-            "sleep 1 & echo $!",
+            "sleep 2 & echo $!",
         ])
         .output()
         .unwrap();
