@@ -181,6 +181,8 @@ pub struct Model {
     pub share_weights: bool,
     /// Where prepared models are kept.
     pub cache_dir: PathBuf,
+    /// Let ONNX Runtime's intra-op threads spin while waiting for work.
+    pub spinning: bool,
 }
 
 /// `[batching]`: how a worker groups requests for the model.
@@ -397,7 +399,7 @@ impl Config {
         let mut out = format!(
             "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
              graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\n\n\
-             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\n\n\
+             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\n\n\
              [batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\npreprocess_threads = {}\n\n\
              [limits]\nmax_body = \"{}\"\nmax_pixels = {}\nheader_timeout = \"{}\"\nbody_timeout = \"{}\"\nrequest_deadline = \"{}\"\nkeepalive = \"{}\"\nmax_connections = {}\n\n\
              [memory]\nlimit = {}\nper_worker = {}\n\n[log]\n{}\nformat = \"{}\"\nlevel = {}\n",
@@ -424,6 +426,7 @@ impl Config {
             opt("runtime_library", m.runtime_library.as_deref().map(q)),
             m.share_weights,
             q(&m.cache_dir),
+            m.spinning,
             b.max_batch_size,
             d(b.max_delay),
             b.queue_size,
@@ -705,6 +708,7 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
         runtime_library: None,
         share_weights: true,
         cache_dir: base.join("../var/cache/prepared"),
+        spinning: false,
     };
     let Some(mut t) = section(root, "model", errs) else {
         return model;
@@ -754,6 +758,9 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
     }
     if let Some((p, _)) = t.string("cache_dir", errs) {
         model.cache_dir = resolve(base, &p);
+    }
+    if let Some(b) = t.boolean("spinning", errs) {
+        model.spinning = b;
     }
     t.finish(errs);
     model

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbiter_infer::prepare::Prepared;
-use arbiter_infer::{Labels, Model, ModelOptions};
+use arbiter_infer::{Labels, Model, ModelOptions, SessionTuning};
 use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -84,13 +84,21 @@ pub struct OrtBackend {
 impl OrtBackend {
     /// Loads ONNX Runtime (once per process) and the model, warm-up included.
     pub fn load(opts: &ModelOptions) -> Result<OrtBackend, String> {
-        OrtBackend::load_shared(opts, None)
+        OrtBackend::load_shared(opts, None, false)
     }
 
     /// Like [`OrtBackend::load`], but on a CPU first prepares the model in `cache` (or finds it
     /// prepared) so every worker maps one copy of the weights. If preparing fails, the original
     /// model is loaded and the log says why.
-    pub fn load_shared(opts: &ModelOptions, cache: Option<&Path>) -> Result<OrtBackend, String> {
+    pub fn load_shared(
+        opts: &ModelOptions,
+        cache: Option<&Path>,
+        spinning: bool,
+    ) -> Result<OrtBackend, String> {
+        let tuning = SessionTuning {
+            intra_op_spinning: spinning,
+            ..SessionTuning::for_device(opts.device)
+        };
         let library = arbiter_infer::init_runtime(opts.runtime_library.as_deref())
             .map_err(|e| error_chain(&e))?;
         let mut prepared = None;
@@ -110,7 +118,7 @@ impl OrtBackend {
             }
         }
         let Some(p) = prepared else {
-            return Model::load(opts)
+            return Model::load_tuned(opts, &tuning)
                 .map(|model| OrtBackend {
                     model,
                     _prepared: None,
@@ -121,7 +129,7 @@ impl OrtBackend {
             path: p.model.clone(),
             ..opts.clone()
         };
-        match Model::load(&shared) {
+        match Model::load_tuned(&shared, &tuning) {
             Ok(model) => {
                 tracing::info!(entry = %p.key, built = p.built, "model loaded with shared weights");
                 Ok(OrtBackend {
@@ -131,7 +139,7 @@ impl OrtBackend {
             }
             Err(e) => {
                 tracing::warn!(entry = %p.key, "the prepared model does not load, loading the original: {}", error_chain(&e));
-                Model::load(opts)
+                Model::load_tuned(opts, &tuning)
                     .map(|model| OrtBackend {
                         model,
                         _prepared: None,
@@ -213,8 +221,9 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
     model_options.expected_classes = model_options.expected_classes.or(Some(labels.len()));
     let beat = slot.clone();
     let shared_cache = opts.shared_weights_cache.clone();
+    let spinning = opts.intra_op_spinning;
     let started = InferenceQueue::start(
-        move || OrtBackend::load_shared(&model_options, shared_cache.as_deref()),
+        move || OrtBackend::load_shared(&model_options, shared_cache.as_deref(), spinning),
         &opts.batching,
         opts.preprocess_threads,
         slot.clone(),

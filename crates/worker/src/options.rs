@@ -36,6 +36,8 @@ pub struct WorkerOptions {
     /// On a CPU, prepare the model in this cache folder so all workers share one copy of the
     /// weights (see `arbiter_infer::prepare`); `None` loads the model as it is.
     pub shared_weights_cache: Option<PathBuf>,
+    /// Let ONNX Runtime's intra-op threads spin between parallel sections.
+    pub intra_op_spinning: bool,
 }
 
 impl WorkerOptions {
@@ -55,6 +57,7 @@ impl WorkerOptions {
             graceful_timeout: Duration::from_secs(30),
             max_requests: None,
             shared_weights_cache: None,
+            intra_op_spinning: false,
         }
     }
 }
