@@ -685,6 +685,7 @@ impl<H: Hooks> Arbiter<H> {
         threads: usize,
     ) -> i32 {
         sys::reset_signals(&SIGNALS);
+        sys::tune_malloc();
         // Die with the arbiter: a worker must never outlive it holding the socket.
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
         if nix::unistd::getppid().as_raw() as u32 != arbiter_pid {
