@@ -319,7 +319,13 @@ fn pid1_reaps_orphans_and_stops_on_term() {
         eprintln!("skipped: needs root for unshare --pid (CI runs as root)");
         return;
     }
-    let mut env = Env::new(1);
+    // The orphan's maker: a supervised program whose shell starts `sleep` in a session of its
+    // own (so the program's process-group kill spares it) and exits. The sleep is orphaned
+    // inside the namespace, so the kernel hands it to PID 1, the arbiter, which must reap it.
+    // (An orphan made from outside with nsenter would go to any child subreaper above the test
+    // instead, which depends on what runs the tests.)
+    let program = "[[program]]\nname = \"orphaner\"\ncommand = [\"sh\", \"-c\", \"setsid sleep 2 & sleep 0.3\"]\nautorestart = \"never\"\nstartsecs = \"0s\"\n";
+    let mut env = Env::with(1, "", program);
     let log = std::fs::File::create(env.log_path()).unwrap();
     let child = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
@@ -348,34 +354,23 @@ fn pid1_reaps_orphans_and_stops_on_term() {
         Some(1),
         "the arbiter is PID 1 in its namespace"
     );
-    // An orphan: a shell started inside the namespace forks `sleep` and exits; the sleep is
-    // reparented to PID 1, the arbiter, which must reap it when it ends.
-    let out = std::process::Command::new("nsenter")
-        .args([
-            "--target",
-            &arbiter.to_string(),
-            "--pid",
-            "--",
-            "sh",
-            "-c",
-            "sleep 2 & echo $!",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut orphan = 0;
+    wait_until(
+        Duration::from_secs(10),
+        "the orphaned sleep to become the arbiter's child",
+        || {
+            orphan = children(arbiter)
+                .into_iter()
+                .find(|p| comm(*p).as_deref() == Some("sleep"))
+                .unwrap_or(0);
+            orphan != 0
+        },
     );
-    // The orphan is the arbiter's one child that is not a worker: `sh` or `sleep` (it may not
-    // have exec'd yet). Workers are found by name: `status` shows the namespace's pids.
-    let orphan = children(arbiter)
-        .into_iter()
-        .find(|p| comm(*p).as_deref() != Some("arbiter"))
-        .expect("the orphan is the arbiter's child");
-    wait_until(Duration::from_secs(10), "the orphan to be reaped", || {
-        std::fs::metadata(format!("/proc/{orphan}")).is_err()
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the orphan to be reaped, not left a zombie",
+        || std::fs::metadata(format!("/proc/{orphan}")).is_err(),
+    );
     kill(Pid::from_raw(arbiter), Signal::SIGTERM).unwrap();
     assert_eq!(
         env.wait_exit(Duration::from_secs(20)),
