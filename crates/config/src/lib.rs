@@ -708,7 +708,7 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
         runtime_library: None,
         share_weights: true,
         cache_dir: base.join("../var/cache/prepared"),
-        spinning: false,
+        spinning: true,
     };
     let Some(mut t) = section(root, "model", errs) else {
         return model;
