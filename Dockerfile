@@ -57,7 +57,8 @@ RUN apt-get update \
     && ln -sf /dev/stdout /var/log/nginx/access.log \
     && ln -sf /dev/stderr /var/log/nginx/error.log \
     && useradd --system --user-group --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin arbiter
+        --shell /usr/sbin/nologin arbiter \
+    && install -d -o arbiter -g arbiter /var/cache/arbiter
 COPY deploy/nginx/arbiter.conf /etc/nginx/sites-enabled/arbiter.conf
 COPY deploy/container/arbiter.toml /etc/arbiter/arbiter.toml
 COPY etc/class_name.json /var/lib/arbiter/class_name.json

@@ -216,6 +216,7 @@ impl<H: Hooks> Arbiter<H> {
             return Err(Error::Threads(sys::thread_count()));
         }
         crate::privileges::check_start(&config)?;
+        crate::privileges::prepare_dirs(&config)?;
         let budget = budget::compute(&config, config.server.workers, 0)?;
         budget.check()?;
         info!(%budget, "memory budget");
@@ -842,6 +843,7 @@ impl<H: Hooks> Arbiter<H> {
 
     fn prepare_reload(&mut self) -> Result<Generation, Error> {
         let config = Config::load(&self.current.config.file)?;
+        crate::privileges::prepare_dirs(&config)?;
         let budget = budget::compute(&config, config.server.workers, self.held_memory())?;
         budget.check()?;
         // Bind what is new; keep what stays; close what is gone (workers keep their copies).

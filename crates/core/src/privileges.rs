@@ -22,6 +22,24 @@ pub fn check_start(config: &Config) -> Result<(), Error> {
     ))
 }
 
+/// Creates the folders workers write to (the prepared-weights cache) and, when workers switch
+/// user, hands them to that user: a worker that dropped root could not create them itself.
+pub fn prepare_dirs(config: &Config) -> Result<(), Error> {
+    if !config.model.share_weights {
+        return Ok(());
+    }
+    let dir = &config.model.cache_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Privileges(format!("cannot create model.cache_dir {}: {e}", dir.display())))?;
+    if let (Some(name), true) = (&config.server.user, Uid::effective().is_root()) {
+        let Ok(Some(user)) = User::from_name(name) else { return Ok(()) };
+        let gid = config.server.group.as_ref().and_then(|g| Group::from_name(g).ok().flatten()).map_or(user.gid, |g| g.gid);
+        nix::unistd::chown(dir, Some(user.uid), Some(gid))
+            .map_err(|e| Error::Privileges(format!("cannot give model.cache_dir {} to {name}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
 /// Switches the calling process to the configured user and group; refuses to go on as root
 /// unless allowed.
 pub fn drop_to(config: &Config) -> Result<(), Error> {
