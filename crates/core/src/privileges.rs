@@ -29,13 +29,28 @@ pub fn prepare_dirs(config: &Config) -> Result<(), Error> {
         return Ok(());
     }
     let dir = &config.model.cache_dir;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Privileges(format!("cannot create model.cache_dir {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::Privileges(format!(
+            "cannot create model.cache_dir {}: {e}",
+            dir.display()
+        ))
+    })?;
     if let (Some(name), true) = (&config.server.user, Uid::effective().is_root()) {
-        let Ok(Some(user)) = User::from_name(name) else { return Ok(()) };
-        let gid = config.server.group.as_ref().and_then(|g| Group::from_name(g).ok().flatten()).map_or(user.gid, |g| g.gid);
-        nix::unistd::chown(dir, Some(user.uid), Some(gid))
-            .map_err(|e| Error::Privileges(format!("cannot give model.cache_dir {} to {name}: {e}", dir.display())))?;
+        let Ok(Some(user)) = User::from_name(name) else {
+            return Ok(());
+        };
+        let gid = config
+            .server
+            .group
+            .as_ref()
+            .and_then(|g| Group::from_name(g).ok().flatten())
+            .map_or(user.gid, |g| g.gid);
+        nix::unistd::chown(dir, Some(user.uid), Some(gid)).map_err(|e| {
+            Error::Privileges(format!(
+                "cannot give model.cache_dir {} to {name}: {e}",
+                dir.display()
+            ))
+        })?;
     }
     Ok(())
 }
