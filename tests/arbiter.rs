@@ -488,6 +488,17 @@ fn daemon_and_log_reopen() {
     std::fs::rename(&log, &rotated).unwrap();
     kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
     wait_until(Duration::from_secs(5), "a new log file", || log.exists());
+    // The workers reopen theirs too: their access lines land in the new file.
+    wait_until(
+        Duration::from_secs(10),
+        "a worker's access line in the new log",
+        || {
+            assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("route=\"model_predict\"")
+        },
+    );
     assert!(
         std::fs::read_to_string(&rotated)
             .unwrap()

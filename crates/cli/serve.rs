@@ -87,7 +87,13 @@ struct Serve {
 
 impl Hooks for Serve {
     fn worker(&self, config: &Config, spec: WorkerSpec) -> i32 {
-        let options = worker_options(config, &spec);
+        let mut options = worker_options(config, &spec);
+        let logs = self.logs.clone();
+        options.reopen_logs = Some(arbiter_worker::ReopenLogs(std::sync::Arc::new(move || {
+            if let Err(e) = logs.reopen() {
+                tracing::error!("cannot reopen the log file: {e}");
+            }
+        })));
         let listeners = spec
             .listeners
             .into_iter()

@@ -338,6 +338,12 @@ impl<H: Hooks> Arbiter<H> {
             Signal::SIGUSR1 => {
                 info!("reopening log files");
                 self.hooks.reopen_logs();
+                // Ready workers handle USR1 (a booting one would die of it) and reopen theirs.
+                for (&pid, worker) in &self.workers {
+                    if worker.phase == Phase::Ready {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGUSR1);
+                    }
+                }
             }
             _ => {} // SIGCHLD: reaping happens every turn.
         }

@@ -46,7 +46,9 @@ use tokio::sync::watch;
 
 pub use batcher::{Backend, InferenceQueue, InferenceThread, JobOutput, ModelInfo};
 pub use error::ApiError;
-pub use options::{Batching, CidrError, DEFAULT_MODEL_NAME, IpCidr, Limits, WorkerOptions};
+pub use options::{
+    Batching, CidrError, DEFAULT_MODEL_NAME, IpCidr, Limits, ReopenLogs, WorkerOptions,
+};
 pub use server::{Listener, serve};
 pub use service::{OPENAPI_YAML, Peer, Service, ServiceConfig};
 
@@ -297,9 +299,10 @@ async fn serve_until_stopped(
             signal(SignalKind::interrupt())?,
             signal(SignalKind::quit())?,
             signal(SignalKind::hangup())?,
+            signal(SignalKind::user_defined1())?,
         ))
     })();
-    let (mut term, mut int, mut quit, mut hup) = match signals {
+    let (mut term, mut int, mut quit, mut hup, mut usr1) = match signals {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot install signal handlers");
@@ -327,6 +330,12 @@ async fn serve_until_stopped(
             _ = int.recv() => break Stop::Fast("INT"),
             _ = quit.recv() => break Stop::Fast("QUIT"),
             _ = hup.recv() => tracing::debug!("HUP ignored: the arbiter reloads"),
+            _ = usr1.recv() => {
+                // The arbiter reopened its log file (logrotate) and tells its workers to follow.
+                if let Some(reopen) = &opts.reopen_logs {
+                    (reopen.0)();
+                }
+            }
             () = service.drain_wanted() => break Stop::Drain("max_requests reached"),
             result = &mut server => break Stop::Failed(match result {
                 Ok(Ok(())) => "the server stopped".to_owned(),

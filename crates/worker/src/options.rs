@@ -38,6 +38,18 @@ pub struct WorkerOptions {
     pub shared_weights_cache: Option<PathBuf>,
     /// Let ONNX Runtime's intra-op threads spin between parallel sections.
     pub intra_op_spinning: bool,
+    /// Called on USR1: reopen the log file the worker writes to.
+    pub reopen_logs: Option<ReopenLogs>,
+}
+
+/// What a worker calls on USR1 to reopen its log file (the binary owns the logger).
+#[derive(Clone)]
+pub struct ReopenLogs(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl fmt::Debug for ReopenLogs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReopenLogs")
+    }
 }
 
 impl WorkerOptions {
@@ -58,6 +70,7 @@ impl WorkerOptions {
             max_requests: None,
             shared_weights_cache: None,
             intra_op_spinning: false,
+            reopen_logs: None,
         }
     }
 }
