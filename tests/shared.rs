@@ -188,3 +188,34 @@ fn a_new_model_gets_a_new_entry_old_ones_go_and_damage_is_rebuilt() {
     );
     assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
 }
+
+/// A cache that an earlier run as root filled is handed to the workers' user, so workers that
+/// dropped root still share the weights.
+#[test]
+fn a_cache_left_by_root_serves_unprivileged_workers() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to switch users (CI runs as root)");
+        return;
+    }
+    let model = setup_file("var/models/resnet50-voc20.onnx");
+    let mut env = Env::new(1);
+    with_model(&env, &model, true);
+    env.start_ready(1);
+    assert!(env.log().contains("with shared weights"), "{}", env.log());
+    assert_eq!(env.cli(&["stop"]).status.code(), Some(0));
+    env.wait_exit(Duration::from_secs(20));
+    // The dir is writable for its readers: let the temp dir be traversable by `nobody`.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("allow_root = true", "user = \"nobody\"");
+    std::fs::write(&env.config, text).unwrap();
+    env.start_ready(1);
+    let log = env.log();
+    assert!(
+        log.contains("with shared weights") && !log.contains("cannot prepare"),
+        "{log}"
+    );
+    assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
+}

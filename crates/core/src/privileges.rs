@@ -45,12 +45,30 @@ pub fn prepare_dirs(config: &Config) -> Result<(), Error> {
             .as_ref()
             .and_then(|g| Group::from_name(g).ok().flatten())
             .map_or(user.gid, |g| g.gid);
-        nix::unistd::chown(dir, Some(user.uid), Some(gid)).map_err(|e| {
+        // The folder and what earlier runs left in it (under another user, perhaps root).
+        chown_tree(dir, user.uid, gid).map_err(|e| {
             Error::Privileges(format!(
                 "cannot give model.cache_dir {} to {name}: {e}",
                 dir.display()
             ))
         })?;
+    }
+    Ok(())
+}
+
+fn chown_tree(
+    path: &std::path::Path,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+) -> nix::Result<()> {
+    nix::unistd::chown(path, Some(uid), Some(gid))?;
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path)
+            .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))?
+            .flatten()
+        {
+            chown_tree(&entry.path(), uid, gid)?;
+        }
     }
     Ok(())
 }
