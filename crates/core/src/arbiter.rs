@@ -798,9 +798,14 @@ impl<H: Hooks> Arbiter<H> {
         Ok(message)
     }
 
-    /// Memory the running workers hold, counted back into the host's available memory.
+    /// Memory the running workers hold, counted back into the host's available memory: their
+    /// PSS, so weights they share are counted once.
     fn held_memory(&self) -> u64 {
-        self.workers.keys().filter_map(|pid| rss(*pid)).sum()
+        self.workers
+            .keys()
+            .filter_map(|pid| Memory::of(*pid))
+            .map(|m| m.pss)
+            .sum()
     }
 
     /// Starts a reload for `clients` (none for a HUP), or queues one after the reload rolling.
@@ -1121,20 +1126,6 @@ impl Memory {
         }
         Some(m)
     }
-}
-
-/// A process's resident memory, from `/proc/PID/status`.
-fn rss(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
 }
 
 fn bind_control(path: &std::path::Path) -> Result<UnixListener, Error> {

@@ -123,7 +123,7 @@ pub fn bind(bind: &Bind, backlog: i32) -> Result<Listener, Error> {
 
 /// Takes over a listening socket this process inherited (`fd://N`, systemd's `LISTEN_FDS`).
 pub fn adopt_fd(fd: RawFd) -> std::io::Result<Listener> {
-    let accepting = socket::getsockopt(&borrowed(fd), sockopt::AcceptConn)
+    let accepting = socket::getsockopt(&crate::sys::borrow_fd(fd), sockopt::AcceptConn)
         .map_err(|e| std::io::Error::other(format!("descriptor {fd} is not a socket: {e}")))?;
     if !accepting {
         return Err(std::io::Error::other(format!(
@@ -133,7 +133,7 @@ pub fn adopt_fd(fd: RawFd) -> std::io::Result<Listener> {
     let local: SockaddrStorage = socket::getsockname(fd)?;
     // The descriptor was checked to be an open listening socket; nothing else in this
     // process owns it (it was handed to us by our parent).
-    let owned = owned_fd(fd);
+    let owned = crate::sys::own_fd(fd);
     Ok(match local.family() {
         Some(AddressFamily::Unix) => {
             let path = local
@@ -186,12 +186,4 @@ fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
             Err(_) => std::fs::remove_file(path),
         },
     }
-}
-
-fn borrowed(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
-    crate::sys::borrow_fd(fd)
-}
-
-fn owned_fd(fd: RawFd) -> OwnedFd {
-    crate::sys::own_fd(fd)
 }
