@@ -936,9 +936,12 @@ def main():
     parser.add_argument("--reps", type=int, help="repetitions")
     parser.add_argument("--concurrency", help="comma-separated client counts")
     parser.add_argument("--servers", default="arbiter,arbiter+nginx,peer")
+    parser.add_argument("--photos", help="comma-separated photos under var/photos (default: all three)")
     parser.add_argument("--quiet-wait", type=float, default=20.0, help="seconds per point to wait for a quiet machine")
     parser.add_argument("--quiet-budget", type=float, default=300.0, help="seconds in all to wait for a quiet machine")
     args = parser.parse_args()
+    if args.photos:
+        PHOTOS[:] = [p for p in args.photos.split(",") if p]
 
     smoke = args.mode == "smoke"
     duration = args.duration or (1.0 if smoke else 10.0)

@@ -7,10 +7,10 @@
 //! waits for company that is not coming). Jobs whose client has gone (the reply receiver was
 //! dropped) are skipped, never computed.
 //!
-//! Admission is counted here too: a request takes a [`Permit`] once its body is read, and keeps
-//! it while it is preprocessed, queued and run; when `queue_capacity + preprocess_threads` permits are
-//! out, the next request is refused at once (503), so the queue never grows without bound and
-//! the channel itself is never full.
+//! Admission is counted here too: a request takes a [`Permit`] before its body is read, and
+//! keeps it while the body is read, preprocessed, queued and run; when `queue_capacity +
+//! preprocess_threads` permits are out, the next request is refused at once (503), before its
+//! body is read, so the queue never grows without bound and the channel itself is never full.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arbiter_scoreboard::{SlotRef, Stage};
+use arbiter_vision::RgbImage;
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -71,8 +72,18 @@ pub struct JobOutput {
 
 type Reply = oneshot::Sender<Result<JobOutput, String>>;
 
+/// What a request queues for the model.
+#[derive(Debug)]
+pub enum Input {
+    /// `n * image_len` floats, ready (KServe tensors).
+    Tensor(Vec<f32>),
+    /// One image already resized to the model's input, as RGB bytes: normalised into the batch
+    /// when it runs, so a queued image holds a quarter of the memory its floats would.
+    Image(RgbImage),
+}
+
 struct Job {
-    input: Vec<f32>,
+    input: Input,
     n: usize,
     enqueued: Instant,
     reply: Reply,
@@ -85,7 +96,8 @@ struct Shared {
     capacity: usize,
     /// Jobs in the channel.
     queued: AtomicUsize,
-    /// Admitted requests not yet queued (being preprocessed): the batcher waits for them.
+    /// Admitted requests not yet queued (their body being read or preprocessed): the batcher
+    /// waits for them, up to `max_delay`.
     preparing: AtomicUsize,
     /// Monotonic ns since `epoch` when the current batch started; 0 when idle.
     busy_since: AtomicU64,
@@ -253,12 +265,6 @@ impl InferenceQueue {
         &self.info
     }
 
-    /// Whether a request would be admitted now (a cheap check before reading a body).
-    pub fn has_room(&self) -> bool {
-        let s = &self.shared;
-        s.admitted.load(Relaxed) < s.capacity
-    }
-
     /// Takes a place in the pipeline, or refuses with [`ApiError::Overloaded`].
     pub fn admit(&self) -> Result<Permit, ApiError> {
         let s = &self.shared;
@@ -282,14 +288,27 @@ impl InferenceQueue {
         })
     }
 
-    /// Queues `n` preprocessed images (`n * image_len` floats); the receiver gets the outputs.
-    /// Dropping the receiver cancels the job if it has not started.
+    /// Queues `n` preprocessed images (`n * image_len` floats, or one image of the model's
+    /// input size); the receiver gets the outputs. Dropping the receiver cancels the job if it
+    /// has not started.
     pub fn submit(
         &self,
         mut permit: Permit,
-        input: Vec<f32>,
+        input: Input,
         n: usize,
     ) -> Result<oneshot::Receiver<Result<JobOutput, String>>, ApiError> {
+        let fits = match &input {
+            Input::Tensor(t) => t.len() == n * self.info.image_len(),
+            Input::Image(img) => {
+                n == 1 && img.width == self.info.width && img.height == self.info.height
+            }
+        };
+        if !fits {
+            return Err(ApiError::Internal(format!(
+                "a job of {n} image(s) does not fit the model's {}x{} input",
+                self.info.width, self.info.height
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         let s = &self.shared;
         permit.queued = true;
@@ -420,7 +439,14 @@ fn run_batch<B: Backend>(backend: &mut B, info: &ModelInfo, mut batch: Vec<Job>,
         shared
             .slot
             .observe_stage(Stage::QueueWait, started.duration_since(job.enqueued));
-        input.append(&mut job.input);
+        match std::mem::replace(&mut job.input, Input::Tensor(Vec::new())) {
+            Input::Tensor(mut floats) => input.append(&mut floats),
+            Input::Image(img) => {
+                let at = input.len();
+                input.resize(at + per_image, 0.0);
+                arbiter_vision::normalize_chw(&img, &mut input[at..]);
+            }
+        }
     }
     shared.busy_since.store(shared.now_ns(), Relaxed);
     let chunk = info.max_batch.max(1);

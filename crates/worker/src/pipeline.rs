@@ -3,22 +3,22 @@
 
 use std::time::{Duration, Instant};
 
-use arbiter_vision::{ErrorKind, VisionError};
+use arbiter_vision::{ErrorKind, RgbImage, VisionError};
 
 use crate::error::ApiError;
 
-/// One image turned into the model's input.
+/// One image resized to the model's input (normalised when its batch runs).
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    /// `3 * height * width` floats, CHW, normalised.
-    pub tensor: Vec<f32>,
+    /// The resized RGB pixels.
+    pub image: RgbImage,
     /// Time spent decoding.
     pub decode: Duration,
-    /// Time spent resizing and normalising.
+    /// Time spent resizing.
     pub preprocess: Duration,
 }
 
-/// Decodes `bytes` (refusing more than `max_pixels` before decoding) and preprocesses it to
+/// Decodes `bytes` (refusing more than `max_pixels` before decoding) and resizes it to
 /// `width x height`, as the seed does.
 pub(crate) fn prepare_image(
     bytes: &[u8],
@@ -30,12 +30,9 @@ pub(crate) fn prepare_image(
     let started = Instant::now();
     let rgb = arbiter_vision::decode_rgb(bytes, &limits)?;
     let decoded = Instant::now();
-    let resized = arbiter_vision::resize_bilinear(&rgb, width, height);
-    drop(rgb);
-    let mut tensor = vec![0.0f32; 3 * width as usize * height as usize];
-    arbiter_vision::normalize_chw(&resized, &mut tensor);
+    let image = arbiter_vision::resize_bilinear(&rgb, width, height);
     Ok(Prepared {
-        tensor,
+        image,
         decode: decoded - started,
         preprocess: decoded.elapsed(),
     })

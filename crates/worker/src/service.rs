@@ -19,7 +19,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::batcher::{InferenceQueue, JobOutput, Permit};
+use crate::batcher::{InferenceQueue, Input, JobOutput, Permit};
 use crate::body::{self, BodyBudget, BodyError, BoxError};
 use crate::error::ApiError;
 use crate::kserve;
@@ -34,6 +34,14 @@ pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
 const DISCARD_MAX: u64 = 64 * 1024 * 1024;
 /// Longest time spent dropping an unwanted body.
 const DISCARD_TIME: Duration = Duration::from_secs(10);
+/// Request bodies held in memory at once, at least: admitted requests beyond it wait, their
+/// bytes left in the kernel's socket buffers (TCP backpressure), until earlier bodies are
+/// decoded. Raised to the body limit when that is larger, so any allowed body fits.
+const BODY_MEMORY: u64 = 16 * 1024 * 1024;
+/// What a body of unknown length (chunked) reserves of [`BODY_MEMORY`] before it is read.
+const UNKNOWN_LENGTH_RESERVE: u64 = 1024 * 1024;
+/// The unit of the body memory semaphore's permits.
+const BODY_UNIT: u64 = 1024;
 
 /// Who sent a request, as seen on the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +98,9 @@ struct Inner {
     labels: Labels,
     queue: InferenceQueue,
     preprocess: Arc<Semaphore>,
+    /// Bytes of request bodies in memory, in [`BODY_UNIT`]s.
+    bodies: Arc<Semaphore>,
+    body_units: u32,
     scoreboard: Scoreboard,
     slot: SlotRef,
     draining: AtomicBool,
@@ -107,12 +118,18 @@ impl Service {
         slot: SlotRef,
     ) -> Service {
         let preprocess = Arc::new(Semaphore::new(config.preprocess_threads.max(1)));
+        let body_memory = BODY_MEMORY.max(config.limits.max_body_bytes);
+        let body_units = u32::try_from(body_memory.div_ceil(BODY_UNIT))
+            .unwrap_or(u32::MAX)
+            .min(Semaphore::MAX_PERMITS as u32);
         Service {
             inner: Arc::new(Inner {
                 config,
                 labels,
                 queue,
                 preprocess,
+                bodies: Arc::new(Semaphore::new(body_units as usize)),
+                body_units,
                 scoreboard,
                 slot,
                 draining: AtomicBool::new(false),
@@ -334,21 +351,29 @@ impl Service {
         B::Error: Into<BoxError>,
     {
         let (parts, mut body) = req.into_parts();
+        let admitted = self.admit_body(&parts.headers).await;
+        let (permit, memory) = match admitted {
+            Ok(admitted) => admitted,
+            Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
+        };
         let image = match self.read_image(&parts.headers, &mut body).await {
             Ok(image) => image,
             Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
         };
-        let permit = self.inner.queue.admit()?;
         let (width, height) = (
             self.inner.queue.info().width,
             self.inner.queue.info().height,
         );
         let max_pixels = self.inner.config.limits.max_pixels;
         let prepared = self
-            .blocking(move || prepare_image(&image, max_pixels, width, height))
+            .blocking(move || {
+                let prepared = prepare_image(&image, max_pixels, width, height);
+                drop((image, memory));
+                prepared
+            })
             .await?;
         self.record_prepare(&prepared);
-        let out = self.infer(permit, prepared.tensor, 1).await?;
+        let out = self.infer(permit, Input::Image(prepared.image), 1).await?;
         let prediction = classify(
             &out.outputs,
             &self.inner.labels,
@@ -378,7 +403,7 @@ impl Service {
             let boundary = multer::parse_boundary(content_type).map_err(|_| {
                 ApiError::BadRequest("the multipart Content-Type has no boundary".to_owned())
             })?;
-            read_multipart_image(body, boundary, self.budget()).await
+            read_multipart_image(body, boundary, self.budget(), content_length(headers)).await
         } else if essence.starts_with("image/") || essence == "application/octet-stream" {
             self.check_declared_length(headers)?;
             Ok(body::read_all(body, self.budget()).await?)
@@ -423,12 +448,16 @@ impl Service {
     {
         let (parts, mut body) = req.into_parts();
         let read = match self.check_declared_length(&parts.headers) {
-            Ok(()) => body::read_all(&mut body, self.budget())
-                .await
-                .map_err(ApiError::from),
+            Ok(()) => match self.admit_body(&parts.headers).await {
+                Ok(admitted) => body::read_all(&mut body, self.budget())
+                    .await
+                    .map(|bytes| (bytes, admitted))
+                    .map_err(ApiError::from),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
-        let bytes = match read {
+        let (bytes, (permit, memory)) = match read {
             Ok(b) => b,
             Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
         };
@@ -446,13 +475,16 @@ impl Service {
                     })?,
             ),
         };
-        let permit = self.inner.queue.admit()?;
         let info = self.inner.queue.info().clone();
         let mut call = self
-            .blocking(move || kserve::parse_request(&bytes, json_len, &info))
+            .blocking(move || {
+                let call = kserve::parse_request(&bytes, json_len, &info);
+                drop((bytes, memory));
+                call
+            })
             .await?;
         let tensor = std::mem::take(&mut call.tensor);
-        let out = self.infer(permit, tensor, call.n).await?;
+        let out = self.infer(permit, Input::Tensor(tensor), call.n).await?;
         let rendered = kserve::render_response(
             &call,
             &out.outputs,
@@ -475,6 +507,29 @@ impl Service {
             }
         };
         Ok(response)
+    }
+
+    /// Admits a request that carries a body before reading any of it: a place in the pipeline
+    /// (503 at once when there is none), then room in the body memory for its declared length,
+    /// waited for (bounded by the request deadline), so that a burst of big uploads waits in
+    /// the kernel's socket buffers rather than in this process.
+    async fn admit_body(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Permit, tokio::sync::OwnedSemaphorePermit), ApiError> {
+        let permit = self.inner.queue.admit()?;
+        let limit = self.inner.config.limits.max_body_bytes;
+        let bytes = content_length(headers)
+            .unwrap_or(UNKNOWN_LENGTH_RESERVE)
+            .min(limit);
+        let units = u32::try_from(bytes.div_ceil(BODY_UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.inner.body_units);
+        let memory = Arc::clone(&self.inner.bodies)
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| ApiError::Unavailable("the worker is shutting down".to_owned()))?;
+        Ok((permit, memory))
     }
 
     /// Runs CPU-heavy work on the blocking pool, at most `preprocess_threads` at once.
@@ -511,13 +566,8 @@ impl Service {
             .observe_stage(Stage::Preprocess, prepared.preprocess);
     }
 
-    async fn infer(
-        &self,
-        permit: Permit,
-        tensor: Vec<f32>,
-        n: usize,
-    ) -> Result<JobOutput, ApiError> {
-        let reply = self.inner.queue.submit(permit, tensor, n)?;
+    async fn infer(&self, permit: Permit, input: Input, n: usize) -> Result<JobOutput, ApiError> {
+        let reply = self.inner.queue.submit(permit, input, n)?;
         match reply.await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => {
@@ -584,11 +634,15 @@ async fn read_multipart_image<B>(
     body: &mut B,
     boundary: String,
     budget: BodyBudget,
+    declared: Option<u64>,
 ) -> Result<Bytes, ApiError>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    // The image is most of the body: reserving its declared length up front saves the copies
+    // (and the twice-the-size peak) of growing the buffer.
+    let capacity = usize::try_from(declared.unwrap_or(0).min(budget.limit)).unwrap_or(0);
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(budget.limit));
     let mut multipart =
@@ -598,7 +652,7 @@ where
         if image.is_some() || field.name() != Some("image") {
             continue;
         }
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(capacity);
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             buf.extend_from_slice(&chunk);
         }

@@ -1,8 +1,13 @@
 //! `Service::handle` without a socket: readiness, drain after `max_requests`, the request
-//! deadline, and a multipart body in memory.
+//! deadline, a multipart body in memory, and the bound on bodies held in memory.
 
 mod common;
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arbiter_worker::{Batching, Limits, Peer, Service, ServiceConfig};
@@ -114,4 +119,87 @@ async fn an_in_memory_multipart_request() {
         (status, body.as_str()),
         (200, r#"{"result":"No Categories","status":0}"#)
     );
+}
+
+/// A request body fed through a channel, which notes when the service first reads it.
+struct Watched {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    read: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.read.store(true, SeqCst);
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+async fn became_true(flag: &AtomicBool, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !flag.load(SeqCst) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn uploads_past_the_body_memory_wait_unread_in_the_socket() {
+    let (service, _board, _slot, _thread) = service(
+        Fake::new(Duration::ZERO),
+        Batching::default(),
+        Limits::default(),
+    );
+    // Two bodies of this declared size do not fit in the worker's body memory (20 MiB with the
+    // default 20 MiB body limit) at once.
+    let declared = 12 * 1024 * 1024;
+    let upload = |service: &Service| {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let read = Arc::new(AtomicBool::new(false));
+        let request = Request::post("/model_predict")
+            .header("content-type", "image/png")
+            .header("content-length", declared)
+            .body(Watched {
+                rx,
+                read: Arc::clone(&read),
+            })
+            .unwrap();
+        let service = service.clone();
+        let answer =
+            tokio::spawn(async move { service.handle(request, PEER).await.status().as_u16() });
+        (tx, read, answer)
+    };
+    let (first_tx, first_read, first) = upload(&service);
+    assert!(became_true(&first_read, Duration::from_secs(5)).await);
+    let (second_tx, second_read, second) = upload(&service);
+    assert!(
+        !became_true(&second_read, Duration::from_millis(300)).await,
+        "the second body was read while the first held the memory"
+    );
+    first_tx
+        .send(Bytes::from(png(8, 8, [255, 255, 255])))
+        .await
+        .unwrap();
+    drop(first_tx);
+    assert_eq!(first.await.unwrap(), 200);
+    assert!(
+        became_true(&second_read, Duration::from_secs(5)).await,
+        "the second body is read once the first is decoded"
+    );
+    second_tx
+        .send(Bytes::from(png(8, 8, [0, 0, 0])))
+        .await
+        .unwrap();
+    drop(second_tx);
+    assert_eq!(second.await.unwrap(), 200);
 }
