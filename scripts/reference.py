@@ -11,6 +11,10 @@ service does with torchvision (SPEC section 2) but without torch:
 
 It writes OUT_DIR/NAME.rgb (the resized uint8 HWC pixels, 224*224*3 bytes, what a Rust decoder and
 resizer must reproduce) and OUT_DIR/manifest.json with the raw outputs and the predictions.
+
+For JPEGs it also writes what `fast_jpeg` must reproduce: OUT_DIR/NAME.draft.rgb, the same pipeline
+after `img.draft("RGB", (448, 448))` (libjpeg's DCT scaling, twice the model's input at least),
+with its outputs and prediction in the manifest ("draft_*").
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from PIL import Image
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 SIZE = (224, 224)
+DRAFT = (2 * SIZE[0], 2 * SIZE[1])
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -92,19 +97,37 @@ def main() -> int:
     started = time.monotonic()
     for p in photos:
         with Image.open(p) as img:
-            width, height, mode = img.width, img.height, img.mode
+            width, height, mode, fmt = img.width, img.height, img.mode, img.format
             rgb = img.convert("RGB").resize(SIZE, Image.BILINEAR)
         pixels = np.asarray(rgb, dtype=np.uint8)
         (args.out / f"{p.name}.rgb").write_bytes(pixels.tobytes())
-        x = (pixels.astype(np.float32) / 255.0 - MEAN) / STD
-        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-        out = session.run(["output"], {"input": x})[0][0]
+
+        def run(pixels: np.ndarray) -> tuple[np.ndarray, dict]:
+            x = (pixels.astype(np.float32) / 255.0 - MEAN) / STD
+            x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+            out = session.run(["output"], {"input": x})[0][0]
+            labels = thresh_sort(out, args.threshold)
+            if len(labels) == 0:
+                return out, {"result": "No Categories", "status": 0}
+            return out, {"result": [names[str(i)] for i in labels], "status": 1}
+
+        out, prediction = run(pixels)
         outputs.append(out)
-        labels = thresh_sort(out, args.threshold)
-        if len(labels) == 0:
-            prediction = {"result": "No Categories", "status": 0}
-        else:
-            prediction = {"result": [names[str(i)] for i in labels], "status": 1}
+        draft = {}
+        if fmt == "JPEG":
+            with Image.open(p) as img:
+                img.draft("RGB", DRAFT)
+                draft_size = img.size
+                draft_rgb = img.convert("RGB").resize(SIZE, Image.BILINEAR)
+            draft_pixels = np.asarray(draft_rgb, dtype=np.uint8)
+            (args.out / f"{p.name}.draft.rgb").write_bytes(draft_pixels.tobytes())
+            draft_out, draft_prediction = run(draft_pixels)
+            draft = {
+                "draft_pixels": f"{p.name}.draft.rgb",
+                "draft_size": list(draft_size),
+                "draft_output": [float(v) for v in draft_out],
+                "draft_prediction": draft_prediction,
+            }
         images.append({
             "file": p.name,
             "sha256": sha256(p),
@@ -114,6 +137,7 @@ def main() -> int:
             "pixels": f"{p.name}.rgb",
             "output": [float(v) for v in out],
             "prediction": prediction,
+            **draft,
         })
     manifest = {
         "model_sha256": sha256(args.model),

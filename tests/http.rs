@@ -34,6 +34,35 @@ fn answers_equal_predict_for_every_photo() {
     }
 }
 
+/// With `fast_jpeg`, the 12-megapixel JPEG is answered from its quarter-scale decode: the
+/// answer is the Python pipeline's after Pillow's `draft`, and `arbiter predict` agrees.
+#[test]
+fn fast_jpeg_answers_like_pillows_draft() {
+    // Keys at the start of `sections` land in the [model] table written just before them.
+    let mut env = Env::with(1, "", "fast_jpeg = true\n");
+    env.start_ready(1);
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(setup_file("var/reference/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let big = manifest["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["file"] == "big_12mp.jpg")
+        .expect("the reference lists big_12mp.jpg");
+    let checked = env.cli(&["check"]);
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("fast_jpeg = true"),
+        "{checked:?}"
+    );
+    let response = env.predict(&photo("big_12mp.jpg"));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json(), big["draft_prediction"]);
+    let predicted = predict_cli(&env.config, &[photo("big_12mp.jpg")]);
+    assert_eq!(predicted[0], big["draft_prediction"]);
+}
+
 /// The request as Python `requests` sends it (a filename, the file's guessed type) and as
 /// Postman does (`image/jpeg`), plus a raw image body.
 #[test]

@@ -183,6 +183,9 @@ pub struct Model {
     pub cache_dir: PathBuf,
     /// Let ONNX Runtime's intra-op threads spin while waiting for work.
     pub spinning: bool,
+    /// Decode big JPEGs at a reduced scale (libjpeg's DCT scaling, as Pillow's `draft`) when
+    /// they stay at least twice the model's input: faster, but not the seed's exact pixels.
+    pub fast_jpeg: bool,
 }
 
 /// `[batching]`: how a worker groups requests for the model.
@@ -399,7 +402,7 @@ impl Config {
         let mut out = format!(
             "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
              graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\n\n\
-             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\n\n\
+             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nfast_jpeg = {}\n\n\
              [batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\npreprocess_threads = {}\n\n\
              [limits]\nmax_body = \"{}\"\nmax_pixels = {}\nheader_timeout = \"{}\"\nbody_timeout = \"{}\"\nrequest_deadline = \"{}\"\nkeepalive = \"{}\"\nmax_connections = {}\n\n\
              [memory]\nlimit = {}\nper_worker = {}\n\n[log]\n{}\nformat = \"{}\"\nlevel = {}\n",
@@ -427,6 +430,7 @@ impl Config {
             m.share_weights,
             q(&m.cache_dir),
             m.spinning,
+            m.fast_jpeg,
             b.max_batch_size,
             d(b.max_delay),
             b.queue_size,
@@ -709,6 +713,7 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
         share_weights: true,
         cache_dir: base.join("../var/cache/prepared"),
         spinning: true,
+        fast_jpeg: false,
     };
     let Some(mut t) = section(root, "model", errs) else {
         return model;
@@ -761,6 +766,9 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
     }
     if let Some(b) = t.boolean("spinning", errs) {
         model.spinning = b;
+    }
+    if let Some(b) = t.boolean("fast_jpeg", errs) {
+        model.fast_jpeg = b;
     }
     t.finish(errs);
     model

@@ -144,15 +144,27 @@ fn check_supported(h: &Header) -> Result<(), VisionError> {
     Ok(())
 }
 
-/// Decodes a whole JPEG to RGB. The caller has checked the pixel limit on [`scan`]'s header.
-pub(crate) fn decode(bytes: &[u8], header: &Header) -> Result<RgbImage, VisionError> {
+/// Decodes a whole JPEG to RGB, scaled down by `divisor` (1, 2, 4 or 8) with libjpeg's DCT
+/// scaling: `ceil(width / divisor) x ceil(height / divisor)` pixels. The caller has checked the
+/// pixel limit on [`scan`]'s header.
+pub(crate) fn decode(bytes: &[u8], header: &Header, divisor: u32) -> Result<RgbImage, VisionError> {
     if !header.complete {
         return Err(VisionError::Truncated {
             format: Format::Jpeg,
         });
     }
     let mut tj = ffi::Decompressor::new()?;
-    let (w, h) = (header.width as usize, header.height as usize);
+    let divisor = divisor.clamp(1, 8);
+    let (width, height) = (
+        header.width.div_ceil(divisor),
+        header.height.div_ceil(divisor),
+    );
+    let header = &Header {
+        width,
+        height,
+        ..*header
+    };
+    let (w, h) = (width as usize, height as usize);
     // Pillow picks the mode from the component count alone (L, RGB, CMYK) and lets libjpeg
     // pick the color transform (YCbCr or not, YCCK or not). TurboJPEG 2.1's header call is not
     // used: it refuses sampling factors it has no name for, which libjpeg and Pillow decode.
@@ -254,8 +266,10 @@ mod ffi {
             (message, code == raw::TJERR_TJERR_WARNING as CInt)
         }
 
-        /// Decodes the whole image into `out`, which must hold `width * height` pixels.
-        /// libjpeg warnings (corrupt but decodable data) are accepted, as Pillow does.
+        /// Decodes the whole image into `out`, which must hold `width * height` pixels of
+        /// `header` (smaller than the JPEG's own size for a scaled decode: TurboJPEG then picks
+        /// the scaling factor that gives that size). libjpeg warnings (corrupt but decodable
+        /// data) are accepted, as Pillow does.
         pub(super) fn decompress(
             &mut self,
             jpeg: &[u8],

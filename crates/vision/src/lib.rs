@@ -199,13 +199,68 @@ pub fn dimensions(bytes: &[u8]) -> Result<(Format, u32, u32), VisionError> {
 /// Decodes an image to 8-bit RGB as Pillow's `Image.open(...).convert("RGB")` does, checking
 /// the header's pixel count against `limits` before decoding.
 pub fn decode_rgb(bytes: &[u8], limits: &Limits) -> Result<RgbImage, VisionError> {
+    decode(bytes, limits, None)
+}
+
+/// [`decode_rgb`], except that a JPEG much larger than `min_width x min_height` is decoded at a
+/// reduced scale with libjpeg's DCT scaling, as Pillow decodes it after
+/// `Image.draft("RGB", (min_width, min_height))`: divided by the largest `m` of 8, 4, 2, 1 with
+/// `m <= min(width / min_width, height / min_height)` (integer division), which gives
+/// `ceil(width / m) x ceil(height / m)` pixels, never fewer than asked for. Several times faster
+/// on big photos; the pixels are then Pillow's draft pixels, not its full decode's. Other
+/// formats, and JPEGs too small to reduce, decode in full.
+pub fn decode_rgb_draft(
+    bytes: &[u8],
+    limits: &Limits,
+    min_width: u32,
+    min_height: u32,
+) -> Result<RgbImage, VisionError> {
+    decode(bytes, limits, Some((min_width.max(1), min_height.max(1))))
+}
+
+/// Decodes an image for a model whose input is `width x height`: [`decode_rgb`], or with
+/// `fast_jpeg` [`decode_rgb_draft`] keeping at least twice the input's size (Pillow's
+/// `reducing_gap` of 2).
+pub fn decode_for_input(
+    bytes: &[u8],
+    limits: &Limits,
+    width: u32,
+    height: u32,
+    fast_jpeg: bool,
+) -> Result<RgbImage, VisionError> {
+    if fast_jpeg {
+        decode_rgb_draft(
+            bytes,
+            limits,
+            width.saturating_mul(2),
+            height.saturating_mul(2),
+        )
+    } else {
+        decode_rgb(bytes, limits)
+    }
+}
+
+fn decode(
+    bytes: &[u8],
+    limits: &Limits,
+    draft: Option<(u32, u32)>,
+) -> Result<RgbImage, VisionError> {
     let format = sniff(bytes)?;
     let image = match format {
         Format::Jpeg => {
             let header = jpeg::scan(bytes, false)?;
             limits.check(header.width, header.height)?;
             let header = jpeg::scan(bytes, true)?;
-            jpeg::decode(bytes, &header)?
+            let divisor = draft.map_or(1, |(w, h)| {
+                let scale = (header.width / w).min(header.height / h);
+                // Below 16 pixels a side, TurboJPEG could pick one of its other factors
+                // (5/8...) for the same output size: no reduction there.
+                [8, 4, 2, 1]
+                    .into_iter()
+                    .find(|&m| m <= scale && header.width.min(header.height) / m >= 16)
+                    .unwrap_or(1)
+            });
+            jpeg::decode(bytes, &header, divisor)?
         }
         Format::Png => png::decode(bytes, limits)?,
         Format::Gif => gif::decode(bytes, limits)?,

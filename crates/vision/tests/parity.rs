@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arbiter_vision::{ErrorKind, Limits, decode_rgb, resize_bilinear};
+use arbiter_vision::{ErrorKind, Limits, decode_rgb, decode_rgb_draft, resize_bilinear};
 
 fn root() -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).to_path_buf()
@@ -68,6 +68,49 @@ fn resized_pixels_match_pillow() {
     // Exactness is what we have reached; say so loudly if it regresses.
     let inexact: Vec<_> = worst.iter().filter(|(_, max, _)| *max != 0).collect();
     assert!(inexact.is_empty(), "not bit-exact with Pillow: {inexact:?}");
+}
+
+#[test]
+fn draft_decoding_matches_pillows_draft() {
+    let manifest = manifest();
+    let images = manifest["images"].as_array().expect("an `images` array");
+    let mut checked = 0;
+    let mut reduced = 0;
+    for entry in images {
+        let Some(pixels) = entry["draft_pixels"].as_str() else {
+            continue;
+        };
+        let file = entry["file"].as_str().expect("entry has a `file`");
+        let bytes = std::fs::read(root().join("var/photos").join(file))
+            .unwrap_or_else(|e| panic!("var/photos/{file}: {e}; run scripts/setup"));
+        let expected = std::fs::read(root().join("var/reference").join(pixels))
+            .unwrap_or_else(|e| panic!("var/reference/{pixels}: {e}; run scripts/setup"));
+        let rgb = decode_rgb_draft(&bytes, &Limits::default(), 448, 448)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let size = &entry["draft_size"];
+        assert_eq!(
+            (u64::from(rgb.width), u64::from(rgb.height)),
+            (size[0].as_u64().unwrap(), size[1].as_u64().unwrap()),
+            "{file}: draft size differs from Pillow's"
+        );
+        if Some(u64::from(rgb.width)) != entry["width"].as_u64() {
+            reduced += 1;
+        }
+        let resized = resize_bilinear(&rgb, 224, 224);
+        let off = resized
+            .data
+            .iter()
+            .zip(&expected)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(off, 0, "{file}: {off} values differ from Pillow's draft");
+        checked += 1;
+    }
+    assert!(checked > 0, "the reference lists no draft JPEG");
+    assert!(
+        reduced > 0,
+        "no reference JPEG was big enough to be reduced"
+    );
 }
 
 #[test]

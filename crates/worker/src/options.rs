@@ -38,6 +38,9 @@ pub struct WorkerOptions {
     pub shared_weights_cache: Option<PathBuf>,
     /// Let ONNX Runtime's intra-op threads spin between parallel sections.
     pub intra_op_spinning: bool,
+    /// Decode JPEGs over twice the model's input at a reduced scale (libjpeg's DCT scaling, as
+    /// Pillow's `draft`): several times faster on big photos, not the seed's exact pixels.
+    pub fast_jpeg: bool,
     /// Called on USR1: reopen the log file the worker writes to.
     pub reopen_logs: Option<ReopenLogs>,
 }
@@ -70,6 +73,7 @@ impl WorkerOptions {
             max_requests: None,
             shared_weights_cache: None,
             intra_op_spinning: false,
+            fast_jpeg: false,
             reopen_logs: None,
         }
     }

@@ -18,17 +18,17 @@ pub(crate) struct Prepared {
     pub preprocess: Duration,
 }
 
-/// Decodes `bytes` (refusing more than `max_pixels` before decoding) and resizes it to
-/// `width x height`, as the seed does.
+/// Decodes `bytes` (refusing more than `max_pixels` before decoding; big JPEGs at a reduced
+/// scale with `fast_jpeg`) and resizes it to `width x height`, as the seed does.
 pub(crate) fn prepare_image(
     bytes: &[u8],
     max_pixels: u64,
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
+    fast_jpeg: bool,
 ) -> Result<Prepared, ApiError> {
     let limits = arbiter_vision::Limits { max_pixels };
     let started = Instant::now();
-    let rgb = arbiter_vision::decode_rgb(bytes, &limits)?;
+    let rgb = arbiter_vision::decode_for_input(bytes, &limits, width, height, fast_jpeg)?;
     let decoded = Instant::now();
     let image = arbiter_vision::resize_bilinear(&rgb, width, height);
     Ok(Prepared {
@@ -45,5 +45,28 @@ pub(crate) fn vision_error(e: VisionError) -> ApiError {
         ErrorKind::Invalid => ApiError::BadRequest(message),
         ErrorKind::Unsupported => ApiError::Unsupported(message),
         ErrorKind::TooLarge => ApiError::TooLarge(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `fast_jpeg`, the pixels queued for the model are Pillow's after `draft` (the
+    /// reference `scripts/setup` writes); without it, Pillow's full decode.
+    #[test]
+    fn fast_jpeg_queues_pillows_draft_pixels() {
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../var"));
+        let photo = std::fs::read(root.join("photos/big_12mp.jpg"))
+            .expect("var/photos/big_12mp.jpg (run scripts/setup)");
+        for (fast, reference) in [
+            (true, "big_12mp.jpg.draft.rgb"),
+            (false, "big_12mp.jpg.rgb"),
+        ] {
+            let expected = std::fs::read(root.join("reference").join(reference))
+                .expect("the Python reference (run scripts/setup)");
+            let prepared = prepare_image(&photo, 89_478_485, (224, 224), fast).unwrap();
+            assert!(prepared.image.data == expected, "fast_jpeg {fast}");
+        }
     }
 }

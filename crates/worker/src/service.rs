@@ -69,6 +69,8 @@ pub struct ServiceConfig {
     pub trust_unix_peers: bool,
     /// Drain after this many requests.
     pub max_requests: Option<u64>,
+    /// Decode big JPEGs at a reduced scale.
+    pub fast_jpeg: bool,
 }
 
 impl ServiceConfig {
@@ -82,6 +84,7 @@ impl ServiceConfig {
             trusted_proxies: opts.trusted_proxies.clone(),
             trust_unix_peers: opts.trust_unix_peers,
             max_requests: opts.max_requests,
+            fast_jpeg: opts.fast_jpeg,
         }
     }
 }
@@ -365,9 +368,10 @@ impl Service {
             self.inner.queue.info().height,
         );
         let max_pixels = self.inner.config.limits.max_pixels;
+        let fast_jpeg = self.inner.config.fast_jpeg;
         let prepared = self
             .blocking(move || {
-                let prepared = prepare_image(&image, max_pixels, width, height);
+                let prepared = prepare_image(&image, max_pixels, (width, height), fast_jpeg);
                 drop((image, memory));
                 prepared
             })
