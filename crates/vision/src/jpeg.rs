@@ -175,7 +175,7 @@ pub(crate) fn decode(bytes: &[u8], header: &Header, divisor: u32) -> Result<RgbI
             convert::gray_to_rgb(&gray)
         }
         3 => {
-            let mut rgb = vec![0u8; w * h * 3];
+            let mut rgb = crate::spare::take(w * h * 3);
             tj.decompress(bytes, &mut rgb, header, ffi::PixelFormat::Rgb)?;
             rgb
         }

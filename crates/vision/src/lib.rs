@@ -46,10 +46,12 @@ mod jpeg;
 mod kernels;
 mod png;
 mod resize;
+mod spare;
 mod tiff;
 
 pub use error::{ErrorKind, VisionError};
 pub use resize::resize_bilinear;
+pub use spare::{keep_spare_buffers, recycle};
 
 /// ImageNet channel means that torchvision's `Normalize` subtracts (RGB order).
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];

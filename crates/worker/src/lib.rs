@@ -237,6 +237,8 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
     };
     slot.set_model_load(queue.info().load_time);
 
+    // Each decoding thread reuses one image buffer instead of faulting in a new one per image.
+    arbiter_vision::keep_spare_buffers(opts.preprocess_threads.max(1));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(opts.preprocess_threads.max(1) + 1)

@@ -31,6 +31,7 @@ pub(crate) fn prepare_image(
     let rgb = arbiter_vision::decode_for_input(bytes, &limits, width, height, fast_jpeg)?;
     let decoded = Instant::now();
     let image = arbiter_vision::resize_bilinear(&rgb, width, height);
+    arbiter_vision::recycle(rgb);
     Ok(Prepared {
         image,
         decode: decoded - started,
