@@ -7,10 +7,11 @@
 //! waits for company that is not coming). Jobs whose client has gone (the reply receiver was
 //! dropped) are skipped, never computed.
 //!
-//! Admission is counted here too: a request takes a [`Permit`] before its body is read, and
-//! keeps it while the body is read, preprocessed, queued and run; when `queue_capacity +
-//! preprocess_threads` permits are out, the next request is refused at once (503), before its
-//! body is read, so the queue never grows without bound and the channel itself is never full.
+//! Admission is counted here too: a request takes a [`Permit`] once its body is read (a slow
+//! client does not hold a place while it sends), and keeps it while it is preprocessed, queued
+//! and run; when `queue_capacity + preprocess_threads` permits are out, the next request is
+//! refused at once (503), so the queue never grows without bound and the channel itself is
+//! never full.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -96,8 +97,8 @@ struct Shared {
     capacity: usize,
     /// Jobs in the channel.
     queued: AtomicUsize,
-    /// Admitted requests not yet queued (their body being read or preprocessed): the batcher
-    /// waits for them, up to `max_delay`.
+    /// Admitted requests not yet queued (being preprocessed): the batcher waits for them, up to
+    /// `max_delay`.
     preparing: AtomicUsize,
     /// Monotonic ns since `epoch` when the current batch started; 0 when idle.
     busy_since: AtomicU64,

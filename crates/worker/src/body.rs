@@ -1,10 +1,16 @@
 //! Reading request bodies within the size limit and the body deadline.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use http_body_util::BodyExt;
-use hyper::body::Body;
-use tokio::time::{Instant, timeout_at};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep, timeout_at};
 
 use crate::error::ApiError;
 
@@ -123,6 +129,74 @@ where
     })
 }
 
+/// A body that holds a reservation of the worker's body memory while its bytes keep coming, and
+/// gives it back once the client has sent nothing for [`STALL`]: a client that trickles (or
+/// stops) cannot keep others' uploads waiting; what it does send is then read unaccounted, as
+/// any body is read once started.
+pub(crate) struct Metered<B> {
+    inner: B,
+    reservation: Option<OwnedSemaphorePermit>,
+    stall: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+/// How long a body may send nothing before its memory reservation is given back.
+pub(crate) const STALL: Duration = Duration::from_millis(200);
+
+impl<B> Metered<B> {
+    pub(crate) fn new(inner: B, reservation: OwnedSemaphorePermit) -> Metered<B> {
+        Metered {
+            inner,
+            reservation: Some(reservation),
+            stall: Box::pin(tokio::time::sleep(STALL)),
+            armed: false,
+        }
+    }
+
+    /// The reservation, if the body kept it: held on while the body is decoded.
+    pub(crate) fn take_reservation(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.reservation.take()
+    }
+}
+
+impl<B: Body + Unpin> Body for Metered<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                if this.reservation.is_some() {
+                    if !this.armed {
+                        this.stall.as_mut().reset(Instant::now() + STALL);
+                        this.armed = true;
+                    }
+                    if this.stall.as_mut().poll(cx).is_ready() {
+                        this.reservation = None;
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Reads and drops what is left of a body, up to `max` bytes or the deadline, so that the client
 /// can finish sending and then read our error response (closing with unread data would reset the
 /// connection under it). Returns whether the body ended.
@@ -156,8 +230,6 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
     use http_body_util::{Full, StreamBody};
-    use hyper::body::Frame;
-    use std::time::Duration;
 
     fn budget(limit: u64) -> BodyBudget {
         BodyBudget {

@@ -34,9 +34,9 @@ pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
 const DISCARD_MAX: u64 = 64 * 1024 * 1024;
 /// Longest time spent dropping an unwanted body.
 const DISCARD_TIME: Duration = Duration::from_secs(10);
-/// Request bodies held in memory at once, at least: admitted requests beyond it wait, their
-/// bytes left in the kernel's socket buffers (TCP backpressure), until earlier bodies are
-/// decoded. Raised to the body limit when that is larger, so any allowed body fits.
+/// Request bodies held in memory at once, at least: requests beyond it wait before reading
+/// their body, its bytes left in the kernel's socket buffers (TCP backpressure), until earlier
+/// bodies are decoded. Raised to the body limit when that is larger, so any allowed body fits.
 const BODY_MEMORY: u64 = 16 * 1024 * 1024;
 /// What a body of unknown length (chunked) reserves of [`BODY_MEMORY`] before it is read.
 const UNKNOWN_LENGTH_RESERVE: u64 = 1024 * 1024;
@@ -353,16 +353,14 @@ impl Service {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let (parts, mut body) = req.into_parts();
-        let admitted = self.admit_body(&parts.headers).await;
-        let (permit, memory) = match admitted {
-            Ok(admitted) => admitted,
-            Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
-        };
+        let (parts, body) = req.into_parts();
+        let mut body = self.metered_body(&parts.headers, body).await?;
         let image = match self.read_image(&parts.headers, &mut body).await {
             Ok(image) => image,
             Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
         };
+        let memory = body.take_reservation();
+        let permit = self.inner.queue.admit()?;
         let (width, height) = (
             self.inner.queue.info().width,
             self.inner.queue.info().height,
@@ -403,13 +401,11 @@ impl Service {
             .trim()
             .to_ascii_lowercase();
         if essence == "multipart/form-data" {
-            self.check_declared_length(headers)?;
             let boundary = multer::parse_boundary(content_type).map_err(|_| {
                 ApiError::BadRequest("the multipart Content-Type has no boundary".to_owned())
             })?;
             read_multipart_image(body, boundary, self.budget(), content_length(headers)).await
         } else if essence.starts_with("image/") || essence == "application/octet-stream" {
-            self.check_declared_length(headers)?;
             Ok(body::read_all(body, self.budget()).await?)
         } else {
             let got = if content_type.is_empty() {
@@ -450,21 +446,16 @@ impl Service {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let (parts, mut body) = req.into_parts();
-        let read = match self.check_declared_length(&parts.headers) {
-            Ok(()) => match self.admit_body(&parts.headers).await {
-                Ok(admitted) => body::read_all(&mut body, self.budget())
-                    .await
-                    .map(|bytes| (bytes, admitted))
-                    .map_err(ApiError::from),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        let (bytes, (permit, memory)) = match read {
+        let (parts, body) = req.into_parts();
+        let mut body = self.metered_body(&parts.headers, body).await?;
+        let bytes = match body::read_all(&mut body, self.budget()).await {
             Ok(b) => b,
-            Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
+            Err(e) => {
+                let e = ApiError::from(e);
+                return Err(self.after_unread_body(e, &parts.headers, &mut body).await);
+            }
         };
+        let memory = body.take_reservation();
         let json_len = match parts.headers.get(kserve::HEADER_LENGTH) {
             None => None,
             Some(v) => Some(
@@ -479,6 +470,7 @@ impl Service {
                     })?,
             ),
         };
+        let permit = self.inner.queue.admit()?;
         let info = self.inner.queue.info().clone();
         let mut call = self
             .blocking(move || {
@@ -513,15 +505,35 @@ impl Service {
         Ok(response)
     }
 
-    /// Admits a request that carries a body before reading any of it: a place in the pipeline
-    /// (503 at once when there is none), then room in the body memory for its declared length,
-    /// waited for (bounded by the request deadline), so that a burst of big uploads waits in
-    /// the kernel's socket buffers rather than in this process.
-    async fn admit_body(
+    /// Checks a body's declared length and waits for room for it in the body memory; a refusal
+    /// is answered once the body is drained.
+    async fn metered_body<B>(
         &self,
         headers: &HeaderMap,
-    ) -> Result<(Permit, tokio::sync::OwnedSemaphorePermit), ApiError> {
-        let permit = self.inner.queue.admit()?;
+        mut body: B,
+    ) -> Result<body::Metered<B>, ApiError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let checked = match self.check_declared_length(headers) {
+            Ok(()) => self.reserve_body_memory(headers).await,
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(memory) => Ok(body::Metered::new(body, memory)),
+            Err(e) => Err(self.after_unread_body(e, headers, &mut body).await),
+        }
+    }
+
+    /// Room in the body memory for a body's declared length (or [`UNKNOWN_LENGTH_RESERVE`]),
+    /// waited for before reading any of it (bounded by the request deadline): a burst of big
+    /// uploads waits in the kernel's socket buffers rather than in this process. The body gives
+    /// the room back if its client stalls ([`body::Metered`]), else once it is decoded.
+    async fn reserve_body_memory(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         let limit = self.inner.config.limits.max_body_bytes;
         let bytes = content_length(headers)
             .unwrap_or(UNKNOWN_LENGTH_RESERVE)
@@ -529,11 +541,10 @@ impl Service {
         let units = u32::try_from(bytes.div_ceil(BODY_UNIT))
             .unwrap_or(u32::MAX)
             .clamp(1, self.inner.body_units);
-        let memory = Arc::clone(&self.inner.bodies)
+        Arc::clone(&self.inner.bodies)
             .acquire_many_owned(units)
             .await
-            .map_err(|_| ApiError::Unavailable("the worker is shutting down".to_owned()))?;
-        Ok((permit, memory))
+            .map_err(|_| ApiError::Unavailable("the worker is shutting down".to_owned()))
     }
 
     /// Runs CPU-heavy work on the blocking pool, at most `preprocess_threads` at once.

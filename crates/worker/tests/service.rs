@@ -154,7 +154,7 @@ async fn became_true(flag: &AtomicBool, within: Duration) -> bool {
 }
 
 #[tokio::test]
-async fn uploads_past_the_body_memory_wait_unread_in_the_socket() {
+async fn uploads_past_the_body_memory_wait_unread_until_the_first_stalls_or_ends() {
     let (service, _board, _slot, _thread) = service(
         Fake::new(Duration::ZERO),
         Batching::default(),
@@ -164,7 +164,7 @@ async fn uploads_past_the_body_memory_wait_unread_in_the_socket() {
     // default 20 MiB body limit) at once.
     let declared = 12 * 1024 * 1024;
     let upload = |service: &Service| {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
         let read = Arc::new(AtomicBool::new(false));
         let request = Request::post("/model_predict")
             .header("content-type", "image/png")
@@ -179,27 +179,42 @@ async fn uploads_past_the_body_memory_wait_unread_in_the_socket() {
             tokio::spawn(async move { service.handle(request, PEER).await.status().as_u16() });
         (tx, read, answer)
     };
+    let first_image = png(8, 8, [255, 255, 255]);
     let (first_tx, first_read, first) = upload(&service);
     assert!(became_true(&first_read, Duration::from_secs(5)).await);
+    // The first client keeps sending, a byte every 20 ms: the second body is not read meanwhile.
+    let dribbled = 15;
+    let dribbler = {
+        let tx = first_tx.clone();
+        let bytes = first_image[..dribbled].to_vec();
+        tokio::spawn(async move {
+            for b in bytes {
+                tx.send(Bytes::from(vec![b])).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let (second_tx, second_read, second) = upload(&service);
     assert!(
-        !became_true(&second_read, Duration::from_millis(300)).await,
-        "the second body was read while the first held the memory"
+        !became_true(&second_read, Duration::from_millis(250)).await,
+        "the second body was read while the first, still sending, held the memory"
+    );
+    dribbler.await.unwrap();
+    // Then the first client stalls: it gives its room back, and the second body is read.
+    assert!(
+        became_true(&second_read, Duration::from_secs(3)).await,
+        "a stalled body kept the memory"
     );
     first_tx
-        .send(Bytes::from(png(8, 8, [255, 255, 255])))
+        .send(Bytes::copy_from_slice(&first_image[dribbled..]))
         .await
         .unwrap();
     drop(first_tx);
-    assert_eq!(first.await.unwrap(), 200);
-    assert!(
-        became_true(&second_read, Duration::from_secs(5)).await,
-        "the second body is read once the first is decoded"
-    );
     second_tx
         .send(Bytes::from(png(8, 8, [0, 0, 0])))
         .await
         .unwrap();
     drop(second_tx);
+    assert_eq!(first.await.unwrap(), 200);
     assert_eq!(second.await.unwrap(), 200);
 }
