@@ -28,12 +28,8 @@ pub fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
             .and_then(|bytes| {
                 let fast = config.model.fast_jpeg;
-                let rgb = arbiter_vision::decode_for_input(&bytes, &limits, width, height, fast)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let resized = arbiter_vision::resize_bilinear(&rgb, width, height);
-                let mut input = vec![0.0; 3 * width as usize * height as usize];
-                arbiter_vision::normalize_chw(&resized, &mut input);
-                Ok(input)
+                arbiter_vision::preprocess_for_input(&bytes, &limits, width, height, fast)
+                    .map_err(|e| format!("{}: {e}", path.display()))
             })
             .and_then(|input| model.run(&input, 1).map_err(|e| e.to_string()));
         match answer {

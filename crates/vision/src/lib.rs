@@ -334,7 +334,21 @@ pub fn preprocess(
     width: u32,
     height: u32,
 ) -> Result<Vec<f32>, VisionError> {
+    preprocess_for_input(bytes, limits, width, height, false)
+}
+
+/// [`preprocess`], decoding with [`decode_for_input`] (big JPEGs at a reduced scale when
+/// `fast_jpeg`).
+pub fn preprocess_for_input(
+    bytes: &[u8],
+    limits: &Limits,
+    width: u32,
+    height: u32,
+    fast_jpeg: bool,
+) -> Result<Vec<f32>, VisionError> {
+    let rgb = decode_for_input(bytes, limits, width, height, fast_jpeg)?;
+    let resized = resize_bilinear(&rgb, width, height);
     let mut out = vec![0f32; 3 * width as usize * height as usize];
-    preprocess_into(bytes, limits, width, height, &mut out)?;
+    normalize_chw(&resized, &mut out);
     Ok(out)
 }
