@@ -76,12 +76,21 @@ fn set_nofile(pid: i32, soft: &str, hard: &str) {
 }
 
 /// The lowest descriptor number a process does not use: the next one it would get.
+/// The lowest descriptor number `pid` leaves free in its steady state: the least of several
+/// looks, since a descriptor opened for a moment (the arbiter reads /proc files as it goes) would
+/// otherwise set the limit one too high, leaving the process a free descriptor below it.
 fn lowest_free_fd(pid: i32) -> u64 {
-    let used: BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    (0..20)
+        .map(|_| {
+            let used: BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            std::thread::sleep(Duration::from_millis(10));
+            (0..).find(|n| !used.contains(n)).unwrap()
+        })
+        .min()
         .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    (0..).find(|n| !used.contains(n)).unwrap()
 }
 
 fn count_in_log(env: &Env, needle: &str) -> usize {
