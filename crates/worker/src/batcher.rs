@@ -7,6 +7,11 @@
 //! waits for company that is not coming). Jobs whose client has gone (the reply receiver was
 //! dropped) are skipped, never computed.
 //!
+//! Preprocessing runs at most two batches ahead of the model: a request waits for a place among
+//! the prepared images ([`InferenceQueue::before_preparing`]) before it is decoded, and gives it
+//! back when its batch starts. Decoding further ahead would only take the cores from the model
+//! (measured with 64 clients posting 12-megapixel photos: 7.6 requests/s against 10.5 with 8).
+//!
 //! Admission is counted here too: a request takes a [`Permit`] once its body is read (a slow
 //! client does not hold a place while it sends), and keeps it while it is preprocessed, queued
 //! and run; when `queue_capacity + preprocess_threads` permits are out, the next request is
@@ -22,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use arbiter_scoreboard::{SlotRef, Stage};
 use arbiter_vision::RgbImage;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::ApiError;
 use crate::options::Batching;
@@ -88,7 +93,7 @@ struct Job {
     n: usize,
     enqueued: Instant,
     reply: Reply,
-    _permit: Permit,
+    permit: Permit,
 }
 
 struct Shared {
@@ -97,8 +102,8 @@ struct Shared {
     capacity: usize,
     /// Jobs in the channel.
     queued: AtomicUsize,
-    /// Admitted requests not yet queued (being preprocessed): the batcher waits for them, up to
-    /// `max_delay`.
+    /// Requests being preprocessed (holding a place ahead of the model, not yet queued): the
+    /// batcher waits for them, up to `max_delay`.
     preparing: AtomicUsize,
     /// Monotonic ns since `epoch` when the current batch started; 0 when idle.
     busy_since: AtomicU64,
@@ -118,7 +123,11 @@ impl Shared {
 #[derive(Debug)]
 pub struct Permit {
     shared: Arc<Shared>,
-    queued: bool,
+    /// Counted in `Shared::preparing`.
+    preparing: bool,
+    /// A place among the images prepared ahead of the model, given back when the job's batch
+    /// starts.
+    ahead: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -135,7 +144,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let s = &self.shared;
         s.admitted.fetch_sub(1, Relaxed);
-        if !self.queued {
+        if self.preparing {
             s.preparing.fetch_sub(1, Relaxed);
         }
     }
@@ -147,6 +156,8 @@ pub struct InferenceQueue {
     tx: SyncSender<Job>,
     shared: Arc<Shared>,
     info: ModelInfo,
+    /// Places for images prepared ahead of the model: two batches' worth.
+    ahead: Arc<Semaphore>,
 }
 
 /// The inference thread, to wait for once the queue's senders are gone.
@@ -219,6 +230,7 @@ impl InferenceQueue {
         let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
         let (boot_tx, boot_rx) = mpsc::channel::<Result<ModelInfo, String>>();
         let thread_shared = Arc::clone(&shared);
+        let ahead = Arc::new(Semaphore::new(2 * batching.max_batch_size.max(1)));
         let batching = batching.clone();
         let handle = std::thread::Builder::new()
             .name("inference".to_owned())
@@ -258,7 +270,15 @@ impl InferenceQueue {
             handle: Mutex::new(Some(handle)),
             shared: Arc::clone(&shared),
         };
-        Ok((InferenceQueue { tx, shared, info }, thread))
+        Ok((
+            InferenceQueue {
+                tx,
+                shared,
+                info,
+                ahead,
+            },
+            thread,
+        ))
     }
 
     /// The model's shapes and names.
@@ -282,11 +302,27 @@ impl InferenceQueue {
                 Err(actual) => current = actual,
             }
         }
-        s.preparing.fetch_add(1, Relaxed);
         Ok(Permit {
             shared: Arc::clone(&self.shared),
-            queued: false,
+            preparing: false,
+            ahead: None,
         })
+    }
+
+    /// Waits for a place among the images prepared ahead of the model (two batches' worth),
+    /// before decoding or parsing a request's input. Decoding far ahead of the model only takes
+    /// the cores from it: the images would wait in the queue anyway.
+    pub async fn before_preparing(&self, permit: &mut Permit) -> Result<(), ApiError> {
+        let place = Arc::clone(&self.ahead)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Unavailable("the worker is shutting down".to_owned()))?;
+        permit.ahead = Some(place);
+        if !permit.preparing {
+            permit.preparing = true;
+            self.shared.preparing.fetch_add(1, Relaxed);
+        }
+        Ok(())
     }
 
     /// Queues `n` preprocessed images (`n * image_len` floats, or one image of the model's
@@ -312,14 +348,16 @@ impl InferenceQueue {
         }
         let (reply, rx) = oneshot::channel();
         let s = &self.shared;
-        permit.queued = true;
-        s.preparing.fetch_sub(1, Relaxed);
+        if permit.preparing {
+            permit.preparing = false;
+            s.preparing.fetch_sub(1, Relaxed);
+        }
         let job = Job {
             input,
             n,
             enqueued: Instant::now(),
             reply,
-            _permit: permit,
+            permit,
         };
         let depth = s.queued.fetch_add(1, Relaxed) + 1;
         match self.tx.try_send(job) {
@@ -437,6 +475,8 @@ fn run_batch<B: Backend>(backend: &mut B, info: &ModelInfo, mut batch: Vec<Job>,
     let per_image = info.image_len();
     let mut input = Vec::with_capacity(total * per_image);
     for job in &mut batch {
+        // Its place ahead of the model goes to the next image to prepare.
+        job.permit.ahead = None;
         shared
             .slot
             .observe_stage(Stage::QueueWait, started.duration_since(job.enqueued));

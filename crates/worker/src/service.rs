@@ -360,7 +360,8 @@ impl Service {
             Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
         };
         let memory = body.take_reservation();
-        let permit = self.inner.queue.admit()?;
+        let mut permit = self.inner.queue.admit()?;
+        self.inner.queue.before_preparing(&mut permit).await?;
         let (width, height) = (
             self.inner.queue.info().width,
             self.inner.queue.info().height,
@@ -470,7 +471,8 @@ impl Service {
                     })?,
             ),
         };
-        let permit = self.inner.queue.admit()?;
+        let mut permit = self.inner.queue.admit()?;
+        self.inner.queue.before_preparing(&mut permit).await?;
         let info = self.inner.queue.info().clone();
         let mut call = self
             .blocking(move || {

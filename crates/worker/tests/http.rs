@@ -364,6 +364,44 @@ fn a_full_queue_answers_503_with_retry_after_and_never_500() {
     assert_eq!(fake.ran.load(Ordering::SeqCst), ok);
 }
 
+/// Images are decoded at most two batches ahead of the model: with a slow model and many
+/// clients, the queue never holds more than two batches' worth.
+#[test]
+fn decoding_stays_two_batches_ahead_of_the_model() {
+    let batching = Batching {
+        max_batch_size: 1,
+        max_delay: Duration::ZERO,
+        queue_capacity: 32,
+    };
+    let limits = Limits::default();
+    let (service, board, slot, _thread) = service(
+        Fake::new(Duration::from_millis(150)),
+        batching,
+        limits.clone(),
+    );
+    let server = TestServer::start(service, board, limits);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let image = white();
+            std::thread::spawn(move || predict(addr, &image).status)
+        })
+        .collect();
+    let mut deepest = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        deepest = deepest.max(slot.queue_depth());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    assert!(deepest >= 1, "the queue was never seen holding a job");
+    assert!(
+        deepest <= 2,
+        "{deepest} decoded images waited for a model that takes one at a time"
+    );
+}
+
 #[test]
 fn batches_gather_concurrent_requests() {
     let batching = Batching {
