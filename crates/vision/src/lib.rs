@@ -307,25 +307,6 @@ pub fn normalize_chw(img: &RgbImage, out: &mut [f32]) {
     }
 }
 
-/// Decodes, resizes to `width x height` and normalizes into `out` (`3 * width * height`
-/// floats, CHW): one image's slot of a batch tensor.
-///
-/// # Panics
-///
-/// If `out.len()` is not `3 * width * height`.
-pub fn preprocess_into(
-    bytes: &[u8],
-    limits: &Limits,
-    width: u32,
-    height: u32,
-    out: &mut [f32],
-) -> Result<(), VisionError> {
-    let rgb = decode_rgb(bytes, limits)?;
-    let resized = resize_bilinear(&rgb, width, height);
-    normalize_chw(&resized, out);
-    Ok(())
-}
-
 /// Decodes, resizes to `width x height` and normalizes: the seed's whole preprocessing, as a
 /// CHW `f32` vector of `3 * width * height` values.
 pub fn preprocess(
