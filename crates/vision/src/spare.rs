@@ -76,13 +76,10 @@ mod tests {
     fn recycled_buffers_are_reused_zeroed_and_bounded() {
         // One test touches the process-wide pool, so the steps run in order.
         keep_spare_buffers(0);
-        let mut first = take(1000);
-        first.fill(7);
-        let address = first.as_ptr();
-        recycle(image(first));
-        assert_ne!(
-            take(300).as_ptr(),
-            address,
+        recycle(image(take(1000)));
+        // (Not by address: the allocator may well hand the freed block out again.)
+        assert!(
+            SPARES.lock().unwrap().is_empty(),
             "kept a spare while asked for none"
         );
 
