@@ -1,8 +1,9 @@
 """The ceiling: images per second of ONNX Runtime alone, in-process, with no HTTP and no decoding.
 
-Runs `procs` processes at once, each with one session of `threads` intra-op threads (the shape
-of the server being compared: Arbiter's workers x threads), feeds each a constant batch of
-`batch` images for `seconds` after a warm-up, and prints one JSON object:
+Runs `procs` processes at once, each with `sessions` sessions of `threads` intra-op threads run
+side by side from as many Python threads (the shape of the server being compared: Arbiter's
+workers x threads, or its lanes: one single-thread session per thread), feeds each session a
+constant batch of `batch` images for `seconds` after a warm-up, and prints one JSON object:
 
     {"images_per_s": ..., "batch_ms_p50": ..., "batches": ..., ...}
 
@@ -20,31 +21,43 @@ import time
 import numpy as np
 
 
-def worker(model, threads, batch, seconds, barrier, out):
-    """One process: load, warm up, wait for the others, then count batches for `seconds`."""
+def worker(model, threads, batch, seconds, sessions, barrier, out):
+    """One process: load, warm up, wait for the others, then count batches for `seconds` on each
+    session (from its own thread: ONNX Runtime releases the GIL while it runs)."""
+    import threading
+
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    loaded = [ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]) for _ in range(sessions)]
+    name = loaded[0].get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-    for _ in range(3):
-        session.run(None, {name: x})
+    for session in loaded:
+        for _ in range(3):
+            session.run(None, {name: x})
     barrier.wait()
-    times = []
+    times = [[] for _ in loaded]
     start = time.perf_counter()
     end = start + seconds
-    while True:
-        t0 = time.perf_counter()
-        session.run(None, {name: x})
-        t1 = time.perf_counter()
-        times.append(t1 - t0)
-        if t1 >= end:
-            break
-    out.put({"elapsed": time.perf_counter() - start, "times": times})
+
+    def loop(session, mine):
+        while True:
+            t0 = time.perf_counter()
+            session.run(None, {name: x})
+            t1 = time.perf_counter()
+            mine.append(t1 - t0)
+            if t1 >= end:
+                break
+
+    threads_ = [threading.Thread(target=loop, args=(s, t)) for s, t in zip(loaded, times)]
+    for t in threads_:
+        t.start()
+    for t in threads_:
+        t.join()
+    out.put({"elapsed": time.perf_counter() - start, "times": [t for mine in times for t in mine]})
 
 
 def main():
@@ -54,6 +67,7 @@ def main():
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--procs", type=int, default=1)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--sessions", type=int, default=1, help="sessions per process, run side by side")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", help="write the JSON here instead of stdout")
     args = parser.parse_args()
@@ -64,7 +78,7 @@ def main():
     procs = [
         ctx.Process(
             target=worker,
-            args=(args.model, args.threads, args.batch, args.seconds, barrier, out),
+            args=(args.model, args.threads, args.batch, args.seconds, args.sessions, barrier, out),
         )
         for _ in range(args.procs)
     ]
@@ -78,6 +92,7 @@ def main():
     text = json.dumps(
         {
             "procs": args.procs,
+            "sessions": args.sessions,
             "threads": args.threads,
             "batch": args.batch,
             "seconds": args.seconds,

@@ -377,6 +377,8 @@ class Arbiter:
         self.threads = threads or max(1, cores // self.workers)
         batching = doc.get("batching", {})
         self.max_batch = int(batching.get("max_batch_size", 1))
+        # Lanes: one single-thread session per thread, batches side by side under load.
+        self.lanes = bool(model.get("parallel_batches", True)) and self.threads > 1 and model.get("device", "cpu") == "cpu"
         self.settings = {
             "workers": self.workers,
             "threads": self.threads,
@@ -386,6 +388,7 @@ class Arbiter:
             "preprocess_threads": batching.get("preprocess_threads"),
             "share_weights": model.get("share_weights"),
             "fast_jpeg": bool(model.get("fast_jpeg", False)),
+            "parallel_batches": self.lanes,
         }
         self.proc = None
 
@@ -876,17 +879,18 @@ def versions(binary, oha):
 
 
 def ceiling(model, shapes, seconds, rep, quiet, out_dir):
-    """ONNX Runtime alone, for each (label, procs, threads, batch) shape, once."""
+    """ONNX Runtime alone, for each (label, procs, threads, batch, sessions) shape, once."""
     results = []
-    for label, procs, threads, batch in shapes:
+    for label, procs, threads, batch, sessions in shapes:
         waited, load = quiet.wait([])
-        out = out_dir / f"ceiling-p{procs}-t{threads}-b{batch}-r{rep}.json"
+        out = out_dir / f"ceiling-p{procs}-s{sessions}-t{threads}-b{batch}-r{rep}.json"
         out.unlink(missing_ok=True)
         proc = spawn(
             [
                 sys.executable, str(ROOT / "bench" / "ceiling.py"),
                 "--model", str(model), "--procs", str(procs), "--threads", str(threads),
-                "--batch", str(batch), "--seconds", str(seconds), "--out", str(out),
+                "--batch", str(batch), "--seconds", str(seconds), "--sessions", str(sessions),
+                "--out", str(out),
             ],
             out_dir / "ceiling.log",
         )
@@ -911,7 +915,7 @@ def ceiling(model, shapes, seconds, rep, quiet, out_dir):
         r.update(label=label, rep=rep, quiet_wait_s=waited, other_load_before=load, other_cores=other)
         results.append(r)
         say(
-            f"ceiling  {label:<28} procs={procs} threads={threads} batch={batch} rep={rep}: "
+            f"ceiling  {label:<28} procs={procs} sessions={sessions} threads={threads} batch={batch} rep={rep}: "
             f"{r['images_per_s']:.1f} img/s, {r['batch_ms_p50']:.1f} ms/batch (p50)  "
             f"other load {other:.2f} cores"
         )
@@ -1033,11 +1037,15 @@ def main():
     try:
         w, t, b = probe_arbiter.workers, probe_arbiter.threads, probe_arbiter.max_batch
         shapes, seen = [], set()
+        lanes = [("arbiter lanes, batch 1", w, 1, 1, t)] if probe_arbiter.lanes else []
+        if probe_arbiter.lanes and b > 1:
+            lanes.append((f"arbiter lanes, batch {b}", w, 1, b, t))
         for shape in [
-            ("arbiter shape, batch 1", w, t, 1),
-            (f"arbiter shape, batch {b}", w, t, b),
-            ("one inference, all cores", 1, cores, 1),
-            ("peer shape, batch 1", cores, 1, 1),
+            ("arbiter shape, batch 1", w, t, 1, 1),
+            (f"arbiter shape, batch {b}", w, t, b, 1),
+            *lanes,
+            ("one inference, all cores", 1, cores, 1, 1),
+            ("peer shape, batch 1", cores, 1, 1, 1),
         ]:
             if shape[1:] not in seen:
                 seen.add(shape[1:])

@@ -100,12 +100,12 @@ class Results:
         """tri of one figure of one point over its repetitions."""
         return tri(r[key] for r in self.runs(server, photo, c))
 
-    def ceiling_shape(self, procs, threads, batch):
+    def ceiling_shape(self, procs, threads, batch, sessions=1):
         """tri of images/s and of ms per batch of one ceiling shape, or (None, None)."""
         rs = [
             r
             for r in self.data["ceiling"]
-            if (r["procs"], r["threads"], r["batch"]) == (procs, threads, batch)
+            if (r["procs"], r.get("sessions", 1), r["threads"], r["batch"]) == (procs, sessions, threads, batch)
         ]
         if not rs:
             return None, None
@@ -114,11 +114,16 @@ class Results:
     def ceiling(self):
         """(images/s median, label) of the best arbiter-shaped ceiling."""
         s = self.meta["arbiter_settings"]
+        w, t = s["workers"], s["threads"]
+        shapes = [(t, 1, f"{w} × {t} threads")]
+        if s.get("parallel_batches"):
+            shapes.append((1, t, f"{w} × {t} lanes of 1 thread"))
         best = None
-        for batch in sorted({1, s["max_batch_size"]}):
-            t, _ = self.ceiling_shape(s["workers"], s["threads"], batch)
-            if t and (best is None or t[1] > best[0]):
-                best = (t[1], f"{s['workers']} × {s['threads']} threads, batch {batch}")
+        for threads, sessions, name in shapes:
+            for batch in sorted({1, s["max_batch_size"]}):
+                v, _ = self.ceiling_shape(w, threads, batch, sessions)
+                if v and (best is None or v[1] > best[0]):
+                    best = (v[1], f"{name}, batch {batch}")
         return best or (None, "-")
 
     def one_inference_ms(self):
@@ -146,15 +151,19 @@ class Results:
         return None if not v or None in v else max(v)
 
     def rep_ceiling(self, rep):
-        """The best Arbiter-shaped ceiling (images/s) measured in one repetition, or None."""
+        """The best Arbiter-shaped ceiling (images/s) measured in one repetition, or None: one
+        session of all its threads per worker, or, with lanes, one single-thread session per thread."""
         a = self.meta["arbiter_settings"]
-        shapes = {(a["workers"], a["threads"], 1), (a["workers"], a["threads"], a["max_batch_size"])}
-        v = [r["images_per_s"] for r in self.data["ceiling"] if r["rep"] == rep and (r["procs"], r["threads"], r["batch"]) in shapes]
+        w, t = a["workers"], a["threads"]
+        shapes = {(w, 1, t, 1), (w, 1, t, a["max_batch_size"])}
+        if a.get("parallel_batches"):
+            shapes |= {(w, t, 1, 1), (w, t, 1, a["max_batch_size"])}
+        v = [r["images_per_s"] for r in self.data["ceiling"] if r["rep"] == rep and (r["procs"], r.get("sessions", 1), r["threads"], r["batch"]) in shapes]
         return max(v) if v else None
 
     def rep_one_inference(self, rep):
         """ms of one batch-1 inference on all cores, in one repetition, or None."""
-        v = [r["batch_ms_p50"] for r in self.data["ceiling"] if r["rep"] == rep and (r["procs"], r["threads"], r["batch"]) == (1, self.cores, 1)]
+        v = [r["batch_ms_p50"] for r in self.data["ceiling"] if r["rep"] == rep and (r["procs"], r.get("sessions", 1), r["threads"], r["batch"]) == (1, 1, self.cores, 1)]
         return v[0] if v else None
 
     def rep_memory(self, server, key, rep):
@@ -307,14 +316,15 @@ def ceiling_table(res):
     rows = []
     seen = []
     for r in res.data["ceiling"]:
-        key = (r["label"], r["procs"], r["threads"], r["batch"])
+        sessions = r.get("sessions", 1)
+        key = (r["label"], r["procs"], sessions, r["threads"], r["batch"])
         if key in seen:
             continue
         seen.append(key)
-        ips, ms = res.ceiling_shape(r["procs"], r["threads"], r["batch"])
-        rows.append([r["label"], r["procs"], r["threads"], r["batch"], fmt(ips), fmt(ms)])
+        ips, ms = res.ceiling_shape(r["procs"], r["threads"], r["batch"], sessions)
+        rows.append([r["label"], r["procs"], sessions, r["threads"], r["batch"], fmt(ips), fmt(ms)])
     return table(
-        ["shape", "processes", "threads each", "batch", "images/s", "ms per batch (p50)"], rows
+        ["shape", "processes", "sessions each", "threads each", "batch", "images/s", "ms per batch (p50)"], rows
     )
 
 
@@ -661,6 +671,11 @@ def render(res, plot_dir_rel):
     shared = f", share_weights {str(a['share_weights']).lower()}" if a.get("share_weights") is not None else ""
     priming = m.get("priming_start_s")
     priming = f" (that start took {priming:.2f} s)" if priming else ""
+    lanes_note = (
+        f", and its lanes: {a['threads']} single-thread sessions per worker run side by side"
+        if a.get("parallel_batches")
+        else ""
+    )
     parts.append("## Method\n")
     parts.append(
         f"""One run of `scripts/bench` measures, on this machine, with the same model file
@@ -668,7 +683,7 @@ def render(res, plot_dir_rel):
 
 - **ONNX Runtime alone** (`bench/ceiling.py`): the ceiling. No HTTP, no decoding: a constant
   batch fed to a session in a loop for {m['ceiling_seconds']:g} s after a warm-up, shaped like the
-  Arbiter under test ({a['workers']} worker(s) × {a['threads']} intra-op thread(s); at batch 1 and at
+  Arbiter under test ({a['workers']} worker(s) × {a['threads']} intra-op thread(s){lanes_note}; at batch 1 and at
   its max batch size {a['max_batch_size']}), plus one batch-1 inference on all {mach['cores']} cores
   (the latency target's yardstick) and the peer's shape ({mach['cores']} processes × 1 thread). It
   runs ONNX Runtime 1.32.0 through its Python binding, the same release as the library Arbiter
@@ -677,7 +692,8 @@ def render(res, plot_dir_rel):
   the bind address (a free loopback port), pid file and control socket (in the run folder), and
   `allow_root` (the run is root): {a['workers']} worker(s), {a['threads']} ONNX Runtime thread(s)
   each, max batch {a['max_batch_size']}, max delay {a['max_delay']}, queue {a['queue_size']},
-  {a.get('preprocess_threads') or 'default'} preprocessing thread(s){shared}.
+  {a.get('preprocess_threads') or 'default'} preprocessing thread(s){shared}, parallel_batches
+  {str(bool(a.get('parallel_batches'))).lower()}.
   Clients connect to its TCP socket.
 - **arbiter+nginx**: the same Arbiter bound on a unix socket, behind nginx
   ({v['nginx'].split(':')[-1].strip()}, `worker_processes auto`) running the shipped site

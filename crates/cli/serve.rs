@@ -154,6 +154,7 @@ pub fn worker_options(config: &Config, spec: &WorkerSpec) -> WorkerOptions {
     options.graceful_timeout = config.server.graceful_timeout;
     options.max_requests = spec.max_requests;
     options.intra_op_spinning = config.model.spinning;
+    options.parallel_batches = config.model.parallel_batches;
     options.fast_jpeg = config.model.fast_jpeg;
     options.shared_weights_cache = config
         .model

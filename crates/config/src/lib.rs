@@ -183,6 +183,9 @@ pub struct Model {
     pub cache_dir: PathBuf,
     /// Let ONNX Runtime's intra-op threads spin while waiting for work.
     pub spinning: bool,
+    /// On a CPU with several threads per worker, run batches side by side under load, one
+    /// thread each; a lone request still runs on every thread.
+    pub parallel_batches: bool,
     /// Decode big JPEGs at a reduced scale (libjpeg's DCT scaling, as Pillow's `draft`) when
     /// they stay at least twice the model's input: faster, but not the seed's exact pixels.
     pub fast_jpeg: bool,
@@ -402,7 +405,7 @@ impl Config {
         let mut out = format!(
             "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
              graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\n\n\
-             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nfast_jpeg = {}\n\n\
+             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\n\n\
              [batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\npreprocess_threads = {}\n\n\
              [limits]\nmax_body = \"{}\"\nmax_pixels = {}\nheader_timeout = \"{}\"\nbody_timeout = \"{}\"\nrequest_deadline = \"{}\"\nkeepalive = \"{}\"\nmax_connections = {}\n\n\
              [memory]\nlimit = {}\nper_worker = {}\n\n[log]\n{}\nformat = \"{}\"\nlevel = {}\n",
@@ -430,6 +433,7 @@ impl Config {
             m.share_weights,
             q(&m.cache_dir),
             m.spinning,
+            m.parallel_batches,
             m.fast_jpeg,
             b.max_batch_size,
             d(b.max_delay),
@@ -713,6 +717,7 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
         share_weights: true,
         cache_dir: base.join("../var/cache/prepared"),
         spinning: true,
+        parallel_batches: true,
         fast_jpeg: false,
     };
     let Some(mut t) = section(root, "model", errs) else {
@@ -767,6 +772,9 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
     if let Some(b) = t.boolean("spinning", errs) {
         model.spinning = b;
     }
+    if let Some(b) = t.boolean("parallel_batches", errs) {
+        model.parallel_batches = b;
+    }
     if let Some(b) = t.boolean("fast_jpeg", errs) {
         model.fast_jpeg = b;
     }
@@ -784,7 +792,7 @@ fn parse_device(text: &str) -> Option<Device> {
 
 fn read_batching(root: &mut Table, errs: &mut Errors) -> Batching {
     let mut b = Batching {
-        max_batch_size: 8,
+        max_batch_size: 1,
         max_delay: Duration::from_millis(2),
         queue_size: 64,
         preprocess_threads: 0,

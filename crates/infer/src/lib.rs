@@ -26,6 +26,7 @@ mod labels;
 mod model;
 pub mod prepare;
 mod runtime;
+pub mod weights;
 
 pub use classify::{Prediction, classify};
 pub use error::InferError;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ort::ep::{self, ExecutionProvider};
@@ -9,6 +10,7 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
+use crate::weights::MappedWeights;
 use crate::{InferError, runtime};
 
 /// Where the model runs.
@@ -81,6 +83,8 @@ impl SessionTuning {
 #[derive(Debug)]
 pub struct Model {
     session: Session,
+    /// The mapped weights the session uses in place; declared after `session`, so dropped after.
+    _weights: Option<Arc<MappedWeights>>,
     input_name: String,
     output_name: String,
     width: u32,
@@ -115,6 +119,16 @@ impl Model {
 
     /// [`Model::load`] with explicit session tuning (for measurements).
     pub fn load_tuned(opts: &ModelOptions, tuning: &SessionTuning) -> Result<Model, InferError> {
+        Self::load_mapped(opts, tuning, None)
+    }
+
+    /// [`Model::load_tuned`], the session taking the initializers stored in `weights` (the
+    /// external data of the prepared model `opts.path`) in place from that one mapping.
+    pub fn load_mapped(
+        opts: &ModelOptions,
+        tuning: &SessionTuning,
+        weights: Option<&Arc<MappedWeights>>,
+    ) -> Result<Model, InferError> {
         let started = Instant::now();
         runtime::init_runtime(opts.runtime_library.as_deref())?;
         let env = runtime::environment()?;
@@ -137,11 +151,24 @@ impl Model {
             Device::Cpu => builder,
             Device::Cuda(device) => with_cuda(builder, device)?,
         };
+        for (w, init) in weights
+            .iter()
+            .flat_map(|w| w.initializers().iter().map(move |i| (w, i)))
+        {
+            let value = w.value(init).map_err(|detail| InferError::Shape {
+                expected: "weights ONNX Runtime can use in place".to_owned(),
+                found: format!("the mapped initializer `{}`: {detail}", init.name),
+            })?;
+            builder = builder
+                .with_initializer(&init.name, value)
+                .map_err(|e| model_err(e.into()))?;
+        }
         let session = builder.commit_from_file(&opts.path).map_err(model_err)?;
         let sig = check_signature(&session)?;
 
         let mut model = Model {
             session,
+            _weights: weights.cloned(),
             input_name: sig.input_name,
             output_name: sig.output_name,
             width: sig.width,

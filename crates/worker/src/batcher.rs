@@ -7,10 +7,24 @@
 //! waits for company that is not coming). Jobs whose client has gone (the reply receiver was
 //! dropped) are skipped, never computed.
 //!
-//! Preprocessing runs at most two batches ahead of the model: a request waits for a place among
-//! the prepared images ([`InferenceQueue::before_preparing`]) before it is decoded, and gives it
-//! back when its batch starts. Decoding further ahead would only take the cores from the model
-//! (measured with 64 clients posting 12-megapixel photos: 7.6 requests/s against 10.5 with 8).
+//! # Lanes
+//!
+//! A backend that runs a batch on several threads may also offer *lanes* ([`Backend::lanes`]):
+//! engines that run a batch on one thread each, side by side. There is then one inference thread
+//! per lane. They take turns at the queue; each takes its share of what is waiting (split evenly
+//! between the idle lanes, up to `max_batch_size`) and runs it on its own lane, beside the
+//! others. A request that is all there is to do (nothing else queued, preprocessed or running)
+//! runs on the backend itself, on every thread, so a lone request is answered as fast as one
+//! all-thread inference allows; no lane starts while such a run is going, so the cores are never
+//! oversubscribed. On a CPU, lanes serve more images per second under load than one batch on
+//! all threads: the threads of one batch wait for each other at every layer, and a thread that
+//! loses its core for a moment (to a decoding thread) holds the others up.
+//!
+//! Preprocessing runs at most two batches ahead of the model (of each lane): a request waits for
+//! a place among the prepared images ([`InferenceQueue::before_preparing`]) before it is decoded,
+//! and gives it back when its batch starts. Decoding further ahead would only take the cores from
+//! the model (measured with 64 clients posting 12-megapixel photos: 7.6 requests/s against 10.5
+//! with 8).
 //!
 //! Admission is counted here too: a request takes a [`Permit`] once its body is read (a slow
 //! client does not hold a place while it sends), and keeps it while it is preprocessed, queued
@@ -21,7 +35,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -65,6 +79,16 @@ pub trait Backend: Send + 'static {
     /// Runs `n` CHW images laid end to end (`n <= info().max_batch`); returns `n * num_classes`
     /// raw outputs.
     fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, String>;
+
+    /// Engines that each run a batch on one thread, to run batches side by side under load (see
+    /// the module's "Lanes"); called once, on the inference thread, after loading. Empty, the
+    /// default, when this backend runs one batch at a time.
+    fn lanes(&mut self) -> Result<Vec<Self>, String>
+    where
+        Self: Sized,
+    {
+        Ok(Vec::new())
+    }
 }
 
 /// The answer to one job: its outputs and how long it spent in each stage.
@@ -96,6 +120,9 @@ struct Job {
     permit: Permit,
 }
 
+/// The most inference threads (lanes) a worker runs.
+const MAX_LANES: usize = 16;
+
 struct Shared {
     /// Permits out: requests admitted and not yet taken by the inference thread.
     admitted: AtomicUsize,
@@ -105,8 +132,8 @@ struct Shared {
     /// Requests being preprocessed (holding a place ahead of the model, not yet queued): the
     /// batcher waits for them, up to `max_delay`.
     preparing: AtomicUsize,
-    /// Monotonic ns since `epoch` when the current batch started; 0 when idle.
-    busy_since: AtomicU64,
+    /// Per lane: monotonic ns since `epoch` when its current batch started; 0 when idle.
+    busy_since: [AtomicU64; MAX_LANES],
     epoch: Instant,
     slot: SlotRef,
 }
@@ -187,11 +214,16 @@ impl InferenceThread {
         handle.join().is_ok()
     }
 
-    /// How long the current model run has been going, if one is.
+    /// How long the oldest model run going on has been going, if one is.
     pub fn busy_for(&self) -> Option<Duration> {
         let s = &self.shared;
-        let since = s.busy_since.load(Relaxed);
-        (since != 0).then(|| Duration::from_nanos(s.now_ns().saturating_sub(since)))
+        let since = s
+            .busy_since
+            .iter()
+            .map(|b| b.load(Relaxed))
+            .filter(|&since| since != 0)
+            .min()?;
+        Some(Duration::from_nanos(s.now_ns().saturating_sub(since)))
     }
 
     /// Whether the thread has ended (all senders dropped, or it died).
@@ -223,7 +255,7 @@ impl InferenceQueue {
             capacity,
             queued: AtomicUsize::new(0),
             preparing: AtomicUsize::new(0),
-            busy_since: AtomicU64::new(0),
+            busy_since: std::array::from_fn(|_| AtomicU64::new(0)),
             epoch: Instant::now(),
             slot,
         });
@@ -231,25 +263,42 @@ impl InferenceQueue {
         let (boot_tx, boot_rx) = mpsc::channel::<Result<ModelInfo, String>>();
         let thread_shared = Arc::clone(&shared);
         let ahead = Arc::new(Semaphore::new(2 * batching.max_batch_size.max(1)));
+        let thread_ahead = Arc::clone(&ahead);
         let batching = batching.clone();
         let handle = std::thread::Builder::new()
             .name("inference".to_owned())
             .spawn(move || {
                 let loaded = catch_unwind(AssertUnwindSafe(load))
                     .unwrap_or_else(|_| Err("the model loader panicked".to_owned()));
-                let backend = match loaded {
+                let mut backend = match loaded {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = boot_tx.send(Err(e));
                         return;
                     }
                 };
+                let lanes = match catch_unwind(AssertUnwindSafe(|| backend.lanes())) {
+                    Ok(Ok(lanes)) => lanes,
+                    Ok(Err(e)) => {
+                        tracing::warn!(
+                            "cannot load the model's lanes, running one batch at a time: {e}"
+                        );
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        tracing::warn!("loading the model's lanes panicked; one batch at a time");
+                        Vec::new()
+                    }
+                };
+                // Two batches ahead of each lane.
+                let extra_lanes = lanes.len().clamp(1, MAX_LANES) - 1;
+                thread_ahead.add_permits(2 * batching.max_batch_size.max(1) * extra_lanes);
                 let info = backend.info();
                 if boot_tx.send(Ok(info.clone())).is_err() {
                     return;
                 }
                 drop(boot_tx);
-                serve(backend, &info, &batching, &rx, &thread_shared);
+                serve(backend, lanes, &info, &batching, rx, &thread_shared);
             })
             .map_err(|e| format!("cannot start the inference thread: {e}"))?;
         let info = loop {
@@ -400,71 +449,243 @@ fn take(rx: &Receiver<Job>, shared: &Shared, wait: Option<Duration>) -> Result<O
     Ok(got)
 }
 
-/// The inference thread's loop: gather a batch, run it, answer each job; ends when every sender
-/// is gone and the queue is empty.
+/// What the lanes take turns at: the channel, and a job that did not fit the last batch.
+struct Intake {
+    rx: Receiver<Job>,
+    carry: Option<Job>,
+}
+
+/// Which engine runs a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// The backend itself, on all its threads.
+    Whole,
+    /// The lane's own single-thread engine, beside the other lanes.
+    Lane,
+}
+
+/// Who is running what, so that a whole-backend run never shares the cores with a lane.
+struct Traffic {
+    lanes: usize,
+    state: Mutex<TrafficState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct TrafficState {
+    /// Lanes running a batch (on either engine).
+    busy: usize,
+    /// Whether the backend itself is running (on all threads).
+    whole: bool,
+}
+
+impl Traffic {
+    fn state(&self) -> std::sync::MutexGuard<'_, TrafficState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lanes not running a batch, counting the caller's.
+    fn idle(&self) -> usize {
+        self.lanes.saturating_sub(self.state().busy).max(1)
+    }
+
+    /// Waits until no whole-backend run is going, then picks the engine: the whole backend when
+    /// `lone()` says the batch is all there is to do and no lane is busy, else the lane.
+    fn claim(&self, lone: impl Fn() -> bool) -> Engine {
+        let mut state = self.state();
+        while state.whole {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.busy += 1;
+        if state.busy == 1 && lone() {
+            state.whole = true;
+            Engine::Whole
+        } else {
+            Engine::Lane
+        }
+    }
+
+    fn release(&self, engine: Engine) {
+        let mut state = self.state();
+        state.busy = state.busy.saturating_sub(1);
+        if engine == Engine::Whole {
+            state.whole = false;
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+}
+
+/// Serves the queue until every sender is gone and it is empty: on this thread alone, or with one
+/// thread per lane (this one being the first).
 fn serve<B: Backend>(
-    mut backend: B,
+    backend: B,
+    lanes: Vec<B>,
     info: &ModelInfo,
     batching: &Batching,
-    rx: &Receiver<Job>,
+    rx: Receiver<Job>,
+    shared: &Arc<Shared>,
+) {
+    let intake = Arc::new(Mutex::new(Intake { rx, carry: None }));
+    let backend = Arc::new(Mutex::new(backend));
+    let traffic = Arc::new(Traffic {
+        lanes: lanes.len().clamp(1, MAX_LANES),
+        state: Mutex::default(),
+        changed: Condvar::new(),
+    });
+    let mut lanes = lanes.into_iter().take(MAX_LANES);
+    let first = lanes.next();
+    let mut others = Vec::new();
+    for (index, lane) in lanes.enumerate() {
+        let (intake, backend, traffic) = (
+            Arc::clone(&intake),
+            Arc::clone(&backend),
+            Arc::clone(&traffic),
+        );
+        let (info, batching, shared) = (info.clone(), batching.clone(), Arc::clone(shared));
+        let spawned = std::thread::Builder::new()
+            .name(format!("inference-{}", index + 2))
+            .spawn(move || {
+                serve_lane(
+                    index + 1,
+                    Some(lane),
+                    &backend,
+                    &info,
+                    &batching,
+                    &intake,
+                    &traffic,
+                    &shared,
+                );
+            });
+        match spawned {
+            Ok(handle) => others.push(handle),
+            Err(e) => tracing::warn!("cannot start an inference lane: {e}"),
+        }
+    }
+    serve_lane(
+        0, first, &backend, info, batching, &intake, &traffic, shared,
+    );
+    for handle in others {
+        let _ = handle.join();
+    }
+}
+
+/// One inference thread's loop: gather a batch, run it on the lane or on the whole backend,
+/// answer each job; ends when every sender is gone and the queue is empty.
+#[allow(clippy::too_many_arguments)]
+fn serve_lane<B: Backend>(
+    index: usize,
+    mut lane: Option<B>,
+    backend: &Mutex<B>,
+    info: &ModelInfo,
+    batching: &Batching,
+    intake: &Mutex<Intake>,
+    traffic: &Traffic,
     shared: &Shared,
 ) {
-    let max_images = batching.max_batch_size.max(1);
-    let mut carry: Option<Job> = None;
     loop {
-        let first = match carry.take() {
-            Some(job) => job,
-            None => match rx.recv() {
-                Ok(job) => {
-                    let depth = shared.queued.fetch_sub(1, Relaxed).saturating_sub(1);
-                    shared.slot.set_queue_depth(depth);
-                    job
-                }
-                Err(_) => return,
-            },
-        };
-        if first.reply.is_closed() {
-            continue;
-        }
-        let mut images = first.n;
-        let mut batch = vec![first];
-        let deadline = Instant::now() + batching.max_delay;
-        let mut disconnected = false;
-        while images < max_images {
-            // Wait for more only while requests are on their way (being preprocessed).
-            let now = Instant::now();
-            let wait = if shared.preparing.load(Relaxed) > 0 && now < deadline {
-                Some(deadline - now)
-            } else {
-                None
+        let (batch, engine, last) = {
+            let mut intake = intake.lock().unwrap_or_else(|p| p.into_inner());
+            let Some((batch, disconnected)) = gather(&mut intake, batching, traffic, shared) else {
+                return;
             };
-            match take(rx, shared, wait) {
-                Ok(Some(job)) if job.reply.is_closed() => {}
-                Ok(Some(job)) if images + job.n > max_images => {
-                    carry = Some(job);
-                    break;
-                }
-                Ok(Some(job)) => {
-                    images += job.n;
-                    batch.push(job);
-                }
-                Ok(None) if wait.is_some() => {}
-                Ok(None) => break,
-                Err(()) => {
-                    disconnected = true;
-                    break;
-                }
+            let last = disconnected && intake.carry.is_none();
+            let engine = if lane.is_some() {
+                traffic.claim(|| {
+                    shared.queued.load(Relaxed) == 0
+                        && shared.preparing.load(Relaxed) == 0
+                        && intake.carry.is_none()
+                })
+            } else {
+                traffic.claim(|| true)
+            };
+            (batch, engine, last)
+        };
+        match (engine, lane.as_mut()) {
+            (Engine::Lane, Some(lane)) => run_batch(lane, info, batch, shared, index),
+            _ => {
+                let mut whole = backend.lock().unwrap_or_else(|p| p.into_inner());
+                run_batch(&mut *whole, info, batch, shared, index);
             }
         }
-        run_batch(&mut backend, info, batch, shared);
-        if disconnected && carry.is_none() {
+        traffic.release(engine);
+        if last {
             return;
         }
     }
 }
 
+/// Takes the next batch off the queue (blocking for its first job); `None` once every sender is
+/// gone and nothing is left. With several idle lanes, takes only its share of what is waiting.
+fn gather(
+    intake: &mut Intake,
+    batching: &Batching,
+    traffic: &Traffic,
+    shared: &Shared,
+) -> Option<(Vec<Job>, bool)> {
+    let first = loop {
+        let job = match intake.carry.take() {
+            Some(job) => job,
+            None => match intake.rx.recv() {
+                Ok(job) => {
+                    let depth = shared.queued.fetch_sub(1, Relaxed).saturating_sub(1);
+                    shared.slot.set_queue_depth(depth);
+                    job
+                }
+                Err(_) => return None,
+            },
+        };
+        if !job.reply.is_closed() {
+            break job;
+        }
+    };
+    let mut max_images = batching.max_batch_size.max(1);
+    let idle = traffic.idle();
+    if idle > 1 {
+        let waiting = first.n + shared.queued.load(Relaxed) + shared.preparing.load(Relaxed);
+        max_images = max_images.min(waiting.div_ceil(idle)).max(1);
+    }
+    let mut images = first.n;
+    let mut batch = vec![first];
+    let deadline = Instant::now() + batching.max_delay;
+    let mut disconnected = false;
+    while images < max_images {
+        // Wait for more only while requests are on their way (being preprocessed).
+        let now = Instant::now();
+        let wait = if shared.preparing.load(Relaxed) > 0 && now < deadline {
+            Some(deadline - now)
+        } else {
+            None
+        };
+        match take(&intake.rx, shared, wait) {
+            Ok(Some(job)) if job.reply.is_closed() => {}
+            Ok(Some(job)) if images + job.n > max_images => {
+                intake.carry = Some(job);
+                break;
+            }
+            Ok(Some(job)) => {
+                images += job.n;
+                batch.push(job);
+            }
+            Ok(None) if wait.is_some() => {}
+            Ok(None) => break,
+            Err(()) => {
+                disconnected = true;
+                break;
+            }
+        }
+    }
+    Some((batch, disconnected))
+}
+
 /// Runs one gathered batch (in chunks of the backend's maximum) and answers each job.
-fn run_batch<B: Backend>(backend: &mut B, info: &ModelInfo, mut batch: Vec<Job>, shared: &Shared) {
+fn run_batch<B: Backend>(
+    backend: &mut B,
+    info: &ModelInfo,
+    mut batch: Vec<Job>,
+    shared: &Shared,
+    lane: usize,
+) {
     // A client may have left while the batch was gathered.
     batch.retain(|j| !j.reply.is_closed());
     if batch.is_empty() {
@@ -489,7 +710,8 @@ fn run_batch<B: Backend>(backend: &mut B, info: &ModelInfo, mut batch: Vec<Job>,
             }
         }
     }
-    shared.busy_since.store(shared.now_ns(), Relaxed);
+    let busy = &shared.busy_since[lane.min(MAX_LANES - 1)];
+    busy.store(shared.now_ns(), Relaxed);
     let chunk = info.max_batch.max(1);
     let mut outputs = Vec::with_capacity(total * info.num_classes);
     let mut failure = None;
@@ -518,7 +740,7 @@ fn run_batch<B: Backend>(backend: &mut B, info: &ModelInfo, mut batch: Vec<Job>,
         shared.slot.observe_batch(n);
         done += n;
     }
-    shared.busy_since.store(0, Relaxed);
+    busy.store(0, Relaxed);
     let elapsed = started.elapsed();
     let mut offset = 0;
     for job in batch {

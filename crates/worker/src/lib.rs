@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbiter_infer::prepare::Prepared;
+use arbiter_infer::weights::MappedWeights;
 use arbiter_infer::{Labels, Model, ModelOptions, SessionTuning};
 use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use tokio::signal::unix::{SignalKind, signal};
@@ -81,6 +82,19 @@ pub struct OrtBackend {
     model: Model,
     /// Keeps the prepared model's cache entry held (a shared lock) while the worker runs.
     _prepared: Option<Prepared>,
+    /// What the model was loaded from and with, when [`Backend::lanes`] is to load one
+    /// single-thread session per thread from it.
+    lanes: Option<Lanes>,
+}
+
+/// How [`Backend::lanes`] loads the lanes' sessions: like the first.
+#[derive(Debug)]
+struct Lanes {
+    /// Set by [`OrtBackend::with_lanes`]; off, no lanes are loaded.
+    on: bool,
+    opts: ModelOptions,
+    tuning: SessionTuning,
+    weights: Option<Arc<MappedWeights>>,
 }
 
 impl OrtBackend {
@@ -121,34 +135,75 @@ impl OrtBackend {
         }
         let Some(p) = prepared else {
             return Model::load_tuned(opts, &tuning)
-                .map(|model| OrtBackend {
-                    model,
-                    _prepared: None,
-                })
+                .map(|model| OrtBackend::loaded(model, None, opts, tuning))
                 .map_err(|e| error_chain(&e));
         };
         let shared = ModelOptions {
             path: p.model.clone(),
             ..opts.clone()
         };
-        match Model::load_tuned(&shared, &tuning) {
+        // One mapping of the weights for all of this worker's sessions; without it, ONNX Runtime
+        // maps the file itself, once per session.
+        let weights = match MappedWeights::open(&p.model, &p.data) {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                tracing::warn!(entry = %p.key, "each session will map the weights: {e}");
+                None
+            }
+        };
+        let loaded = Model::load_mapped(&shared, &tuning, weights.as_ref()).or_else(|e| {
+            if weights.is_none() {
+                return Err(e);
+            }
+            tracing::warn!(entry = %p.key, "the mapped weights do not load, letting ONNX Runtime map them: {}", error_chain(&e));
+            Model::load_tuned(&shared, &tuning)
+        });
+        match loaded {
             Ok(model) => {
                 tracing::info!(entry = %p.key, built = p.built, "model loaded with shared weights");
-                Ok(OrtBackend {
-                    model,
-                    _prepared: Some(p),
-                })
+                let mut backend = OrtBackend::loaded(model, Some(p), &shared, tuning);
+                if let Some(lanes) = backend.lanes.as_mut() {
+                    lanes.weights = weights;
+                }
+                Ok(backend)
             }
             Err(e) => {
                 tracing::warn!(entry = %p.key, "the prepared model does not load, loading the original: {}", error_chain(&e));
                 Model::load_tuned(opts, &tuning)
-                    .map(|model| OrtBackend {
-                        model,
-                        _prepared: None,
-                    })
+                    .map(|model| OrtBackend::loaded(model, None, opts, tuning))
                     .map_err(|e| error_chain(&e))
             }
         }
+    }
+
+    fn loaded(
+        model: Model,
+        prepared: Option<Prepared>,
+        opts: &ModelOptions,
+        tuning: SessionTuning,
+    ) -> OrtBackend {
+        OrtBackend {
+            model,
+            _prepared: prepared,
+            lanes: Some(Lanes {
+                on: false,
+                opts: opts.clone(),
+                tuning,
+                weights: None,
+            }),
+        }
+    }
+
+    /// Whether [`Backend::lanes`] gives one single-thread session per intra-op thread, to run
+    /// batches side by side under load (only on a CPU, with more than one thread).
+    #[must_use]
+    pub fn with_lanes(mut self, on: bool) -> OrtBackend {
+        if let Some(lanes) = self.lanes.as_mut() {
+            lanes.on = on
+                && lanes.opts.device == arbiter_infer::Device::Cpu
+                && lanes.opts.intra_threads > 1;
+        }
+        self
     }
 }
 
@@ -157,6 +212,7 @@ impl From<Model> for OrtBackend {
         OrtBackend {
             model,
             _prepared: None,
+            lanes: None,
         }
     }
 }
@@ -177,6 +233,25 @@ impl Backend for OrtBackend {
 
     fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, String> {
         self.model.run(batch, n).map_err(|e| error_chain(&e))
+    }
+
+    /// One single-thread session per intra-op thread, from the same (prepared) model file: on a
+    /// CPU with shared weights they map the same weights, so each costs only its working memory.
+    fn lanes(&mut self) -> Result<Vec<OrtBackend>, String> {
+        let Some(lanes) = self.lanes.take().filter(|l| l.on) else {
+            return Ok(Vec::new());
+        };
+        let single = ModelOptions {
+            intra_threads: 1,
+            ..lanes.opts.clone()
+        };
+        (0..lanes.opts.intra_threads)
+            .map(|_| {
+                Model::load_mapped(&single, &lanes.tuning, lanes.weights.as_ref())
+                    .map(OrtBackend::from)
+                    .map_err(|e| error_chain(&e))
+            })
+            .collect()
     }
 }
 
@@ -224,8 +299,12 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
     let beat = slot.clone();
     let shared_cache = opts.shared_weights_cache.clone();
     let spinning = opts.intra_op_spinning;
+    let parallel = opts.parallel_batches;
     let started = InferenceQueue::start(
-        move || OrtBackend::load_shared(&model_options, shared_cache.as_deref(), spinning),
+        move || {
+            OrtBackend::load_shared(&model_options, shared_cache.as_deref(), spinning)
+                .map(|backend| backend.with_lanes(parallel))
+        },
         &opts.batching,
         opts.preprocess_threads,
         slot.clone(),

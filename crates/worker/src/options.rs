@@ -38,6 +38,9 @@ pub struct WorkerOptions {
     pub shared_weights_cache: Option<PathBuf>,
     /// Let ONNX Runtime's intra-op threads spin between parallel sections.
     pub intra_op_spinning: bool,
+    /// On a CPU with several intra-op threads, run batches side by side under load, one thread
+    /// each (see `batcher`'s "Lanes"); a lone request still runs on every thread.
+    pub parallel_batches: bool,
     /// Decode JPEGs over twice the model's input at a reduced scale (libjpeg's DCT scaling, as
     /// Pillow's `draft`): several times faster on big photos, not the seed's exact pixels.
     pub fast_jpeg: bool,
@@ -73,6 +76,7 @@ impl WorkerOptions {
             max_requests: None,
             shared_weights_cache: None,
             intra_op_spinning: false,
+            parallel_batches: true,
             fast_jpeg: false,
             reopen_logs: None,
         }

@@ -402,6 +402,61 @@ fn decoding_stays_two_batches_ahead_of_the_model() {
     );
 }
 
+/// With lanes, a request alone runs on the whole backend (every thread); a crowd runs on the
+/// lanes side by side; and nothing ever runs beside a whole-backend run.
+#[test]
+fn a_lone_request_runs_on_every_thread_and_a_crowd_side_by_side() {
+    let batching = Batching {
+        max_batch_size: 1,
+        max_delay: Duration::ZERO,
+        queue_capacity: 32,
+    };
+    let mut fake = Fake::new(Duration::from_millis(100));
+    fake.lanes = 2;
+    let server = start(fake.clone(), batching, Limits::default());
+    let addr = server.addr;
+    for _ in 0..2 {
+        assert_eq!(predict(addr, &white()).status, 200);
+    }
+    let lone: Vec<_> = fake.runs.lock().unwrap().clone();
+    assert_eq!(
+        lone,
+        vec![("whole", vec![]), ("whole", vec![])],
+        "requests one after another run on every thread"
+    );
+    // A request arriving during a run on every thread waits for it, then runs alone too.
+    let first = std::thread::spawn(move || predict(addr, &white()).status);
+    while fake.runs.lock().unwrap().len() < 3 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let second = std::thread::spawn(move || predict(addr, &white()).status);
+    assert_eq!((first.join().unwrap(), second.join().unwrap()), (200, 200));
+    assert_eq!(fake.runs.lock().unwrap()[3], ("whole", vec![]));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let image = white();
+            std::thread::spawn(move || predict(addr, &image).status)
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    let runs = fake.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 12, "{runs:?}");
+    for (engine, beside) in &runs {
+        assert!(
+            !beside.contains(&"whole") && (*engine != "whole" || beside.is_empty()),
+            "a run on every thread shared the cores: {runs:?}"
+        );
+        assert!(beside.len() <= 1, "more runs at once than lanes: {runs:?}");
+    }
+    assert!(
+        runs.iter()
+            .any(|(e, beside)| *e == "lane" && beside == &vec!["lane"]),
+        "the crowd never ran on two lanes at once: {runs:?}"
+    );
+}
+
 #[test]
 fn batches_gather_concurrent_requests() {
     let batching = Batching {

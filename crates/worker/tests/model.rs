@@ -51,6 +51,40 @@ fn reference_tensor(pixels: &str) -> Vec<f32> {
     out
 }
 
+/// The lanes (one single-thread session each) answer exactly as the two-thread session, all of
+/// them on the one mapping of the prepared weights.
+#[test]
+fn lanes_answer_like_the_whole_model() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut whole = OrtBackend::load_shared(&model_options(), Some(cache.path()), false)
+        .unwrap()
+        .with_lanes(true);
+    let manifest = manifest();
+    let image = &manifest["images"][0];
+    let input = reference_tensor(image["pixels"].as_str().unwrap());
+    let expected = whole.run(&input, 1).unwrap();
+    let mut lanes = whole.lanes().unwrap();
+    assert_eq!(lanes.len(), 2, "one lane per intra-op thread");
+    for lane in &mut lanes {
+        let got = lane.run(&input, 1).unwrap();
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() <= 1e-5, "{got:?} vs {expected:?}");
+        }
+    }
+    // The three sessions use one mapping of the weights file (ONNX Runtime alone maps each
+    // initializer of each session).
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let cache_path = cache.path().to_str().unwrap();
+    let mapped: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains(cache_path) && l.ends_with("model.onnx.data"))
+        .collect();
+    assert_eq!(mapped.len(), 1, "{mapped:#?}");
+    // Without `with_lanes(true)`, no lanes.
+    let mut plain = OrtBackend::load(&model_options()).unwrap();
+    assert!(plain.lanes().unwrap().is_empty());
+}
+
 #[test]
 fn every_photo_gets_the_seeds_answer() {
     let server = real_server();

@@ -33,13 +33,20 @@ pub fn var(path: &str) -> PathBuf {
 }
 
 /// A fake model: 20 outputs per image, output `c` = the image's value at index `c` (so the
-/// answer depends on the pixels), after `delay`; counts the images it ran.
+/// answer depends on the pixels), after `delay`; counts the images it ran. With `lanes > 0` it
+/// offers that many lanes, and records which engine ran each batch and what ran beside it.
 #[derive(Debug, Clone)]
 pub struct Fake {
     pub delay: Duration,
     pub ran: Arc<AtomicUsize>,
     pub batches: Arc<std::sync::Mutex<Vec<usize>>>,
     pub side: u32,
+    pub lanes: usize,
+    /// "whole" for the backend itself, "lane" for its lanes.
+    pub engine: &'static str,
+    /// Per run: the engine and the engines already running when it started.
+    pub runs: Arc<std::sync::Mutex<Vec<(&'static str, Vec<&'static str>)>>>,
+    running: Arc<std::sync::Mutex<Vec<&'static str>>>,
 }
 
 impl Fake {
@@ -49,6 +56,10 @@ impl Fake {
             ran: Arc::default(),
             batches: Arc::default(),
             side: 8,
+            lanes: 0,
+            engine: "whole",
+            runs: Arc::default(),
+            running: Arc::default(),
         }
     }
 }
@@ -70,10 +81,33 @@ impl Backend for Fake {
         // Counted before the work, so a test sees a run as soon as it starts.
         self.ran.fetch_add(n, Ordering::SeqCst);
         self.batches.lock().unwrap().push(n);
+        {
+            let mut running = self.running.lock().unwrap();
+            self.runs
+                .lock()
+                .unwrap()
+                .push((self.engine, running.clone()));
+            running.push(self.engine);
+        }
         std::thread::sleep(self.delay);
+        {
+            let mut running = self.running.lock().unwrap();
+            let at = running.iter().position(|&e| e == self.engine).unwrap();
+            running.remove(at);
+        }
         let per = batch.len() / n;
         Ok((0..n)
             .flat_map(|i| batch[i * per..i * per + 20].to_vec())
+            .collect())
+    }
+
+    fn lanes(&mut self) -> Result<Vec<Fake>, String> {
+        Ok((0..self.lanes)
+            .map(|_| Fake {
+                lanes: 0,
+                engine: "lane",
+                ..self.clone()
+            })
             .collect())
     }
 }
