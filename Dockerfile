@@ -18,7 +18,7 @@
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libturbojpeg0-dev pkg-config \
+    && apt-get install -y --no-install-recommends libturbojpeg0-dev libjpeg62-turbo-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -47,10 +47,11 @@ RUN python3 -m venv /venv \
         "${MODEL_SHA256}" /out/resnet50-voc20.onnx | sha256sum --check --strict
 
 FROM debian:bookworm-slim AS base
-# nginx-light: the proxy on port 8999; libturbojpeg0: the JPEG decoder the binary links;
+# nginx-light: the proxy on port 8999; libturbojpeg0, libjpeg62-turbo: the JPEG decoder the
+# binary links (TurboJPEG's API and libjpeg's);
 # curl: the health check.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nginx-light libturbojpeg0 curl \
+    && apt-get install -y --no-install-recommends nginx-light libturbojpeg0 libjpeg62-turbo curl \
     && rm -rf /var/lib/apt/lists/* \
     && rm -f /etc/nginx/sites-enabled/default \
     && sed -i 's/^worker_processes .*/worker_processes 2;/' /etc/nginx/nginx.conf \

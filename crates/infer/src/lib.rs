@@ -14,7 +14,9 @@
 //! takes one `[N, 3, H, W]` float32 input and gives one `[N, C]` output, and warms it up with a
 //! batch of zeros so the first request does not pay for kernel selection and buffer allocation.
 //! A [`Model`] is owned by one inference thread; [`Model::run`] takes a contiguous batch of CHW
-//! images and returns the raw outputs, `C` per image.
+//! images and returns the raw outputs, `C` per image. [`Model::load_mapped`] builds a session on
+//! weights mapped once per process ([`weights::MappedWeights`]), so that several sessions of one
+//! prepared model cost one copy of the weights.
 //!
 //! [`classify`] turns one image's raw outputs into the seed's answer: the classes whose output is
 //! strictly above the threshold, ordered by ascending output, named through [`Labels`] (the seed's

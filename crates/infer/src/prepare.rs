@@ -4,7 +4,8 @@
 //! kernels (NCHWc) in its own private memory, so N workers hold N copies. A prepared model is
 //! that work done once: the model optimized at level ALL and saved with its weights, already
 //! re-laid-out, in an external data file that ONNX Runtime writes 4 KiB-aligned. Sessions built
-//! from it map the data file read-only, so every worker shares the same page-cache pages.
+//! from it map the data file read-only, so every worker shares the same page-cache pages (a
+//! worker maps it once for all its sessions: see [`crate::weights`]).
 //!
 //! A prepared file fits one model, one ONNX Runtime and one CPU feature level, so the cache entry
 //! is named by all three: `CACHE/<model sha256>-<runtime>-<cpu level>/`. The first worker to need

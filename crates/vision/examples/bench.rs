@@ -41,6 +41,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ms(normalize),
             ms(decode + resize + normalize)
         );
+        // What the worker runs: a JPEG resized while it decodes (others decoded whole first).
+        for fast in [false, true] {
+            let (both, resized) = best(runs, || {
+                arbiter_vision::decode_resized(&bytes, &limits, 224, 224, fast)
+            });
+            assert!(fast || resized?.0 == small, "decode_resized differs");
+            println!(
+                "{path}: decode_resized (fast_jpeg {fast}) {:.2} ms",
+                ms(both)
+            );
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! EOI, and tolerates libjpeg's corrupt-data warnings when it does not; we do the same: a
 //! TurboJPEG warning is accepted, a fatal error is not.
 
+use crate::resize::RowResizer;
 use crate::{Format, RgbImage, VisionError, convert};
 
 /// What the marker walk learned about a JPEG stream.
@@ -192,6 +193,186 @@ pub(crate) fn decode(bytes: &[u8], header: &Header, divisor: u32) -> Result<RgbI
     })
 }
 
+/// Decodes an RGB JPEG (3 components) scaled down by `divisor` and resizes it to `out_w x
+/// out_h` as it is decoded, a few rows at a time, without holding the whole decoded image: the
+/// result of [`decode`] then [`crate::resize_bilinear`], bit for bit, and the time spent
+/// resizing. `None` when the image must be decoded whole: not 3 components, or a size Pillow
+/// resizes vertically first.
+pub(crate) fn decode_resized(
+    bytes: &[u8],
+    header: &Header,
+    divisor: u32,
+    out_w: u32,
+    out_h: u32,
+) -> Result<Option<(RgbImage, std::time::Duration)>, VisionError> {
+    if !header.complete {
+        return Err(VisionError::Truncated {
+            format: Format::Jpeg,
+        });
+    }
+    let divisor = divisor.clamp(1, 8);
+    let (width, height) = (
+        header.width.div_ceil(divisor),
+        header.height.div_ceil(divisor),
+    );
+    if header.components != 3 {
+        return Ok(None);
+    }
+    let Some(mut resizer) = RowResizer::new(width, height, out_w, out_h) else {
+        return Ok(None);
+    };
+    let mut rows = rows::Decoder::start(bytes, divisor)?;
+    if rows.size() != (width, height) {
+        return Err(VisionError::corrupt(
+            Format::Jpeg,
+            format!(
+                "it decodes to {:?} pixels, not the {width} x {height} its header implies",
+                rows.size()
+            ),
+        ));
+    }
+    // A band of rows at a time: small enough to stay in the CPU's cache.
+    const BAND: usize = 16;
+    let stride = width as usize * 3;
+    let mut band = vec![0u8; BAND * stride];
+    let mut done = 0;
+    while done < height as usize {
+        let n = rows.read(&mut band, BAND)?;
+        if n == 0 {
+            return Err(VisionError::corrupt(
+                Format::Jpeg,
+                "libjpeg stopped before the last row",
+            ));
+        }
+        resizer.push(&band[..n * stride]);
+        done += n;
+    }
+    rows.finish()?;
+    Ok(Some(resizer.finish()))
+}
+
+/// Row-by-row decoding through libjpeg's scanline API (`jpeg_rows.c`, built by `build.rs`), for
+/// [`decode_resized`].
+mod rows {
+    #![allow(unsafe_code)]
+
+    use std::ffi::{CStr, c_char, c_int, c_uint, c_ulong};
+
+    use crate::{Format, VisionError};
+
+    #[repr(C)]
+    struct Handle {
+        _opaque: [u8; 0],
+    }
+
+    unsafe extern "C" {
+        fn arbiter_jpeg_new() -> *mut Handle;
+        fn arbiter_jpeg_free(h: *mut Handle);
+        fn arbiter_jpeg_message(h: *const Handle) -> *const c_char;
+        fn arbiter_jpeg_start(
+            h: *mut Handle,
+            data: *const u8,
+            len: c_ulong,
+            denom: c_uint,
+            width: *mut c_uint,
+            height: *mut c_uint,
+        ) -> c_int;
+        fn arbiter_jpeg_read(
+            h: *mut Handle,
+            out: *mut u8,
+            stride: c_ulong,
+            max_rows: c_int,
+        ) -> c_int;
+        fn arbiter_jpeg_finish(h: *mut Handle) -> c_int;
+    }
+
+    /// A decoding in progress; it borrows the JPEG bytes, which libjpeg reads as it goes.
+    pub(super) struct Decoder<'a> {
+        handle: *mut Handle,
+        width: u32,
+        height: u32,
+        _bytes: std::marker::PhantomData<&'a [u8]>,
+    }
+
+    impl Drop for Decoder<'_> {
+        fn drop(&mut self) {
+            // SAFETY: the handle came from arbiter_jpeg_new and is freed once, here.
+            unsafe { arbiter_jpeg_free(self.handle) }
+        }
+    }
+
+    impl<'a> Decoder<'a> {
+        /// Reads the header and starts decoding `bytes` to RGB at 1/`denom` scale.
+        pub(super) fn start(bytes: &'a [u8], denom: u32) -> Result<Decoder<'a>, VisionError> {
+            // SAFETY: no preconditions; NULL when out of memory.
+            let handle = unsafe { arbiter_jpeg_new() };
+            if handle.is_null() {
+                return Err(VisionError::MemoryLimit {
+                    format: Format::Jpeg,
+                });
+            }
+            let mut d = Decoder {
+                handle,
+                width: 0,
+                height: 0,
+                _bytes: std::marker::PhantomData,
+            };
+            let len = c_ulong::try_from(bytes.len())
+                .map_err(|_| VisionError::corrupt(Format::Jpeg, "too long"))?;
+            let (mut w, mut h) = (0, 0);
+            // SAFETY: the handle is live; `bytes` outlives the decoder (its lifetime 'a), and
+            // libjpeg only reads them; w and h are valid for writes.
+            let rc =
+                unsafe { arbiter_jpeg_start(handle, bytes.as_ptr(), len, denom, &mut w, &mut h) };
+            d.check(rc)?;
+            (d.width, d.height) = (w, h);
+            Ok(d)
+        }
+
+        /// The decoded size.
+        pub(super) fn size(&self) -> (u32, u32) {
+            (self.width, self.height)
+        }
+
+        /// Decodes up to `max_rows` rows into `out` (rows of `3 * width` bytes); returns how many.
+        pub(super) fn read(
+            &mut self,
+            out: &mut [u8],
+            max_rows: usize,
+        ) -> Result<usize, VisionError> {
+            let stride = self.width as usize * 3;
+            let max_rows = max_rows.min(out.len() / stride.max(1));
+            let rows = c_int::try_from(max_rows).unwrap_or(c_int::MAX);
+            // SAFETY: the handle is live and started; `out` holds at least `rows` rows of
+            // `stride` bytes (checked above), and libjpeg writes `stride` bytes per row.
+            let rc = unsafe {
+                arbiter_jpeg_read(self.handle, out.as_mut_ptr(), stride as c_ulong, rows)
+            };
+            self.check(rc)?;
+            Ok(usize::try_from(rc).unwrap_or(0))
+        }
+
+        /// Finishes the decoding (libjpeg reads to the end of the image).
+        pub(super) fn finish(self) -> Result<(), VisionError> {
+            // SAFETY: the handle is live.
+            let rc = unsafe { arbiter_jpeg_finish(self.handle) };
+            self.check(rc)
+        }
+
+        fn check(&self, rc: c_int) -> Result<(), VisionError> {
+            if rc >= 0 {
+                return Ok(());
+            }
+            // SAFETY: the handle is live; the message is a NUL-terminated buffer inside it.
+            let message = unsafe { CStr::from_ptr(arbiter_jpeg_message(self.handle)) };
+            Err(VisionError::corrupt(
+                Format::Jpeg,
+                message.to_string_lossy().into_owned(),
+            ))
+        }
+    }
+}
+
 /// The few TurboJPEG calls we need, behind a safe interface.
 ///
 /// The `turbojpeg` crate's safe `Decompressor` cannot tell a libjpeg warning (corrupt data that
@@ -318,5 +499,48 @@ mod ffi {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RGB photos take the row-by-row path (not the whole decode), with the whole path's pixels,
+    /// at full and reduced scale.
+    #[test]
+    fn rgb_photos_are_resized_while_decoding() {
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../var/photos"));
+        // (grace_hopper.jpg at 1/2, 256 x 300, shrinks its height first in Pillow: decoded whole.)
+        for (name, divisors) in [("big_12mp.jpg", &[1, 2, 4][..]), ("grace_hopper.jpg", &[1])] {
+            let bytes = std::fs::read(root.join(name)).expect("run scripts/setup");
+            let header = scan(&bytes, true).unwrap();
+            for &divisor in divisors {
+                let (rows, _) = decode_resized(&bytes, &header, divisor, 224, 224)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{name} / {divisor} {header:?}: not row by row"));
+                let whole = decode(&bytes, &header, divisor).unwrap();
+                assert_eq!(
+                    rows,
+                    crate::resize_bilinear(&whole, 224, 224),
+                    "{name} / {divisor}"
+                );
+            }
+        }
+    }
+
+    /// A corrupt JPEG fails with libjpeg's message, not a panic.
+    #[test]
+    fn corrupt_data_is_an_error() {
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../var/photos"));
+        let mut bytes = std::fs::read(root.join("grace_hopper.jpg")).expect("run scripts/setup");
+        // The scan header names Huffman tables 7 for its first component: libjpeg stops with
+        // "Huffman table 0x07 was not defined" (the marker walk does not look inside segments).
+        let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        bytes[sos + 6] = 0x77;
+        let header = scan(&bytes, true).unwrap();
+        let err = decode_resized(&bytes, &header, 1, 224, 224).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Invalid, "{err}");
+        assert!(err.to_string().contains("Huffman table"), "{err}");
     }
 }

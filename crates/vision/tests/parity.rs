@@ -146,3 +146,29 @@ fn bad_photos_are_refused_with_a_typed_error() {
     }
     assert!(seen > 0, "{} is empty", dir.display());
 }
+
+/// `decode_resized` (a JPEG resized while it decodes, a band of rows at a time; other formats
+/// decoded whole) gives Pillow's pixels for every photo, with and without `fast_jpeg`.
+#[test]
+fn resizing_while_decoding_matches_pillow() {
+    let manifest = manifest();
+    let images = manifest["images"].as_array().expect("an `images` array");
+    let limits = Limits::default();
+    let mut jpegs = 0;
+    for entry in images {
+        let file = entry["file"].as_str().expect("entry has a `file`");
+        let bytes = std::fs::read(root().join("var/photos").join(file)).unwrap();
+        let mut cases = vec![(false, entry["pixels"].as_str().expect("`pixels`"))];
+        if let Some(draft) = entry["draft_pixels"].as_str() {
+            cases.push((true, draft));
+        }
+        for (fast, pixels) in cases {
+            let expected = std::fs::read(root().join("var/reference").join(pixels)).unwrap();
+            let (resized, _) = arbiter_vision::decode_resized(&bytes, &limits, 224, 224, fast)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(resized.data == expected, "{file} (fast_jpeg {fast})");
+        }
+        jpegs += usize::from(bytes.starts_with(&[0xFF, 0xD8]));
+    }
+    assert!(jpegs >= 5, "only {jpegs} JPEGs among the reference photos");
+}

@@ -601,14 +601,16 @@ fn serve_lane<B: Backend>(
             };
             (batch, engine, last)
         };
+        // The claim ends as soon as the model is done, before the answers go out: the next
+        // request of a client that waits for its answer must find this lane idle.
+        let done = || traffic.release(engine);
         match (engine, lane.as_mut()) {
-            (Engine::Lane, Some(lane)) => run_batch(lane, info, batch, shared, index),
+            (Engine::Lane, Some(lane)) => run_batch(lane, info, batch, shared, index, done),
             _ => {
                 let mut whole = backend.lock().unwrap_or_else(|p| p.into_inner());
-                run_batch(&mut *whole, info, batch, shared, index);
+                run_batch(&mut *whole, info, batch, shared, index, done);
             }
         }
-        traffic.release(engine);
         if last {
             return;
         }
@@ -679,16 +681,20 @@ fn gather(
 }
 
 /// Runs one gathered batch (in chunks of the backend's maximum) and answers each job.
+/// Calls `model_done` once the model has run (or at once if there is nothing to run), before
+/// answering.
 fn run_batch<B: Backend>(
     backend: &mut B,
     info: &ModelInfo,
     mut batch: Vec<Job>,
     shared: &Shared,
     lane: usize,
+    model_done: impl FnOnce(),
 ) {
     // A client may have left while the batch was gathered.
     batch.retain(|j| !j.reply.is_closed());
     if batch.is_empty() {
+        model_done();
         return;
     }
     let started = Instant::now();
@@ -741,6 +747,7 @@ fn run_batch<B: Backend>(
         done += n;
     }
     busy.store(0, Relaxed);
+    model_done();
     let elapsed = started.elapsed();
     let mut offset = 0;
     for job in batch {

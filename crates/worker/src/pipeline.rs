@@ -28,14 +28,13 @@ pub(crate) fn prepare_image(
 ) -> Result<Prepared, ApiError> {
     let limits = arbiter_vision::Limits { max_pixels };
     let started = Instant::now();
-    let rgb = arbiter_vision::decode_for_input(bytes, &limits, width, height, fast_jpeg)?;
-    let decoded = Instant::now();
-    let image = arbiter_vision::resize_bilinear(&rgb, width, height);
-    arbiter_vision::recycle(rgb);
+    let (image, resizing) =
+        arbiter_vision::decode_resized(bytes, &limits, width, height, fast_jpeg)?;
+    // A JPEG is resized while it decodes: the decode stage is the rest of the time.
     Ok(Prepared {
         image,
-        decode: decoded - started,
-        preprocess: decoded.elapsed(),
+        decode: started.elapsed().saturating_sub(resizing),
+        preprocess: resizing,
     })
 }
 
