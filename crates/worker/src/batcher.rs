@@ -13,12 +13,12 @@
 //! engines that run a batch on one thread each, side by side. There is then one inference thread
 //! per lane. They take turns at the queue; each takes its share of what is waiting (split evenly
 //! between the idle lanes, up to `max_batch_size`) and runs it on its own lane, beside the
-//! others. A request that is all there is to do (nothing else queued, preprocessed or running)
-//! runs on the backend itself, on every thread, so a lone request is answered as fast as one
-//! all-thread inference allows; no lane starts while such a run is going, so the cores are never
-//! oversubscribed. On a CPU, lanes serve more images per second under load than one batch on
-//! all threads: the threads of one batch wait for each other at every layer, and a thread that
-//! loses its core for a moment (to a decoding thread) holds the others up.
+//! others. A request that is all there is to do (nothing else queued, being preprocessed or
+//! running) runs on the backend itself, on every thread, so a lone request is answered as fast
+//! as one all-thread inference allows; no lane starts while such a run is going, so the cores
+//! are never oversubscribed. On a CPU, lanes serve more images per second under load than one
+//! batch on all threads: the threads of one batch wait for each other at every layer, and a
+//! thread that loses its core for a moment (to a decoding thread) holds the others up.
 //!
 //! Preprocessing runs at most two batches ahead of the model (of each lane): a request waits for
 //! a place among the prepared images ([`InferenceQueue::before_preparing`]) before it is decoded,
