@@ -18,7 +18,10 @@
 //! as one all-thread inference allows; no lane starts while such a run is going, so the cores
 //! are never oversubscribed. On a CPU, lanes serve more images per second under load than one
 //! batch on all threads: the threads of one batch wait for each other at every layer, and a
-//! thread that loses its core for a moment (to a decoding thread) holds the others up.
+//! thread that loses its core for a moment (to a decoding thread) holds the others up. The lanes
+//! load on a thread of their own once the backend is up: until they are ready, the backend
+//! serves alone, so a worker (and a replacement for a dead one) answers as soon as its first
+//! session is loaded.
 //!
 //! Preprocessing runs at most two batches ahead of the model (of each lane): a request waits for
 //! a place among the prepared images ([`InferenceQueue::before_preparing`]) before it is decoded,
@@ -80,16 +83,21 @@ pub trait Backend: Send + 'static {
     /// raw outputs.
     fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, String>;
 
-    /// Engines that each run a batch on one thread, to run batches side by side under load (see
-    /// the module's "Lanes"); called once, on the inference thread, after loading. Empty, the
-    /// default, when this backend runs one batch at a time.
-    fn lanes(&mut self) -> Result<Vec<Self>, String>
+    /// How to load engines that each run a batch on one thread, to run batches side by side
+    /// under load (see the module's "Lanes"). Called once, on the inference thread, after
+    /// loading; the loader then runs on a thread of its own while the backend already serves
+    /// (alone, on all its threads), so that a worker is ready as soon as its first session is.
+    /// `None`, the default, when this backend runs one batch at a time.
+    fn lanes(&mut self) -> Option<LaneLoader<Self>>
     where
         Self: Sized,
     {
-        Ok(Vec::new())
+        None
     }
 }
+
+/// Loads a backend's lanes (see [`Backend::lanes`]).
+pub type LaneLoader<B> = Box<dyn FnOnce() -> Result<Vec<B>, String> + Send>;
 
 /// The answer to one job: its outputs and how long it spent in each stage.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,28 +285,25 @@ impl InferenceQueue {
                         return;
                     }
                 };
-                let lanes = match catch_unwind(AssertUnwindSafe(|| backend.lanes())) {
-                    Ok(Ok(lanes)) => lanes,
-                    Ok(Err(e)) => {
-                        tracing::warn!(
-                            "cannot load the model's lanes, running one batch at a time: {e}"
-                        );
-                        Vec::new()
-                    }
-                    Err(_) => {
-                        tracing::warn!("loading the model's lanes panicked; one batch at a time");
-                        Vec::new()
-                    }
-                };
-                // Two batches ahead of each lane.
-                let extra_lanes = lanes.len().clamp(1, MAX_LANES) - 1;
-                thread_ahead.add_permits(2 * batching.max_batch_size.max(1) * extra_lanes);
+                let lanes =
+                    catch_unwind(AssertUnwindSafe(|| backend.lanes())).unwrap_or_else(|_| {
+                        tracing::warn!("the model's lanes panicked; one batch at a time");
+                        None
+                    });
                 let info = backend.info();
                 if boot_tx.send(Ok(info.clone())).is_err() {
                     return;
                 }
                 drop(boot_tx);
-                serve(backend, lanes, &info, &batching, rx, &thread_shared);
+                serve(
+                    backend,
+                    lanes,
+                    &info,
+                    &batching,
+                    rx,
+                    &thread_shared,
+                    &thread_ahead,
+                );
             })
             .map_err(|e| format!("cannot start the inference thread: {e}"))?;
         let info = loop {
@@ -466,7 +471,8 @@ enum Engine {
 
 /// Who is running what, so that a whole-backend run never shares the cores with a lane.
 struct Traffic {
-    lanes: usize,
+    /// Lanes serving (1 until the lanes are loaded).
+    lanes: AtomicUsize,
     state: Mutex<TrafficState>,
     changed: Condvar,
 }
@@ -486,7 +492,8 @@ impl Traffic {
 
     /// Lanes not running a batch, counting the caller's.
     fn idle(&self) -> usize {
-        self.lanes.saturating_sub(self.state().busy).max(1)
+        let lanes = self.lanes.load(Relaxed);
+        lanes.saturating_sub(self.state().busy).max(1)
     }
 
     /// Waits until no whole-backend run is going, then picks the engine: the whole backend when
@@ -505,6 +512,18 @@ impl Traffic {
         }
     }
 
+    /// Waits until nothing runs, then claims the whole backend (for a thread without a lane:
+    /// the first, before the lanes are loaded).
+    fn claim_whole(&self) -> Engine {
+        let mut state = self.state();
+        while state.whole || state.busy > 0 {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.busy = 1;
+        state.whole = true;
+        Engine::Whole
+    }
+
     fn release(&self, engine: Engine) {
         let mut state = self.state();
         state.busy = state.busy.saturating_sub(1);
@@ -516,56 +535,117 @@ impl Traffic {
     }
 }
 
-/// Serves the queue until every sender is gone and it is empty: on this thread alone, or with one
-/// thread per lane (this one being the first).
+/// Serves the queue until every sender is gone and it is empty: on this thread with the whole
+/// backend, and, once `loader` has loaded the lanes (on a thread of its own), with one thread per
+/// lane, this one taking the first lane.
 fn serve<B: Backend>(
     backend: B,
-    lanes: Vec<B>,
+    loader: Option<LaneLoader<B>>,
     info: &ModelInfo,
     batching: &Batching,
     rx: Receiver<Job>,
     shared: &Arc<Shared>,
+    ahead: &Arc<Semaphore>,
 ) {
     let intake = Arc::new(Mutex::new(Intake { rx, carry: None }));
     let backend = Arc::new(Mutex::new(backend));
     let traffic = Arc::new(Traffic {
-        lanes: lanes.len().clamp(1, MAX_LANES),
+        lanes: AtomicUsize::new(1),
         state: Mutex::default(),
         changed: Condvar::new(),
     });
-    let mut lanes = lanes.into_iter().take(MAX_LANES);
-    let first = lanes.next();
-    let mut others = Vec::new();
-    for (index, lane) in lanes.enumerate() {
-        let (intake, backend, traffic) = (
+    // The first lane, for this thread to pick up once loaded.
+    let first: Arc<Mutex<Option<B>>> = Arc::default();
+    let loading = loader.and_then(|loader| {
+        let (intake, backend, traffic, first) = (
             Arc::clone(&intake),
             Arc::clone(&backend),
             Arc::clone(&traffic),
+            Arc::clone(&first),
         );
-        let (info, batching, shared) = (info.clone(), batching.clone(), Arc::clone(shared));
+        let (info, batching, shared, ahead) = (
+            info.clone(),
+            batching.clone(),
+            Arc::clone(shared),
+            Arc::clone(ahead),
+        );
         let spawned = std::thread::Builder::new()
-            .name(format!("inference-{}", index + 2))
+            .name("inference-load".to_owned())
             .spawn(move || {
-                serve_lane(
-                    index + 1,
-                    Some(lane),
-                    &backend,
-                    &info,
-                    &batching,
-                    &intake,
-                    &traffic,
-                    &shared,
+                let started = Instant::now();
+                let lanes = match catch_unwind(AssertUnwindSafe(loader)) {
+                    Ok(Ok(lanes)) => lanes,
+                    Ok(Err(e)) => {
+                        tracing::warn!("cannot load the model's lanes, one batch at a time: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!("loading the model's lanes panicked; one batch at a time");
+                        return;
+                    }
+                };
+                let mut lanes = lanes.into_iter().take(MAX_LANES);
+                let Some(lane) = lanes.next() else { return };
+                *first.lock().unwrap_or_else(|p| p.into_inner()) = Some(lane);
+                let mut others = Vec::new();
+                for (index, lane) in lanes.enumerate() {
+                    let (intake, backend, traffic, info, batching, shared) = (
+                        Arc::clone(&intake),
+                        Arc::clone(&backend),
+                        Arc::clone(&traffic),
+                        info.clone(),
+                        batching.clone(),
+                        Arc::clone(&shared),
+                    );
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("inference-{}", index + 2))
+                        .spawn(move || {
+                            serve_lane(
+                                index + 1,
+                                Some(lane),
+                                None,
+                                &backend,
+                                &info,
+                                &batching,
+                                &intake,
+                                &traffic,
+                                &shared,
+                            );
+                        });
+                    match spawned {
+                        Ok(handle) => others.push(handle),
+                        Err(e) => tracing::warn!("cannot start an inference lane: {e}"),
+                    }
+                }
+                let count = others.len() + 1;
+                // Two batches ahead of each lane.
+                ahead.add_permits(2 * batching.max_batch_size.max(1) * (count - 1));
+                traffic.lanes.store(count, Relaxed);
+                tracing::info!(
+                    lanes = count,
+                    load_ms = started.elapsed().as_millis() as u64,
+                    "inference lanes ready"
                 );
+                for handle in others {
+                    let _ = handle.join();
+                }
             });
-        match spawned {
-            Ok(handle) => others.push(handle),
-            Err(e) => tracing::warn!("cannot start an inference lane: {e}"),
-        }
-    }
+        spawned
+            .map_err(|e| tracing::warn!("cannot start loading the inference lanes: {e}"))
+            .ok()
+    });
     serve_lane(
-        0, first, &backend, info, batching, &intake, &traffic, shared,
+        0,
+        None,
+        Some(&first),
+        &backend,
+        info,
+        batching,
+        &intake,
+        &traffic,
+        shared,
     );
-    for handle in others {
+    if let Some(handle) = loading {
         let _ = handle.join();
     }
 }
@@ -576,6 +656,7 @@ fn serve<B: Backend>(
 fn serve_lane<B: Backend>(
     index: usize,
     mut lane: Option<B>,
+    arriving: Option<&Mutex<Option<B>>>,
     backend: &Mutex<B>,
     info: &ModelInfo,
     batching: &Batching,
@@ -590,6 +671,11 @@ fn serve_lane<B: Backend>(
                 return;
             };
             let last = disconnected && intake.carry.is_none();
+            if lane.is_none()
+                && let Some(arriving) = arriving
+            {
+                lane = arriving.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
             let engine = if lane.is_some() {
                 traffic.claim(|| {
                     shared.queued.load(Relaxed) == 0
@@ -597,7 +683,7 @@ fn serve_lane<B: Backend>(
                         && intake.carry.is_none()
                 })
             } else {
-                traffic.claim(|| true)
+                traffic.claim_whole()
             };
             (batch, engine, last)
         };

@@ -16,7 +16,8 @@
 //!    `preprocess_threads`, and the model runs on the inference thread, fed by a bounded queue
 //!    with dynamic batching (see [`batcher`]); on a CPU with several ONNX Runtime threads, under
 //!    load, on one inference thread per ONNX Runtime thread, each with its own single-thread
-//!    session (the batcher's lanes). A full pipeline answers 503 at once.
+//!    session (the batcher's lanes, loaded in the background once the worker is ready). A full
+//!    pipeline answers 503 at once.
 //! 3. **Stop.** TERM, or reaching `max_requests`, drains: the slot goes Draining, readiness
 //!    answers 503, the accept loops stop, every accepted request is answered (queued ones
 //!    included), heart-beating goes on, and `run` returns [`EXIT_OK`] (after `graceful_timeout`
@@ -47,7 +48,7 @@ use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-pub use batcher::{Backend, InferenceQueue, InferenceThread, JobOutput, ModelInfo};
+pub use batcher::{Backend, InferenceQueue, InferenceThread, JobOutput, LaneLoader, ModelInfo};
 pub use error::ApiError;
 pub use options::{
     Batching, CidrError, DEFAULT_MODEL_NAME, IpCidr, Limits, ReopenLogs, WorkerOptions,
@@ -238,22 +239,23 @@ impl Backend for OrtBackend {
     }
 
     /// One single-thread session per intra-op thread, from the same (prepared) model file: on a
-    /// CPU with shared weights they map the same weights, so each costs only its working memory.
-    fn lanes(&mut self) -> Result<Vec<OrtBackend>, String> {
-        let Some(lanes) = self.lanes.take().filter(|l| l.on) else {
-            return Ok(Vec::new());
-        };
-        let single = ModelOptions {
-            intra_threads: 1,
-            ..lanes.opts.clone()
-        };
-        (0..lanes.opts.intra_threads)
-            .map(|_| {
-                Model::load_mapped(&single, &lanes.tuning, lanes.weights.as_ref())
-                    .map(OrtBackend::from)
-                    .map_err(|e| error_chain(&e))
-            })
-            .collect()
+    /// CPU with shared weights they use the same mapping of the weights, so each costs only its
+    /// working memory.
+    fn lanes(&mut self) -> Option<LaneLoader<OrtBackend>> {
+        let lanes = self.lanes.take().filter(|l| l.on)?;
+        Some(Box::new(move || {
+            let single = ModelOptions {
+                intra_threads: 1,
+                ..lanes.opts.clone()
+            };
+            (0..lanes.opts.intra_threads)
+                .map(|_| {
+                    Model::load_mapped(&single, &lanes.tuning, lanes.weights.as_ref())
+                        .map(OrtBackend::from)
+                        .map_err(|e| error_chain(&e))
+                })
+                .collect()
+        }))
     }
 }
 

@@ -403,7 +403,8 @@ fn decoding_stays_two_batches_ahead_of_the_model() {
 }
 
 /// With lanes, a request alone runs on the whole backend (every thread); a crowd runs on the
-/// lanes side by side; and nothing ever runs beside a whole-backend run.
+/// lanes side by side; and nothing ever runs beside a whole-backend run. The worker serves
+/// before its lanes are loaded.
 #[test]
 fn a_lone_request_runs_on_every_thread_and_a_crowd_side_by_side() {
     let batching = Batching {
@@ -413,11 +414,13 @@ fn a_lone_request_runs_on_every_thread_and_a_crowd_side_by_side() {
     };
     let mut fake = Fake::new(Duration::from_millis(100));
     fake.lanes = 2;
+    let loading = fake.lanes_gate.lock().unwrap();
     let server = start(fake.clone(), batching, Limits::default());
     let addr = server.addr;
-    for _ in 0..2 {
-        assert_eq!(predict(addr, &white()).status, 200);
-    }
+    // Answered while the lanes are still loading (the gate is held).
+    assert_eq!(predict(addr, &white()).status, 200);
+    drop(loading);
+    assert_eq!(predict(addr, &white()).status, 200);
     let lone: Vec<_> = fake.runs.lock().unwrap().clone();
     assert_eq!(
         lone,

@@ -12,8 +12,8 @@ use std::time::Duration;
 use arbiter_infer::Labels;
 use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use arbiter_worker::{
-    Backend, Batching, InferenceQueue, InferenceThread, Limits, Listener, ModelInfo, Service,
-    ServiceConfig,
+    Backend, Batching, InferenceQueue, InferenceThread, LaneLoader, Limits, Listener, ModelInfo,
+    Service, ServiceConfig,
 };
 use tokio::sync::watch;
 
@@ -47,6 +47,8 @@ pub struct Fake {
     /// Per run: the engine and the engines already running when it started.
     pub runs: Arc<std::sync::Mutex<Vec<(&'static str, Vec<&'static str>)>>>,
     running: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    /// The lanes' loader waits for this lock: a test holding it keeps the lanes loading.
+    pub lanes_gate: Arc<std::sync::Mutex<()>>,
 }
 
 impl Fake {
@@ -60,6 +62,7 @@ impl Fake {
             engine: "whole",
             runs: Arc::default(),
             running: Arc::default(),
+            lanes_gate: Arc::default(),
         }
     }
 }
@@ -101,14 +104,20 @@ impl Backend for Fake {
             .collect())
     }
 
-    fn lanes(&mut self) -> Result<Vec<Fake>, String> {
-        Ok((0..self.lanes)
-            .map(|_| Fake {
-                lanes: 0,
-                engine: "lane",
-                ..self.clone()
+    fn lanes(&mut self) -> Option<LaneLoader<Fake>> {
+        let fake = self.clone();
+        (self.lanes > 0).then(|| -> LaneLoader<Fake> {
+            Box::new(move || {
+                drop(fake.lanes_gate.lock().unwrap());
+                Ok((0..fake.lanes)
+                    .map(|_| Fake {
+                        lanes: 0,
+                        engine: "lane",
+                        ..fake.clone()
+                    })
+                    .collect())
             })
-            .collect())
+        })
     }
 }
 
