@@ -18,7 +18,7 @@
 //! Integer sums are exact, so the loops (in `kernels`) are free to add in any order.
 
 use crate::RgbImage;
-use crate::kernels::{self, LANES, Layout};
+use crate::kernels::{self, GROUP, Layout};
 
 /// Fixed-point precision of the weights, Pillow's `PRECISION_BITS`.
 pub(crate) const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -199,16 +199,19 @@ pub(crate) fn horizontal_plan(in_w: usize, out_w: usize, expand: bool) -> kernel
             layout: Layout::Compact,
         };
     }
-    let span = (coeffs.ksize * 3).div_ceil(LANES) * LANES;
+    let groups = coeffs.ksize.div_ceil(2);
+    let span = groups * GROUP;
     let mut weights = vec![0i32; out_w * span];
     for (xx, expanded) in weights.chunks_exact_mut(span).enumerate() {
-        for (taps, &w) in expanded.chunks_exact_mut(3).zip(coeffs.window(xx).1) {
-            taps.fill(w);
+        for (t, &w) in coeffs.window(xx).1.iter().enumerate() {
+            let at = kernels::expanded_index(t);
+            expanded[at..at + 3].fill(w);
         }
     }
+    // The kernel reads a whole group (8 bytes) from each group's first pixel.
     let row_span = windows
         .iter()
-        .map(|&(start, _)| start + span)
+        .map(|&(start, taps)| start + 6 * taps.div_ceil(2).saturating_sub(1) + 8)
         .max()
         .unwrap_or(0)
         .max(in_w * 3);
@@ -225,7 +228,7 @@ pub(crate) fn horizontal_plan(in_w: usize, out_w: usize, expand: bool) -> kernel
 fn plan_for(src_w: usize, out_w: usize) -> kernels::Horizontal {
     let ksize = coefficient_count(src_w, out_w);
     let expanded_bytes = out_w
-        .saturating_mul((ksize * 3).div_ceil(LANES) * LANES)
+        .saturating_mul(ksize.div_ceil(2) * GROUP)
         .saturating_mul(4);
     horizontal_plan(src_w, out_w, expanded_bytes <= MAX_EXPANDED_BYTES)
 }
