@@ -154,17 +154,22 @@ impl OrtBackend {
                 None
             }
         };
-        let loaded = Model::load_mapped(&shared, &tuning, weights.as_ref()).or_else(|e| {
-            if weights.is_none() {
-                return Err(e);
+        let mapped = weights.and_then(|w| match Model::load_mapped(&shared, &tuning, Some(&w)) {
+            Ok(model) => Some((model, w)),
+            Err(e) => {
+                tracing::warn!(entry = %p.key, "the mapped weights do not load, letting ONNX Runtime map them: {}", error_chain(&e));
+                None
             }
-            tracing::warn!(entry = %p.key, "the mapped weights do not load, letting ONNX Runtime map them: {}", error_chain(&e));
-            Model::load_tuned(&shared, &tuning)
         });
+        let loaded = match mapped {
+            Some((model, w)) => Ok((model, Some(w))),
+            None => Model::load_tuned(&shared, &tuning).map(|model| (model, None)),
+        };
         match loaded {
-            Ok(model) => {
+            Ok((model, weights)) => {
                 tracing::info!(entry = %p.key, built = p.built, "model loaded with shared weights");
                 let mut backend = OrtBackend::loaded(model, Some(p), &shared, tuning);
+                // The lanes use the mapping only if the first session could.
                 if let Some(lanes) = backend.lanes.as_mut() {
                     lanes.weights = weights;
                 }
