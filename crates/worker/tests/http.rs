@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 use arbiter_worker::{Batching, Limits};
 use common::*;
 
+/// `n` clients posting a white image at once; join them for their statuses.
+fn crowd(addr: std::net::SocketAddr, n: usize) -> Vec<std::thread::JoinHandle<u16>> {
+    (0..n)
+        .map(|_| {
+            let image = white();
+            std::thread::spawn(move || predict(addr, &image).status)
+        })
+        .collect()
+}
+
 fn white() -> Vec<u8> {
     png(16, 12, [255, 255, 255])
 }
@@ -381,12 +391,7 @@ fn decoding_stays_two_batches_ahead_of_the_model() {
     );
     let server = TestServer::start(service, board, limits);
     let addr = server.addr;
-    let clients: Vec<_> = (0..10)
-        .map(|_| {
-            let image = white();
-            std::thread::spawn(move || predict(addr, &image).status)
-        })
-        .collect();
+    let clients = crowd(addr, 10);
     let mut deepest = 0;
     while clients.iter().any(|c| !c.is_finished()) {
         deepest = deepest.max(slot.queue_depth());
@@ -435,12 +440,7 @@ fn a_lone_request_runs_on_every_thread_and_a_crowd_side_by_side() {
     let second = std::thread::spawn(move || predict(addr, &white()).status);
     assert_eq!((first.join().unwrap(), second.join().unwrap()), (200, 200));
     assert_eq!(fake.runs.lock().unwrap()[3], ("whole", vec![]));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let image = white();
-            std::thread::spawn(move || predict(addr, &image).status)
-        })
-        .collect();
+    let clients = crowd(addr, 8);
     for c in clients {
         assert_eq!(c.join().unwrap(), 200);
     }
@@ -470,12 +470,7 @@ fn batches_gather_concurrent_requests() {
     let fake = Fake::new(Duration::from_millis(100));
     let server = start(fake.clone(), batching, Limits::default());
     let addr = server.addr;
-    let clients: Vec<_> = (0..9)
-        .map(|_| {
-            let image = white();
-            std::thread::spawn(move || predict(addr, &image).status)
-        })
-        .collect();
+    let clients = crowd(addr, 9);
     for c in clients {
         assert_eq!(c.join().unwrap(), 200);
     }
