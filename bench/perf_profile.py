@@ -149,9 +149,9 @@ def markdown(points, meta) -> str:
         "worker process (all its threads). Percentages are of the worker's samples. Other jobs may "
         "share these cores: compare shares within one point.",
         "",
-        "Thread names: `inference` is the inference thread and ONNX Runtime's pool threads (they "
-        "inherit its name), `worker-blocking` the decode/resize pool, `arbiter` the HTTP "
-        "event loop.",
+        "Thread names: `inference` is the first inference thread and ONNX Runtime's pool threads "
+        "(they inherit its name), `inference-N` the other lanes (one single-thread session each, "
+        "under load), `worker-blocking` the decode/resize pool, `arbiter` the HTTP event loop.",
         "",
     ]
     for p in points:
