@@ -230,16 +230,18 @@ pub fn decode_for_input(
     height: u32,
     fast_jpeg: bool,
 ) -> Result<RgbImage, VisionError> {
-    if fast_jpeg {
-        decode_rgb_draft(
-            bytes,
-            limits,
-            width.saturating_mul(2),
-            height.saturating_mul(2),
+    decode(bytes, limits, draft_size(width, height, fast_jpeg))
+}
+
+/// The least size a `fast_jpeg` decode keeps: twice the model's input (Pillow's `reducing_gap`
+/// of 2); `None` without `fast_jpeg`.
+fn draft_size(width: u32, height: u32, fast_jpeg: bool) -> Option<(u32, u32)> {
+    fast_jpeg.then(|| {
+        (
+            width.saturating_mul(2).max(1),
+            height.saturating_mul(2).max(1),
         )
-    } else {
-        decode_rgb(bytes, limits)
-    }
+    })
 }
 
 /// A JPEG's header, walked to its end, after checking its size against `limits`.
@@ -301,15 +303,8 @@ pub fn decode_resized(
 ) -> Result<(RgbImage, std::time::Duration), VisionError> {
     if sniff(bytes)? == Format::Jpeg {
         let header = jpeg_header(bytes, limits)?;
-        let draft = fast_jpeg.then(|| {
-            (
-                width.saturating_mul(2).max(1),
-                height.saturating_mul(2).max(1),
-            )
-        });
-        if let Some(done) =
-            jpeg::decode_resized(bytes, &header, draft_divisor(&header, draft), width, height)?
-        {
+        let divisor = draft_divisor(&header, draft_size(width, height, fast_jpeg));
+        if let Some(done) = jpeg::decode_resized(bytes, &header, divisor, width, height)? {
             return Ok(done);
         }
     }

@@ -535,6 +535,19 @@ impl Traffic {
     }
 }
 
+/// What every inference thread shares.
+struct Lanes<B> {
+    intake: Mutex<Intake>,
+    /// The backend itself, run on all its threads.
+    whole: Mutex<B>,
+    traffic: Traffic,
+    /// The first lane, for the first thread to pick up once loaded.
+    first: Mutex<Option<B>>,
+    info: ModelInfo,
+    batching: Batching,
+    shared: Arc<Shared>,
+}
+
 /// Serves the queue until every sender is gone and it is empty: on this thread with the whole
 /// backend, and, once `loader` has loaded the lanes (on a thread of its own), with one thread per
 /// lane, this one taking the first lane.
@@ -547,134 +560,91 @@ fn serve<B: Backend>(
     shared: &Arc<Shared>,
     ahead: &Arc<Semaphore>,
 ) {
-    let intake = Arc::new(Mutex::new(Intake { rx, carry: None }));
-    let backend = Arc::new(Mutex::new(backend));
-    let traffic = Arc::new(Traffic {
-        lanes: AtomicUsize::new(1),
-        state: Mutex::default(),
-        changed: Condvar::new(),
+    let all = Arc::new(Lanes {
+        intake: Mutex::new(Intake { rx, carry: None }),
+        whole: Mutex::new(backend),
+        traffic: Traffic {
+            lanes: AtomicUsize::new(1),
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        },
+        first: Mutex::new(None),
+        info: info.clone(),
+        batching: batching.clone(),
+        shared: Arc::clone(shared),
     });
-    // The first lane, for this thread to pick up once loaded.
-    let first: Arc<Mutex<Option<B>>> = Arc::default();
     let loading = loader.and_then(|loader| {
-        let (intake, backend, traffic, first) = (
-            Arc::clone(&intake),
-            Arc::clone(&backend),
-            Arc::clone(&traffic),
-            Arc::clone(&first),
-        );
-        let (info, batching, shared, ahead) = (
-            info.clone(),
-            batching.clone(),
-            Arc::clone(shared),
-            Arc::clone(ahead),
-        );
-        let spawned = std::thread::Builder::new()
+        let (all, ahead) = (Arc::clone(&all), Arc::clone(ahead));
+        std::thread::Builder::new()
             .name("inference-load".to_owned())
-            .spawn(move || {
-                let started = Instant::now();
-                let lanes = match catch_unwind(AssertUnwindSafe(loader)) {
-                    Ok(Ok(lanes)) => lanes,
-                    Ok(Err(e)) => {
-                        tracing::warn!("cannot load the model's lanes, one batch at a time: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::warn!("loading the model's lanes panicked; one batch at a time");
-                        return;
-                    }
-                };
-                let mut lanes = lanes.into_iter().take(MAX_LANES);
-                let Some(lane) = lanes.next() else { return };
-                *first.lock().unwrap_or_else(|p| p.into_inner()) = Some(lane);
-                let mut others = Vec::new();
-                for (index, lane) in lanes.enumerate() {
-                    let (intake, backend, traffic, info, batching, shared) = (
-                        Arc::clone(&intake),
-                        Arc::clone(&backend),
-                        Arc::clone(&traffic),
-                        info.clone(),
-                        batching.clone(),
-                        Arc::clone(&shared),
-                    );
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("inference-{}", index + 2))
-                        .spawn(move || {
-                            serve_lane(
-                                index + 1,
-                                Some(lane),
-                                None,
-                                &backend,
-                                &info,
-                                &batching,
-                                &intake,
-                                &traffic,
-                                &shared,
-                            );
-                        });
-                    match spawned {
-                        Ok(handle) => others.push(handle),
-                        Err(e) => tracing::warn!("cannot start an inference lane: {e}"),
-                    }
-                }
-                let count = others.len() + 1;
-                // Two batches ahead of each lane.
-                ahead.add_permits(2 * batching.max_batch_size.max(1) * (count - 1));
-                traffic.lanes.store(count, Relaxed);
-                tracing::info!(
-                    lanes = count,
-                    load_ms = started.elapsed().as_millis() as u64,
-                    "inference lanes ready"
-                );
-                for handle in others {
-                    let _ = handle.join();
-                }
-            });
-        spawned
+            .spawn(move || load_lanes(loader, &all, &ahead))
             .map_err(|e| tracing::warn!("cannot start loading the inference lanes: {e}"))
             .ok()
     });
-    serve_lane(
-        0,
-        None,
-        Some(&first),
-        &backend,
-        info,
-        batching,
-        &intake,
-        &traffic,
-        shared,
-    );
+    serve_lane(0, None, &all);
     if let Some(handle) = loading {
         let _ = handle.join();
     }
 }
 
+/// Loads the lanes, hands the first to the first thread, starts a thread for each other one, and
+/// waits for them to end.
+fn load_lanes<B: Backend>(loader: LaneLoader<B>, all: &Arc<Lanes<B>>, ahead: &Semaphore) {
+    let started = Instant::now();
+    let lanes = match catch_unwind(AssertUnwindSafe(loader)) {
+        Ok(Ok(lanes)) => lanes,
+        Ok(Err(e)) => {
+            tracing::warn!("cannot load the model's lanes, one batch at a time: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("loading the model's lanes panicked; one batch at a time");
+            return;
+        }
+    };
+    let mut lanes = lanes.into_iter().take(MAX_LANES);
+    let Some(first) = lanes.next() else { return };
+    *all.first.lock().unwrap_or_else(|p| p.into_inner()) = Some(first);
+    let mut others = Vec::new();
+    for (index, lane) in (1..).zip(lanes) {
+        let all = Arc::clone(all);
+        let spawned = std::thread::Builder::new()
+            .name(format!("inference-{}", index + 1))
+            .spawn(move || serve_lane(index, Some(lane), &all));
+        match spawned {
+            Ok(handle) => others.push(handle),
+            Err(e) => tracing::warn!("cannot start an inference lane: {e}"),
+        }
+    }
+    let count = others.len() + 1;
+    // Two batches ahead of each lane.
+    ahead.add_permits(2 * all.batching.max_batch_size.max(1) * (count - 1));
+    all.traffic.lanes.store(count, Relaxed);
+    tracing::info!(
+        lanes = count,
+        load_ms = started.elapsed().as_millis() as u64,
+        "inference lanes ready"
+    );
+    for handle in others {
+        let _ = handle.join();
+    }
+}
+
 /// One inference thread's loop: gather a batch, run it on the lane or on the whole backend,
-/// answer each job; ends when every sender is gone and the queue is empty.
-#[allow(clippy::too_many_arguments)]
-fn serve_lane<B: Backend>(
-    index: usize,
-    mut lane: Option<B>,
-    arriving: Option<&Mutex<Option<B>>>,
-    backend: &Mutex<B>,
-    info: &ModelInfo,
-    batching: &Batching,
-    intake: &Mutex<Intake>,
-    traffic: &Traffic,
-    shared: &Shared,
-) {
+/// answer each job; ends when every sender is gone and the queue is empty. The first thread
+/// (index 0) starts without a lane and picks up `all.first` once it is loaded.
+fn serve_lane<B: Backend>(index: usize, mut lane: Option<B>, all: &Lanes<B>) {
+    let (traffic, shared) = (&all.traffic, &*all.shared);
     loop {
         let (batch, engine, last) = {
-            let mut intake = intake.lock().unwrap_or_else(|p| p.into_inner());
-            let Some((batch, disconnected)) = gather(&mut intake, batching, traffic, shared) else {
+            let mut intake = all.intake.lock().unwrap_or_else(|p| p.into_inner());
+            let Some((batch, disconnected)) = gather(&mut intake, &all.batching, traffic, shared)
+            else {
                 return;
             };
             let last = disconnected && intake.carry.is_none();
-            if lane.is_none()
-                && let Some(arriving) = arriving
-            {
-                lane = arriving.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if lane.is_none() && index == 0 {
+                lane = all.first.lock().unwrap_or_else(|p| p.into_inner()).take();
             }
             let engine = if lane.is_some() {
                 traffic.claim(|| {
@@ -691,10 +661,10 @@ fn serve_lane<B: Backend>(
         // request of a client that waits for its answer must find this lane idle.
         let done = || traffic.release(engine);
         match (engine, lane.as_mut()) {
-            (Engine::Lane, Some(lane)) => run_batch(lane, info, batch, shared, index, done),
+            (Engine::Lane, Some(lane)) => run_batch(lane, &all.info, batch, shared, index, done),
             _ => {
-                let mut whole = backend.lock().unwrap_or_else(|p| p.into_inner());
-                run_batch(&mut *whole, info, batch, shared, index, done);
+                let mut whole = all.whole.lock().unwrap_or_else(|p| p.into_inner());
+                run_batch(&mut *whole, &all.info, batch, shared, index, done);
             }
         }
         if last {
