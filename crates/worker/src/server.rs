@@ -11,8 +11,9 @@
 //! - An idle keep-alive connection (no request running, nothing read) closes after
 //!   `keepalive_timeout`.
 //! - On shutdown, the accept loops stop (dropping this worker's copy of the listeners) and every
-//!   connection finishes the request it is running, then closes. [`serve`] returns when the last
-//!   connection has closed.
+//!   connection finishes the request it is running, then closes; a connection accepted before
+//!   the drain whose first request has not begun yet waits up to a second for it (its client
+//!   may already have sent it). [`serve`] returns when the last connection has closed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -278,6 +279,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 type BoxedResponse =
     Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
 
+/// How long a connection accepted before a drain, whose first request has not begun, may take
+/// to begin it: hyper's graceful shutdown would close it at once, losing a request its client
+/// has already sent (seen under a reload: an empty answer).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves one connection until it closes.
 async fn connection<S>(
     stream: S,
@@ -323,13 +329,27 @@ async fn connection<S>(
         .keep_alive(true);
     let mut conn = builder.serve_connection(io, handler);
     let mut closing = false;
+    // Set at shutdown on a connection whose first request has not begun: until then it waits for
+    // that request (its client connected before the drain and is sending it), up to this instant.
+    let mut first_request_until: Option<Instant> = None;
     let result = loop {
         let idle_at = activity.idle_until(limits.keepalive_timeout);
         tokio::select! {
             result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break result,
-            _ = shutdown.wait_for(|stop| *stop), if !closing => {
-                Pin::new(&mut conn).graceful_shutdown();
-                closing = true;
+            _ = shutdown.wait_for(|stop| *stop), if !closing && first_request_until.is_none() => {
+                if activity.read_at_last_request.load(Relaxed) == 0 {
+                    first_request_until = Some(Instant::now() + limits.header_read_timeout.min(FIRST_REQUEST_GRACE));
+                } else {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(10)), if !closing && first_request_until.is_some() => {
+                let begun = activity.read_at_last_request.load(Relaxed) > 0;
+                if begun || first_request_until.is_some_and(|until| Instant::now() >= until) {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    closing = true;
+                }
             }
             _ = shed_idle.notified(), if !closing => {
                 if activity.is_idle() {

@@ -683,3 +683,36 @@ fn drain_answers_what_was_accepted_then_stops() {
         "the listener is closed after the drain"
     );
 }
+
+/// A connection accepted before the drain whose request arrives just after it starts is
+/// answered, not closed empty (its client had connected, and may already have sent it).
+#[test]
+fn drain_answers_a_request_sent_on_a_connection_accepted_before_it() {
+    let mut server = start(
+        Fake::new(Duration::ZERO),
+        Batching::default(),
+        Limits::default(),
+    );
+    let addr = server.addr;
+    let mut early = TcpStream::connect(addr).unwrap();
+    early
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Accepted (a request on another connection shows the accept loop is running), nothing sent.
+    assert_eq!(get(addr, "/healthz").status, 200);
+    std::thread::sleep(Duration::from_millis(50));
+    let done = server.drain();
+    std::thread::sleep(Duration::from_millis(100));
+    let (ct, body) = multipart_curl("image", "w.png", "image/png", &white());
+    early
+        .write_all(&request(
+            "POST",
+            "/model_predict",
+            &[("Content-Type", &ct)],
+            &body,
+        ))
+        .unwrap();
+    let reply = read_reply(&mut early).expect("an answer, not a closed connection");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    done.join().unwrap();
+}
