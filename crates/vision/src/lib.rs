@@ -301,14 +301,17 @@ pub fn decode_resized(
     height: u32,
     fast_jpeg: bool,
 ) -> Result<(RgbImage, std::time::Duration), VisionError> {
-    if sniff(bytes)? == Format::Jpeg {
+    let rgb = if sniff(bytes)? == Format::Jpeg {
         let header = jpeg_header(bytes, limits)?;
         let divisor = draft_divisor(&header, draft_size(width, height, fast_jpeg));
         if let Some(done) = jpeg::decode_resized(bytes, &header, divisor, width, height)? {
             return Ok(done);
         }
-    }
-    let rgb = decode_for_input(bytes, limits, width, height, fast_jpeg)?;
+        // Decoded whole, with the header already walked.
+        jpeg::decode(bytes, &header, divisor)?
+    } else {
+        decode_for_input(bytes, limits, width, height, fast_jpeg)?
+    };
     let started = std::time::Instant::now();
     let resized = resize_bilinear(&rgb, width, height);
     recycle(rgb);
