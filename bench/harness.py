@@ -9,7 +9,9 @@ Everything runs on this machine, on loopback, in one run:
 2. For each repetition, each server in turn: start it and time the first 200; check its answers
    against the Python reference; warm it up; measure its memory at rest; drive each photo at each
    concurrency with oha for a fixed time while sampling memory; SIGKILL one worker and time the
-   first 200 from its replacement; stop it.
+   first 200 from its replacement; stop it. The two points the targets compare with ONNX Runtime
+   alone (Arbiter, 512x600 photo, 1 and 8 clients) have it measured again just before and just
+   after them ("beside"): on a shared machine, the speed of the cores drifts within minutes.
 
 Servers: `arbiter` (its TCP socket), `arbiter+nginx` (arbiter on a unix socket behind an nginx
 generated for the run on a free loopback port), `peer` (bench/peer: gunicorn + Flask +
@@ -878,12 +880,13 @@ def versions(binary, oha):
     }
 
 
-def ceiling(model, shapes, seconds, rep, quiet, out_dir):
-    """ONNX Runtime alone, for each (label, procs, threads, batch, sessions) shape, once."""
+def ceiling(model, shapes, seconds, rep, quiet, out_dir, tag=""):
+    """ONNX Runtime alone, for each (label, procs, threads, batch, sessions) shape, once (`tag`
+    names the output files of measurements taken beside a server's point)."""
     results = []
     for label, procs, threads, batch, sessions in shapes:
         waited, load = quiet.wait([])
-        out = out_dir / f"ceiling-p{procs}-s{sessions}-t{threads}-b{batch}-r{rep}.json"
+        out = out_dir / f"ceiling-p{procs}-s{sessions}-t{threads}-b{batch}-r{rep}{tag}.json"
         out.unlink(missing_ok=True)
         proc = spawn(
             [
@@ -915,11 +918,36 @@ def ceiling(model, shapes, seconds, rep, quiet, out_dir):
         r.update(label=label, rep=rep, quiet_wait_s=waited, other_load_before=load, other_cores=other)
         results.append(r)
         say(
-            f"ceiling  {label:<28} procs={procs} sessions={sessions} threads={threads} batch={batch} rep={rep}: "
+            f"ceiling{tag:<10} {label:<28} procs={procs} sessions={sessions} threads={threads} batch={batch} rep={rep}: "
             f"{r['images_per_s']:.1f} img/s, {r['batch_ms_p50']:.1f} ms/batch (p50)  "
             f"other load {other:.2f} cores"
         )
     return results
+
+
+def beside_shapes(server, photo, c, shapes, measured, rep):
+    """The ceiling shapes to measure beside one point: only for the judged points (Arbiter on
+    its own socket, the small photo): at 1 client, one batch-1 inference on all cores; at 8, the
+    Arbiter shape that was fastest in this repetition's ceiling."""
+    if server != "arbiter" or photo != PROBE_PHOTO:
+        return []
+    if c == 1:
+        cores = os.cpu_count() or 1
+        return [s for s in shapes if s[1:] == (1, cores, 1, 1)]
+    if c == 8:
+        fastest = {r["label"]: r["images_per_s"] for r in measured if r["rep"] == rep}
+        arbiter = [s for s in shapes if s[0].startswith("arbiter")]
+        return sorted(arbiter, key=lambda s: -fastest.get(s[0], 0.0))[:1]
+    return []
+
+
+def measure_beside(model, shapes, seconds, rep, quiet, out_dir, c, when):
+    """ONNX Runtime alone in `shapes`, tagged as measured `when` ("before"/"after") the point at
+    c clients."""
+    found = ceiling(model, shapes, seconds, rep, quiet, out_dir, tag=f"-c{c}-{when}")
+    for r in found:
+        r.update(concurrency=c, when=when)
+    return found
 
 
 def fmt_run(r):
@@ -1020,6 +1048,7 @@ def main():
             ),
         },
         "ceiling": [],
+        "beside": [],
         "runs": [],
         "starts": [],
         "kills": [],
@@ -1095,6 +1124,10 @@ def main():
                     )
                     for photo in photos:
                         for c in concurrencies:
+                            # The judged ratios compare two points with ONNX Runtime alone: it is
+                            # measured again just before and just after each, on the same cores.
+                            beside = beside_shapes(name, photo, c, shapes, results["ceiling"], rep)
+                            results["beside"] += measure_beside(model, beside, ceiling_seconds, rep, quiet, out_dir, c, "before")
                             waited, load = quiet.wait(server.roots())
                             before = metrics_snapshot(server.metrics_port())
                             tag = f"{name.replace('+', '-')}-{photo.split('.')[0]}-c{c}-r{rep}"
@@ -1112,6 +1145,7 @@ def main():
                                     {"server": name, "photo": photo, "concurrency": c, "rep": rep, "stages": stages}
                                 )
                             say(fmt_run(r))
+                            results["beside"] += measure_beside(model, beside, ceiling_seconds, rep, quiet, out_dir, c, "after")
                             if r["ok"] == 0:
                                 failures.append(f"{name}: no 200 for {photo} at {c} clients")
                             if any(k.startswith("5") and k != "503" for k in r["statuses"]):
