@@ -45,6 +45,28 @@ static void on_message(j_common_ptr cinfo, int msg_level) {
     }
 }
 
+/* The setjmp of each entry point is in a function whose locals do not change after it, so that
+ * none is left indeterminate by the longjmp (C11 7.13.2.1). */
+static int create(struct arbiter_jpeg *h) {
+    if (setjmp(h->on_error))
+        return -1;
+    jpeg_create_decompress(&h->dinfo);
+    return 0;
+}
+
+static int read_rows(struct arbiter_jpeg *h, unsigned char *out, unsigned long stride,
+                     int max_rows) {
+    JSAMPROW pointers[16];
+    int rows = 0;
+    while (rows < max_rows && h->dinfo.output_scanline < h->dinfo.output_height) {
+        int want = max_rows - rows < 16 ? max_rows - rows : 16;
+        for (int i = 0; i < want; i++)
+            pointers[i] = out + (unsigned long)(rows + i) * stride;
+        rows += (int)jpeg_read_scanlines(&h->dinfo, pointers, (JDIMENSION)want);
+    }
+    return rows;
+}
+
 struct arbiter_jpeg *arbiter_jpeg_new(void) {
     struct arbiter_jpeg *h = calloc(1, sizeof(struct arbiter_jpeg));
     if (h == NULL)
@@ -53,11 +75,10 @@ struct arbiter_jpeg *arbiter_jpeg_new(void) {
     h->jerr.error_exit = on_error_exit;
     h->jerr.emit_message = on_message;
     h->dinfo.client_data = h;
-    if (setjmp(h->on_error)) {
+    if (create(h) != 0) {
         free(h);
         return NULL;
     }
-    jpeg_create_decompress(&h->dinfo);
     return h;
 }
 
@@ -100,17 +121,9 @@ int arbiter_jpeg_start(struct arbiter_jpeg *h, const unsigned char *data, unsign
  * decoded (0 once all are), or -1. */
 int arbiter_jpeg_read(struct arbiter_jpeg *h, unsigned char *out, unsigned long stride,
                       int max_rows) {
-    JSAMPROW pointers[16];
-    int rows = 0;
     if (setjmp(h->on_error))
         return -1;
-    while (rows < max_rows && h->dinfo.output_scanline < h->dinfo.output_height) {
-        int want = max_rows - rows < 16 ? max_rows - rows : 16;
-        for (int i = 0; i < want; i++)
-            pointers[i] = out + (unsigned long)(rows + i) * stride;
-        rows += (int)jpeg_read_scanlines(&h->dinfo, pointers, (JDIMENSION)want);
-    }
-    return rows;
+    return read_rows(h, out, stride, max_rows);
 }
 
 /* Ends the decoding (reads to the end of the image). */
