@@ -9,9 +9,11 @@ Everything runs on this machine, on loopback, in one run:
 2. For each repetition, each server in turn: start it and time the first 200; check its answers
    against the Python reference; warm it up; measure its memory at rest; drive each photo at each
    concurrency with oha for a fixed time while sampling memory; SIGKILL one worker and time the
-   first 200 from its replacement; stop it. The two points the targets compare with ONNX Runtime
-   alone (Arbiter, 512x600 photo, 1 and 8 clients) have it measured again just before and just
-   after them ("beside"): on a shared machine, the speed of the cores drifts within minutes.
+   first 200 from its replacement; stop it. The points the targets compare have ONNX Runtime
+   alone measured again just before and just after them ("beside"): on a shared machine, the
+   speed of the cores drifts within minutes. Those are Arbiter with the 512x600 photo at 1 and
+   8 clients (compared with ONNX Runtime alone), and each server at 8 clients on the 512x600 and
+   the 12-megapixel photos (compared with each other, each as a share of the cores' speed then).
 
 Servers: `arbiter` (its TCP socket), `arbiter+nginx` (arbiter on a unix socket behind an nginx
 generated for the run on a free loopback port), `peer` (bench/peer: gunicorn + Flask +
@@ -48,6 +50,8 @@ VAR = ROOT / "var"
 PHOTOS = ["grace_hopper.jpg", "chelsea.png", "big_12mp.jpg"]
 # The photo used for start, kill and warm-up probes.
 PROBE_PHOTO = "grace_hopper.jpg"
+# What a phone sends: the peer comparison's second photo.
+BIG_PHOTO = "big_12mp.jpg"
 # Config keys that hold paths (relative to the config file), by how their names end.
 PATH_KEYS = ("path", "labels", "library", "dir", "file", "pidfile", "socket")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -925,28 +929,32 @@ def ceiling(model, shapes, seconds, rep, quiet, out_dir, tag=""):
     return results
 
 
-def beside_shapes(server, photo, c, shapes, measured, rep):
-    """The ceiling shapes to measure beside one point: only for the judged points (Arbiter on
-    its own socket, the small photo): at 1 client, one batch-1 inference on all cores; at 8, the
-    Arbiter shape that was fastest in this repetition's ceiling."""
-    if server != "arbiter" or photo != PROBE_PHOTO:
-        return []
-    if c == 1:
+def beside_shapes(server, photo, c, shapes, measured, rep, smoke):
+    """The ceiling shapes to measure beside one point, for the points the targets compare:
+    Arbiter on its own socket with the small photo at 1 client (against one batch-1 inference on
+    all cores) and at 8 (against the Arbiter shape fastest in this repetition's ceiling); and, but
+    in smoke mode, each server at 8 clients on the small and the 12-megapixel photo (the same
+    shape, as the yardstick of the cores' speed for the comparison with the peer)."""
+    if c == 1 and server == "arbiter" and photo == PROBE_PHOTO:
         cores = os.cpu_count() or 1
         return [s for s in shapes if s[1:] == (1, cores, 1, 1)]
-    if c == 8:
+    judged = server == "arbiter" and photo == PROBE_PHOTO
+    compared = not smoke and server in ("arbiter", "arbiter-fast-jpeg", "peer") and photo in (PROBE_PHOTO, BIG_PHOTO)
+    if c == 8 and (judged or compared):
         fastest = {r["label"]: r["images_per_s"] for r in measured if r["rep"] == rep}
         arbiter = [s for s in shapes if s[0].startswith("arbiter")]
         return sorted(arbiter, key=lambda s: -fastest.get(s[0], 0.0))[:1]
     return []
 
 
-def measure_beside(model, shapes, seconds, rep, quiet, out_dir, c, when):
-    """ONNX Runtime alone in `shapes`, tagged as measured `when` ("before"/"after") the point at
-    c clients."""
-    found = ceiling(model, shapes, seconds, rep, quiet, out_dir, tag=f"-c{c}-{when}")
+def measure_beside(model, shapes, seconds, rep, quiet, out_dir, point, when):
+    """ONNX Runtime alone in `shapes`, tagged as measured `when` ("before"/"after") the point
+    (server, photo, concurrency)."""
+    server, photo, c = point
+    tag = f"-{server.replace('+', '-')}-{photo.split('.')[0]}-c{c}-{when}"
+    found = ceiling(model, shapes, seconds, rep, quiet, out_dir, tag=tag)
     for r in found:
-        r.update(concurrency=c, when=when)
+        r.update(server=server, photo=photo, concurrency=c, when=when)
     return found
 
 
@@ -1126,8 +1134,9 @@ def main():
                         for c in concurrencies:
                             # The judged ratios compare two points with ONNX Runtime alone: it is
                             # measured again just before and just after each, on the same cores.
-                            beside = beside_shapes(name, photo, c, shapes, results["ceiling"], rep)
-                            results["beside"] += measure_beside(model, beside, ceiling_seconds, rep, quiet, out_dir, c, "before")
+                            beside = beside_shapes(name, photo, c, shapes, results["ceiling"], rep, smoke)
+                            point = (name, photo, c)
+                            results["beside"] += measure_beside(model, beside, ceiling_seconds, rep, quiet, out_dir, point, "before")
                             waited, load = quiet.wait(server.roots())
                             before = metrics_snapshot(server.metrics_port())
                             tag = f"{name.replace('+', '-')}-{photo.split('.')[0]}-c{c}-r{rep}"
@@ -1145,7 +1154,7 @@ def main():
                                     {"server": name, "photo": photo, "concurrency": c, "rep": rep, "stages": stages}
                                 )
                             say(fmt_run(r))
-                            results["beside"] += measure_beside(model, beside, ceiling_seconds, rep, quiet, out_dir, c, "after")
+                            results["beside"] += measure_beside(model, beside, ceiling_seconds, rep, quiet, out_dir, point, "after")
                             if r["ok"] == 0:
                                 failures.append(f"{name}: no 200 for {photo} at {c} clients")
                             if any(k.startswith("5") and k != "503" for k in r["statuses"]):
