@@ -1132,8 +1132,8 @@ def main():
                     )
                     for photo in photos:
                         for c in concurrencies:
-                            # The judged ratios compare two points with ONNX Runtime alone: it is
-                            # measured again just before and just after each, on the same cores.
+                            # ONNX Runtime alone just before and just after the points the
+                            # targets compare (beside_shapes says which), on the same cores.
                             beside = beside_shapes(name, photo, c, shapes, results["ceiling"], rep, smoke)
                             point = (name, photo, c)
                             results["beside"] += measure_beside(model, beside, ceiling_seconds, rep, quiet, out_dir, point, "before")

@@ -899,7 +899,7 @@ Photos: `grace_hopper.jpg` (512 × 600 JPEG, 60 KiB), `chelsea.png` (451 × 300 
             f"cores; it waited {m.get('quiet_waited_s', 0):.0f} s in all.\n"
         )
     parts.append(
-        "Reproduce with `scripts/bench` (about 20 minutes; `scripts/bench --smoke` checks in under "
+        "Reproduce with `scripts/bench` (about 25 minutes; `scripts/bench --smoke` checks in under "
         "two that every server answers).\n"
     )
     return "\n".join(parts)
