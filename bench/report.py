@@ -282,65 +282,55 @@ def headline(res):
         rows.append([label, ratio_cell(values), "for reference", ""])
 
     beside = bool(res.data.get("beside"))
+
+    def versus_ort(c, key, start_value, label, start_label, target, ok):
+        """Arbiter's `key` at c clients ÷ ONNX Runtime alone: judged against it as measured just
+        before and just after the point when it was (the ratio to the repetition's start kept
+        for reference), else against the repetition's start."""
+        served = lambda rep: res.rep_value("arbiter", photo, c, key, rep)  # noqa: E731
+        at_start = per_rep(
+            res,
+            lambda rep: (
+                div(served(rep), start_value(rep)),
+                noise(res.rep_noise("arbiter", photo, c, rep), res.rep_ceiling_noise(rep)),
+            ),
+        )
+        if not beside:
+            checked(start_label, at_start, target, ok)
+            return
+        ort = "images_per_s" if key == "rps" else "batch_ms_p50"
+        values = per_rep(
+            res,
+            lambda rep: (
+                div(served(rep), res.rep_beside("arbiter", photo, c, rep, ort)[0]),
+                noise(res.rep_noise("arbiter", photo, c, rep), res.rep_beside("arbiter", photo, c, rep, ort)[1]),
+            ),
+        )
+        checked(label, values, target, ok)
+        reference(start_label, at_start)
+
     if 8 in res.concurrencies and "arbiter" in res.servers:
         a = res.meta["arbiter_settings"]
         shapes = "one session on all threads" + (" or its lanes" if a.get("parallel_batches") else "")
         batches = "" if a["max_batch_size"] == 1 else f", batch 1 or {a['max_batch_size']}"
-        at_start = per_rep(
-            res,
-            lambda rep: (
-                div(res.rep_value("arbiter", photo, 8, "rps", rep), res.rep_ceiling(rep)),
-                noise(res.rep_noise("arbiter", photo, 8, rep), res.rep_ceiling_noise(rep)),
-            ),
-        )
-        start_label = (
+        versus_ort(
+            8, "rps", res.rep_ceiling,
+            f"Arbiter req/s at 8 clients ({photo}) ÷ ONNX Runtime alone just before and just "
+            f"after it (the mean of the two; the shape that was fastest at the repetition's start)",
             f"Arbiter req/s at 8 clients ({photo}) ÷ ONNX Runtime alone at the start of the same "
-            f"repetition (the best of its shapes: {shapes}{batches})"
+            f"repetition (the best of its shapes: {shapes}{batches})",
+            f"≥ {TARGET_CEILING}×", lambda v: v >= TARGET_CEILING,
         )
-        if beside:
-            values = per_rep(
-                res,
-                lambda rep: (
-                    div(res.rep_value("arbiter", photo, 8, "rps", rep), res.rep_beside("arbiter", photo, 8, rep, "images_per_s")[0]),
-                    noise(res.rep_noise("arbiter", photo, 8, rep), res.rep_beside("arbiter", photo, 8, rep, "images_per_s")[1]),
-                ),
-            )
-            checked(
-                f"Arbiter req/s at 8 clients ({photo}) ÷ ONNX Runtime alone just before and just "
-                f"after it (the mean of the two; the shape that was fastest at the repetition's start)",
-                values, f"≥ {TARGET_CEILING}×", lambda v: v >= TARGET_CEILING,
-            )
-            reference(start_label, at_start)
-        else:
-            checked(start_label, at_start, f"≥ {TARGET_CEILING}×", lambda v: v >= TARGET_CEILING)
     if 1 in res.concurrencies and "arbiter" in res.servers:
-        at_start = per_rep(
-            res,
-            lambda rep: (
-                div(res.rep_value("arbiter", photo, 1, "p50_ms", rep), res.rep_one_inference(rep)),
-                noise(res.rep_noise("arbiter", photo, 1, rep), res.rep_ceiling_noise(rep)),
-            ),
-        )
-        start_label = (
+        versus_ort(
+            1, "p50_ms", res.rep_one_inference,
+            f"Arbiter p50 at 1 client ({photo}) ÷ one batch-1 inference on {res.cores} cores "
+            f"(p50) just before and just after it (the mean of the two)",
             f"Arbiter p50 at 1 client ({photo}) ÷ one batch-1 inference on {res.cores} cores at the "
-            f"start of the same repetition"
+            f"start of the same repetition",
+            f"≤ {TARGET_P50}×", lambda v: v <= TARGET_P50,
         )
-        if beside:
-            values = per_rep(
-                res,
-                lambda rep: (
-                    div(res.rep_value("arbiter", photo, 1, "p50_ms", rep), res.rep_beside("arbiter", photo, 1, rep, "batch_ms_p50")[0]),
-                    noise(res.rep_noise("arbiter", photo, 1, rep), res.rep_beside("arbiter", photo, 1, rep, "batch_ms_p50")[1]),
-                ),
-            )
-            checked(
-                f"Arbiter p50 at 1 client ({photo}) ÷ one batch-1 inference on {res.cores} cores "
-                f"(p50) just before and just after it (the mean of the two)",
-                values, f"≤ {TARGET_P50}×", lambda v: v <= TARGET_P50,
-            )
-            reference(start_label, at_start)
-        else:
-            checked(start_label, at_start, f"≤ {TARGET_P50}×", lambda v: v <= TARGET_P50)
+
     def versus_peer(server, p, label, target):
         """The peer comparison of `server` on photo p at 8 clients: judged as shares of the
         cores' speed measured beside each point when it was, the raw ratio beside it."""
