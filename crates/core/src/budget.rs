@@ -7,12 +7,20 @@
 //! (the smaller of `MemAvailable` and the cgroup's headroom, plus what its own workers hold).
 //!
 //! On a CPU with `model.share_weights` (the default), every worker maps one prepared copy of the
-//! weights: needed = weights + (N + 1) x private, the private part estimated at 64 MiB.
+//! weights: needed = weights + (N + 1) x private. A worker's private memory on a CPU is estimated
+//! as 64 MiB (ONNX Runtime's runtime, the worker's own buffers) plus, per intra-op thread, 40 MiB
+//! and 10 MiB per image of `max_batch_size` beyond the first: under load each thread runs a
+//! session of its own (a lane) holding the activations of its largest batch, beside a decoding
+//! thread. Measured on 2 cores at peak (64 clients posting 12-megapixel photos, then the small
+//! ones): 2 workers x 1 thread, 66-68 MiB anonymous each; 1 worker x 2 threads, 113 MiB
+//! anonymous + 24 MiB of ONNX Runtime's library pages it alone maps (estimate: 104 and 144 MiB);
+//! batch 2 and 4 added 9 MiB per image per session.
 //! Otherwise the per-worker footprint, when not declared, is estimated from the model file: on CPU,
-//! twice the file (ONNX Runtime keeps the weights once as loaded and once re-laid-out for the
-//! CPU's kernels) plus 64 MiB of runtime, threads and buffers, which matches the ~250 MB
-//! measured per worker for the 94 MB ResNet50; on CUDA, three times the file plus 512 MiB for
-//! the CUDA context and cuDNN workspaces.
+//! one copy of the file per session (each loads its own weights: the lanes with
+//! `model.parallel_batches` are one session per thread beside the all-thread one) and one more
+//! for what ONNX Runtime re-lays out for the CPU's kernels, plus the private part above
+//! (measured, 1 worker x 2 threads: 203 MiB without lanes, 414 MiB with, estimated 324 and 504);
+//! on CUDA, three times the file plus 512 MiB for the CUDA context and cuDNN workspaces.
 
 use std::fmt;
 use std::path::Path;
@@ -101,18 +109,22 @@ impl fmt::Display for Budget {
 /// available memory.
 pub fn compute(config: &Config, workers: usize, held: u64) -> Result<Budget, Error> {
     let shares = config.model.share_weights && config.model.device == Device::Cpu;
+    let private = cpu_private(config);
     let (per_worker, per_worker_source, shared) = match config.memory.per_worker {
         Amount::Bytes(b) => (b, "memory.per_worker".to_string(), 0),
         Amount::Auto if shares => {
             let weights = model_size(&config.model.path)?;
             (
-                SHARED_PRIVATE,
-                "estimated: the weights once, shared, + 64 MiB private per worker".to_string(),
+                private,
+                format!(
+                    "estimated: the weights once, shared, + {} private per worker",
+                    format_size(private)
+                ),
                 weights,
             )
         }
         Amount::Auto => {
-            let (bytes, source) = estimate_footprint(&config.model.path, config.model.device)?;
+            let (bytes, source) = estimate_footprint(config, private)?;
             (bytes, source, 0)
         }
     };
@@ -149,9 +161,29 @@ pub fn compute(config: &Config, workers: usize, held: u64) -> Result<Budget, Err
     })
 }
 
-/// A worker's private memory when the weights are shared: its runtime, buffers and activations
-/// (measured 18-35 MiB for ResNet50 at batch 8; rounded up).
-const SHARED_PRIVATE: u64 = 64 << 20;
+/// A worker's private memory on a CPU, besides the weights (see the module's documentation for
+/// the measurements): 64 MiB, plus per intra-op thread 40 MiB and 10 MiB per image of the largest
+/// batch beyond the first.
+fn cpu_private(config: &Config) -> u64 {
+    let threads = threads_per_worker(config) as u64;
+    let extra_images = config.batching.max_batch_size.max(1) as u64 - 1;
+    (64 << 20) + threads * ((40 << 20) + extra_images * (10 << 20))
+}
+
+fn threads_per_worker(config: &Config) -> usize {
+    config.threads_per_worker(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// ONNX Runtime sessions per worker: the all-thread one, and on a CPU with `parallel_batches`
+/// and several threads, one single-thread lane per thread.
+fn sessions_per_worker(config: &Config) -> u64 {
+    let threads = threads_per_worker(config);
+    if config.model.parallel_batches && threads > 1 && config.model.device == Device::Cpu {
+        1 + threads as u64
+    } else {
+        1
+    }
+}
 
 fn model_size(model: &Path) -> Result<u64, Error> {
     Ok(std::fs::metadata(model)
@@ -164,13 +196,19 @@ fn model_size(model: &Path) -> Result<u64, Error> {
         .len())
 }
 
-fn estimate_footprint(model: &Path, device: Device) -> Result<(u64, String), Error> {
-    let size = model_size(model)?;
-    Ok(match device {
-        Device::Cpu => (
-            2 * size + (64 << 20),
-            "estimated: 2 x model file + 64 MiB".into(),
-        ),
+fn estimate_footprint(config: &Config, cpu_private: u64) -> Result<(u64, String), Error> {
+    let size = model_size(&config.model.path)?;
+    Ok(match config.model.device {
+        Device::Cpu => {
+            let copies = sessions_per_worker(config) + 1;
+            (
+                copies * size + cpu_private,
+                format!(
+                    "estimated: {copies} x model file + {} private",
+                    format_size(cpu_private)
+                ),
+            )
+        }
         Device::Cuda(_) => (
             3 * size + (512 << 20),
             "estimated: 3 x model file + 512 MiB".into(),
@@ -267,21 +305,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("m.onnx"), vec![0u8; 1 << 20]).unwrap();
         let file = dir.path().join("a.toml");
-        let config =
-            Config::parse("[model]\npath = \"m.onnx\"\nshare_weights = false\n", &file).unwrap();
+        let config = Config::parse(
+            "[model]\npath = \"m.onnx\"\nthreads = 1\nshare_weights = false\n",
+            &file,
+        )
+        .unwrap();
         let b = compute(&config, 2, 0).unwrap();
-        assert_eq!(b.per_worker, (2 << 20) + (64 << 20));
+        assert_eq!(b.per_worker, (2 << 20) + (104 << 20));
+        assert_eq!(
+            b.per_worker_source,
+            "estimated: 2 x model file + 104.0 MiB private"
+        );
+        // Unshared lanes load the weights once each.
+        let text = "[model]\npath = \"m.onnx\"\nthreads = 2\nshare_weights = false\n";
+        let b = compute(&Config::parse(text, &file).unwrap(), 1, 0).unwrap();
+        assert_eq!(b.per_worker, (4 << 20) + (144 << 20));
+        let text = format!("{text}parallel_batches = false\n");
+        let b = compute(&Config::parse(&text, &file).unwrap(), 1, 0).unwrap();
+        assert_eq!(b.per_worker, (2 << 20) + (144 << 20));
         assert!(b.capacity > 0);
         assert_eq!(b.capacity_source, "available host memory");
         // Shared weights count once.
-        let text = "[model]\npath = \"m.onnx\"\n[memory]\nlimit = \"1GiB\"\n";
+        let text = "[model]\npath = \"m.onnx\"\nthreads = 1\n[memory]\nlimit = \"1GiB\"\n";
         let b = compute(&Config::parse(text, &file).unwrap(), 4, 0).unwrap();
-        assert_eq!((b.shared, b.per_worker), (1 << 20, 64 << 20));
-        assert_eq!(b.needed(), (1 << 20) + 5 * (64 << 20));
-        assert_eq!(b.max_workers(), 14);
+        assert_eq!((b.shared, b.per_worker), (1 << 20, 104 << 20));
+        assert_eq!(b.needed(), (1 << 20) + 5 * (104 << 20));
+        assert_eq!(b.max_workers(), 8);
         assert!(
-            b.to_string().contains("1.0 MiB shared + (4+1) x 64.0 MiB"),
+            b.to_string().contains("1.0 MiB shared + (4+1) x 104.0 MiB"),
             "{b}"
         );
+    }
+
+    /// The private part grows with the threads (a session each under load) and the batch.
+    #[test]
+    fn cpu_private_memory_counts_threads_and_batch() {
+        let config = |extra: &str| {
+            let text = format!("[model]\n{extra}\n[server]\nworkers = 2\n");
+            Config::parse(&text, Path::new("/x/arbiter.toml")).unwrap()
+        };
+        assert_eq!(cpu_private(&config("threads = 1")), 104 << 20);
+        assert_eq!(cpu_private(&config("threads = 2")), 144 << 20);
+        let batch4 = config("threads = 2\n[batching]\nmax_batch_size = 4");
+        assert_eq!(cpu_private(&batch4), (144 + 2 * 30) << 20);
+        // threads = 0: the cores shared between the workers, at least one each.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let auto = (cores / 2).max(1);
+        assert_eq!(cpu_private(&config("")), (64 + 40 * auto) << 20);
     }
 }
