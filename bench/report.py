@@ -278,6 +278,10 @@ def headline(res):
     def noise(*loads):
         return None if any(x is None for x in loads) else max(loads)
 
+    def over(a, b):
+        """(value, other load) a ÷ (value, other load) b: the ratio, and the worse load."""
+        return div(a[0], b[0]), noise(a[1], b[1])
+
     def reference(label, values):
         rows.append([label, ratio_cell(values), "for reference", ""])
 
@@ -301,9 +305,9 @@ def headline(res):
         ort = "images_per_s" if key == "rps" else "batch_ms_p50"
         values = per_rep(
             res,
-            lambda rep: (
-                div(served(rep), res.rep_beside("arbiter", photo, c, rep, ort)[0]),
-                noise(res.rep_noise("arbiter", photo, c, rep), res.rep_beside("arbiter", photo, c, rep, ort)[1]),
+            lambda rep: over(
+                (served(rep), res.rep_noise("arbiter", photo, c, rep)),
+                res.rep_beside("arbiter", photo, c, rep, ort),
             ),
         )
         checked(label, values, target, ok)
@@ -342,11 +346,7 @@ def headline(res):
             ),
         )
         shares = per_rep(
-            res,
-            lambda rep: (
-                div(res.rep_share(server, p, 8, rep)[0], res.rep_share("peer", p, 8, rep)[0]),
-                noise(res.rep_share(server, p, 8, rep)[1], res.rep_share("peer", p, 8, rep)[1]),
-            ),
+            res, lambda rep: over(res.rep_share(server, p, 8, rep), res.rep_share("peer", p, 8, rep))
         )
         word = f"≥ {target}×" if target > 1 else "> 1×"
         ok = (lambda v: v >= target) if target > 1 else (lambda v: v > 1.0)
