@@ -43,13 +43,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         // What the worker runs: a JPEG resized while it decodes (others decoded whole first).
         for fast in [false, true] {
+            let mut resizing = Duration::MAX;
             let (both, resized) = best(runs, || {
-                arbiter_vision::decode_resized(&bytes, &limits, 224, 224, fast)
+                let done = arbiter_vision::decode_resized(&bytes, &limits, 224, 224, fast);
+                if let Ok((_, spent)) = &done {
+                    resizing = resizing.min(*spent);
+                }
+                done
             });
-            assert!(fast || resized?.0 == small, "decode_resized differs");
+            let (resized, _) = resized?;
+            assert!(fast || resized == small, "decode_resized differs");
             println!(
-                "{path}: decode_resized (fast_jpeg {fast}) {:.2} ms",
-                ms(both)
+                "{path}: decode_resized (fast_jpeg {fast}) {:.2} ms, resizing {:.2} ms (best of each)",
+                ms(both),
+                ms(resizing)
             );
         }
     }

@@ -45,9 +45,7 @@ pub(crate) fn scan(bytes: &[u8], to_end: bool) -> Result<Header, VisionError> {
     let mut pos = 2;
     loop {
         // Like libjpeg's next_marker: skip stray bytes, then 0xFF fill bytes.
-        while pos < bytes.len() && bytes[pos] != 0xFF {
-            pos += 1;
-        }
+        pos = memchr::memchr(0xFF, &bytes[pos..]).map_or(bytes.len(), |ff| pos + ff);
         while pos < bytes.len() && bytes[pos] == 0xFF {
             pos += 1;
         }
@@ -99,10 +97,7 @@ pub(crate) fn scan(bytes: &[u8], to_end: bool) -> Result<Header, VisionError> {
         if marker == 0xDA {
             // Entropy-coded data: runs until a 0xFF that is not stuffing (0xFF00) or a restart.
             loop {
-                let ff = bytes[pos..]
-                    .iter()
-                    .position(|&b| b == 0xFF)
-                    .ok_or_else(truncated)?;
+                let ff = memchr::memchr(0xFF, &bytes[pos..]).ok_or_else(truncated)?;
                 pos += ff;
                 match bytes.get(pos + 1) {
                     None => return Err(truncated()),

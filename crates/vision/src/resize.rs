@@ -18,7 +18,7 @@
 //! Integer sums are exact, so the loops (in `kernels`) are free to add in any order.
 
 use crate::RgbImage;
-use crate::kernels::{self, GROUP, Layout};
+use crate::kernels;
 
 /// Fixed-point precision of the weights, Pillow's `PRECISION_BITS`.
 pub(crate) const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -176,61 +176,24 @@ fn vertical_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool 
     out_h < in_h && in_h - out_h > 2 * (in_w - out_w)
 }
 
-/// Above this many bytes of expanded weights (a source tens of millions of pixels wide), the
+/// Above this many bytes of split weights (a source tens of millions of pixels wide), the
 /// horizontal pass keeps one weight per tap and the portable kernel, so that the weights stay
 /// within about 8 bytes per source column.
-const MAX_EXPANDED_BYTES: usize = 64 << 20;
+const MAX_SPLIT_BYTES: usize = 64 << 20;
 
-/// The horizontal pass's windows and weights for `in_w -> out_w` pixels, expanded per byte for
-/// the AVX2 kernel or compact.
-pub(crate) fn horizontal_plan(in_w: usize, out_w: usize, expand: bool) -> kernels::Horizontal {
+/// The horizontal pass's windows and weights for `in_w -> out_w` pixels, split for the AVX2
+/// kernel or compact.
+pub(crate) fn horizontal_plan(in_w: usize, out_w: usize, split: bool) -> kernels::Horizontal {
     let coeffs = coefficients(in_w, out_w);
-    let windows: Vec<(usize, usize)> = (0..out_w)
-        .map(|xx| {
-            let (start, k) = coeffs.window(xx);
-            (start * 3, k.len())
-        })
-        .collect();
-    if !expand {
-        return kernels::Horizontal {
-            windows,
-            stride: coeffs.ksize,
-            weights: coeffs.weights,
-            layout: Layout::Compact,
-        };
-    }
-    let groups = coeffs.ksize.div_ceil(2);
-    let span = groups * GROUP;
-    let mut weights = vec![0i32; out_w * span];
-    for (xx, expanded) in weights.chunks_exact_mut(span).enumerate() {
-        for (t, &w) in coeffs.window(xx).1.iter().enumerate() {
-            let at = kernels::expanded_index(t);
-            expanded[at..at + 3].fill(w);
-        }
-    }
-    // The kernel reads a whole group (8 bytes) from each group's first pixel.
-    let row_span = windows
-        .iter()
-        .map(|&(start, taps)| start + 6 * taps.div_ceil(2).saturating_sub(1) + 8)
-        .max()
-        .unwrap_or(0)
-        .max(in_w * 3);
-    kernels::Horizontal {
-        windows,
-        weights,
-        stride: span,
-        layout: Layout::Expanded { row_span },
-    }
+    kernels::Horizontal::new(&coeffs.bounds, coeffs.weights, coeffs.ksize, in_w, split)
 }
 
-/// The horizontal plan for `src_w -> out_w`, expanded for the AVX2 kernel unless that would
-/// take too much memory.
+/// The horizontal plan for `src_w -> out_w`, split for the AVX2 kernel unless that would take
+/// too much memory.
 fn plan_for(src_w: usize, out_w: usize) -> kernels::Horizontal {
     let ksize = coefficient_count(src_w, out_w);
-    let expanded_bytes = out_w
-        .saturating_mul(ksize.div_ceil(2) * GROUP)
-        .saturating_mul(4);
-    horizontal_plan(src_w, out_w, expanded_bytes <= MAX_EXPANDED_BYTES)
+    let split_bytes = kernels::Horizontal::split_bytes(out_w, ksize);
+    horizontal_plan(src_w, out_w, split_bytes <= MAX_SPLIT_BYTES)
 }
 
 /// Resamples each row in `rows` of `src` (`src_w` pixels wide) to `out_w` pixels.
