@@ -401,22 +401,31 @@ def ceiling_table(res):
 
 
 def beside_table(res):
-    """ONNX Runtime alone just before / just after each compared point, per repetition."""
+    """ONNX Runtime alone just before / just after each compared point, per repetition. Its
+    shape is the repetition's fastest at its start, so it may differ between repetitions: then
+    each cell names its own."""
     points = []
     for r in res.data.get("beside", []):
-        key = (r.get("server", "arbiter"), r.get("photo", "grace_hopper.jpg"), r["concurrency"], r["label"])
+        key = (r.get("server", "arbiter"), r.get("photo", "grace_hopper.jpg"), r["concurrency"])
         if key not in points:
             points.append(key)
+    reps = range(1, res.meta["reps"] + 1)
     rows = []
-    for server, photo, c, label in points:
+    for server, photo, c in points:
         key = "batch_ms_p50" if c == 1 else "images_per_s"
         unit = "ms per inference (p50)" if c == 1 else "images/s"
-        row = [server, photo, c, f"{label}: {unit}"]
-        row += [res.beside_cell(server, photo, c, rep, key) for rep in range(1, res.meta["reps"] + 1)]
+        labels = {rep: {r["label"] for r in res.beside(server, photo, c, rep)} for rep in reps}
+        shapes = set().union(*labels.values())
+        same = len(shapes) == 1
+        row = [server, photo, c, f"{next(iter(shapes))}: {unit}" if same else f"the repetition's fastest shape: {unit}"]
+        for rep in reps:
+            cell = res.beside_cell(server, photo, c, rep, key)
+            if not same and labels[rep]:
+                cell += f" ({', '.join(sorted(labels[rep]))})"
+            row.append(cell)
         rows.append(row)
     return table(
-        ["server", "photo", "clients", "ONNX Runtime alone"]
-        + [f"repetition {rep}: before / after" for rep in range(1, res.meta["reps"] + 1)],
+        ["server", "photo", "clients", "ONNX Runtime alone"] + [f"repetition {rep}: before / after" for rep in reps],
         rows,
     )
 
