@@ -42,6 +42,11 @@ fn split_index(t: usize) -> usize {
     (t / TAPS) * GROUP + (j / 2) * 8 + j % 2
 }
 
+/// 16-bit numbers per output pixel of a split layout for windows of up to `ksize` taps.
+fn split_per_pixel(ksize: usize) -> usize {
+    ksize.div_ceil(TAPS) * GROUP
+}
+
 /// The horizontal pass's windows and weights.
 #[derive(Debug)]
 pub(crate) struct Horizontal {
@@ -101,7 +106,7 @@ impl Horizontal {
                 },
             };
         }
-        let per_pixel = ksize.div_ceil(TAPS) * GROUP;
+        let per_pixel = split_per_pixel(ksize);
         let mut weights = vec![0i16; windows.len() * per_pixel];
         for ((out, k), &(_, n)) in weights
             .chunks_exact_mut(per_pixel)
@@ -133,7 +138,7 @@ impl Horizontal {
     /// Bytes the split weights of `out_w` windows of up to `ksize` taps would take.
     pub(crate) fn split_bytes(out_w: usize, ksize: usize) -> usize {
         out_w
-            .saturating_mul(ksize.div_ceil(TAPS) * GROUP)
+            .saturating_mul(split_per_pixel(ksize))
             .saturating_mul(2)
     }
 }
