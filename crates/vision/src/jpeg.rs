@@ -213,10 +213,49 @@ pub(crate) fn decode_resized(
     if header.components != 3 {
         return Ok(None);
     }
+    // Arbiter's Huffman decoder (the same coefficients, sooner); when it gives up on corrupt or
+    // cut data, libjpeg's own decodes the image again from the start, with its own rules for it.
+    let size = (width, height);
+    match resize_while_decoding(bytes, divisor, size, (out_w, out_h), rows::Huffman::Arbiter)? {
+        Banded::Done(image, resizing) => Ok(Some((image, resizing))),
+        Banded::Whole => Ok(None),
+        Banded::GaveUp => {
+            match resize_while_decoding(
+                bytes,
+                divisor,
+                size,
+                (out_w, out_h),
+                rows::Huffman::Libjpeg,
+            )? {
+                Banded::Done(image, resizing) => Ok(Some((image, resizing))),
+                Banded::Whole | Banded::GaveUp => Ok(None),
+            }
+        }
+    }
+}
+
+/// How [`resize_while_decoding`] ended, short of an error.
+enum Banded {
+    /// The resized image and the time spent resizing.
+    Done(RgbImage, std::time::Duration),
+    /// A size Pillow resizes vertically first: the image must be decoded whole.
+    Whole,
+    /// Arbiter's Huffman decoder met data it leaves to libjpeg's.
+    GaveUp,
+}
+
+/// [`decode_resized`]'s work with the given Huffman decoder, for a `width x height` decoding.
+fn resize_while_decoding(
+    bytes: &[u8],
+    divisor: u32,
+    (width, height): (u32, u32),
+    (out_w, out_h): (u32, u32),
+    huffman: rows::Huffman,
+) -> Result<Banded, VisionError> {
     let Some(mut resizer) = RowResizer::new(width, height, out_w, out_h) else {
-        return Ok(None);
+        return Ok(Banded::Whole);
     };
-    let mut rows = rows::Decoder::start(bytes, divisor)?;
+    let mut rows = rows::Decoder::start(bytes, divisor, huffman)?;
     if rows.size() != (width, height) {
         return Err(VisionError::corrupt(
             Format::Jpeg,
@@ -232,7 +271,10 @@ pub(crate) fn decode_resized(
     let mut band = vec![0u8; BAND * stride];
     let mut done = 0;
     while done < height as usize {
-        let n = rows.read(&mut band, BAND)?;
+        let n = match rows.read(&mut band, BAND)? {
+            Some(n) => n,
+            None => return Ok(Banded::GaveUp),
+        };
         if n == 0 {
             return Err(VisionError::corrupt(
                 Format::Jpeg,
@@ -243,7 +285,8 @@ pub(crate) fn decode_resized(
         done += n;
     }
     rows.finish()?;
-    Ok(Some(resizer.finish()))
+    let (image, resizing) = resizer.finish();
+    Ok(Banded::Done(image, resizing))
 }
 
 /// Row-by-row decoding through libjpeg's scanline API (`jpeg_rows.c`, built by `build.rs`), for
@@ -269,6 +312,7 @@ mod rows {
             data: *const u8,
             len: c_ulong,
             denom: c_uint,
+            fast: c_int,
             width: *mut c_uint,
             height: *mut c_uint,
         ) -> c_int;
@@ -279,6 +323,17 @@ mod rows {
             max_rows: c_int,
         ) -> c_int;
         fn arbiter_jpeg_finish(h: *mut Handle) -> c_int;
+        #[cfg(test)]
+        fn arbiter_jpeg_fast_huffman(h: *const Handle) -> c_int;
+    }
+
+    /// Whose Huffman decoder reads the coefficients.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Huffman {
+        /// `jpeg_rows.c`'s, for a baseline scan (libjpeg's for any other).
+        Arbiter,
+        /// libjpeg's own.
+        Libjpeg,
     }
 
     /// A decoding in progress; it borrows the JPEG bytes, which libjpeg reads as it goes.
@@ -298,7 +353,11 @@ mod rows {
 
     impl<'a> Decoder<'a> {
         /// Reads the header and starts decoding `bytes` to RGB at 1/`denom` scale.
-        pub(super) fn start(bytes: &'a [u8], denom: u32) -> Result<Decoder<'a>, VisionError> {
+        pub(super) fn start(
+            bytes: &'a [u8],
+            denom: u32,
+            huffman: Huffman,
+        ) -> Result<Decoder<'a>, VisionError> {
             // SAFETY: no preconditions; NULL when out of memory.
             let handle = unsafe { arbiter_jpeg_new() };
             if handle.is_null() {
@@ -317,11 +376,23 @@ mod rows {
             let (mut w, mut h) = (0, 0);
             // SAFETY: the handle is live; `bytes` outlives the decoder (its lifetime 'a), and
             // libjpeg only reads them; w and h are valid for writes.
-            let rc =
-                unsafe { arbiter_jpeg_start(handle, bytes.as_ptr(), len, denom, &mut w, &mut h) };
+            let fast = c_int::from(huffman == Huffman::Arbiter);
+            let rc = unsafe {
+                arbiter_jpeg_start(handle, bytes.as_ptr(), len, denom, fast, &mut w, &mut h)
+            };
             d.check(rc)?;
             (d.width, d.height) = (w, h);
             Ok(d)
+        }
+
+        /// Whose Huffman decoder reads the scan.
+        #[cfg(test)]
+        pub(super) fn huffman(&self) -> Huffman {
+            // SAFETY: the handle is live.
+            match unsafe { arbiter_jpeg_fast_huffman(self.handle) } {
+                0 => Huffman::Libjpeg,
+                _ => Huffman::Arbiter,
+            }
         }
 
         /// The decoded size.
@@ -329,12 +400,13 @@ mod rows {
             (self.width, self.height)
         }
 
-        /// Decodes up to `max_rows` rows into `out` (rows of `3 * width` bytes); returns how many.
+        /// Decodes up to `max_rows` rows into `out` (rows of `3 * width` bytes); returns how many,
+        /// or `None` if Arbiter's Huffman decoder gave up (this decoder is then done with).
         pub(super) fn read(
             &mut self,
             out: &mut [u8],
             max_rows: usize,
-        ) -> Result<usize, VisionError> {
+        ) -> Result<Option<usize>, VisionError> {
             let stride = self.width as usize * 3;
             let max_rows = max_rows.min(out.len() / stride.max(1));
             let rows = c_int::try_from(max_rows).unwrap_or(c_int::MAX);
@@ -343,8 +415,11 @@ mod rows {
             let rc = unsafe {
                 arbiter_jpeg_read(self.handle, out.as_mut_ptr(), stride as c_ulong, rows)
             };
+            if rc == -2 {
+                return Ok(None);
+            }
             self.check(rc)?;
-            Ok(usize::try_from(rc).unwrap_or(0))
+            Ok(Some(usize::try_from(rc).unwrap_or(0)))
         }
 
         /// Finishes the decoding (libjpeg reads to the end of the image).
@@ -522,6 +597,189 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// What decoding `bytes` at 1/`divisor` and resizing it to `size` gives with one Huffman
+    /// decoder: the image, an error's kind, or that Arbiter's gave up.
+    fn banded(
+        bytes: &[u8],
+        divisor: u32,
+        out: (u32, u32),
+        huffman: rows::Huffman,
+    ) -> Result<Option<RgbImage>, String> {
+        let header = scan(bytes, true).map_err(|e| format!("{:?}", e.kind()))?;
+        let size = (
+            header.width.div_ceil(divisor),
+            header.height.div_ceil(divisor),
+        );
+        match resize_while_decoding(bytes, divisor, size, out, huffman) {
+            Ok(Banded::Done(image, _)) => Ok(Some(image)),
+            Ok(Banded::Whole) => Err("decoded whole".into()),
+            Ok(Banded::GaveUp) => Ok(None),
+            Err(e) => Err(format!("{:?}", e.kind())),
+        }
+    }
+
+    /// JPEGs written by libjpeg-turbo: every chroma subsampling with three components, qualities
+    /// from coarse to lossless-looking (long codes, big values), sizes with partial MCUs, noise
+    /// and smooth areas (long zero runs, ZRL), and a file where 0xFF bytes are stuffed often.
+    fn encoded_corpus() -> Vec<(String, Vec<u8>)> {
+        use turbojpeg::{Compressor, Image, PixelFormat, Subsamp};
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut noise = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut out = Vec::new();
+        for (w, h) in [(1, 1), (7, 5), (17, 33), (250, 130), (301, 227)] {
+            let mut pixels = vec![0u8; w * h * 3];
+            for (i, p) in pixels.iter_mut().enumerate() {
+                let (x, y) = ((i / 3) % w, i / 3 / w);
+                // Left half noise, right half a smooth gradient.
+                *p = if x < w / 2 {
+                    noise() as u8
+                } else {
+                    ((x * 3 + y * 5 + i % 3 * 40) % 256) as u8
+                };
+            }
+            for subsamp in [
+                Subsamp::None,
+                Subsamp::Sub2x1,
+                Subsamp::Sub2x2,
+                Subsamp::Sub1x2,
+                Subsamp::Sub4x1,
+            ] {
+                for quality in [20, 75, 95, 100] {
+                    let mut c = Compressor::new().unwrap();
+                    c.set_quality(quality);
+                    c.set_subsamp(subsamp);
+                    let image = Image {
+                        pixels: &pixels[..],
+                        width: w,
+                        pitch: w * 3,
+                        height: h,
+                        format: PixelFormat::RGB,
+                    };
+                    let jpeg = c.compress_to_vec(image).unwrap();
+                    out.push((format!("{w}x{h} {subsamp:?} q{quality}"), jpeg));
+                }
+            }
+        }
+        out
+    }
+
+    /// Arbiter's Huffman decoder reads every baseline JPEG (and only those), and the pixels are
+    /// libjpeg's own decoder's, bit for bit, at every scale.
+    #[test]
+    fn huffman_decoders_agree() {
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../var/photos"));
+        let mut corpus = encoded_corpus();
+        // (big_12mp.jpg: rgb_photos_are_resized_while_decoding, against TurboJPEG's whole decode,
+        // which is libjpeg's own Huffman decoder too.)
+        for name in [
+            "grace_hopper.jpg",
+            "grace_hopper_exif6.jpg",
+            "rocket.jpg",
+            "chelsea_444.jpg",
+            "grace_hopper_progressive.jpg",
+        ] {
+            corpus.push((
+                name.into(),
+                std::fs::read(root.join(name)).expect("run scripts/setup"),
+            ));
+        }
+        let mut compared = 0;
+        for (name, bytes) in &corpus {
+            let progressive = name.contains("progressive");
+            let d = rows::Decoder::start(bytes, 1, rows::Huffman::Arbiter).unwrap();
+            let expected = if progressive {
+                rows::Huffman::Libjpeg
+            } else {
+                rows::Huffman::Arbiter
+            };
+            assert_eq!(d.huffman(), expected, "{name}");
+            drop(d);
+            for divisor in [1, 2, 4, 8] {
+                let ours = banded(bytes, divisor, (224, 224), rows::Huffman::Arbiter);
+                let theirs = banded(bytes, divisor, (224, 224), rows::Huffman::Libjpeg);
+                if theirs == Err("decoded whole".into()) {
+                    continue;
+                }
+                assert!(matches!(ours, Ok(Some(_))), "{name} / {divisor}: {ours:?}");
+                assert_eq!(ours, theirs, "{name} / {divisor}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 300, "only {compared} comparisons");
+    }
+
+    /// Corrupt or cut scans: whenever Arbiter's Huffman decoder does not give up, its pixels are
+    /// libjpeg's; when it does, `decode_resized` has libjpeg's outcome (pixels or error) anyway.
+    #[test]
+    fn corrupt_scans_end_as_libjpeg_ends_them() {
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../var/photos"));
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut gave_up, mut kept) = (0, 0);
+        let photo = std::fs::read(root.join("grace_hopper.jpg")).expect("run scripts/setup");
+        let mut corpus = vec![("grace_hopper.jpg".to_string(), photo, 24)];
+        for (name, jpeg) in encoded_corpus() {
+            if name.starts_with("301x227") && name.ends_with("q95") {
+                corpus.push((name, jpeg, 40));
+            }
+        }
+        for (name, photo, cases) in corpus {
+            let sos = photo.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+            let data = sos + 2 + usize::from(photo[sos + 2]) * 256 + usize::from(photo[sos + 3]);
+            let eoi = photo.len() - 2;
+            for case in 0..cases {
+                let mut bytes = photo.clone();
+                match case % 4 {
+                    // A few bytes of the scan changed.
+                    0 | 1 => {
+                        for _ in 0..1 + case % 3 {
+                            let at = data + next(eoi - data);
+                            bytes[at] = next(256) as u8;
+                        }
+                    }
+                    // The scan cut short, then EOI.
+                    2 => {
+                        bytes.truncate(data + next(eoi - data));
+                        bytes.extend_from_slice(&[0xFF, 0xD9]);
+                    }
+                    // A restart marker where there are none.
+                    _ => {
+                        let at = data + next(eoi - data);
+                        bytes.splice(at..at, [0xFF, 0xD0 + next(8) as u8]);
+                    }
+                }
+                let label = format!("{name} case {case}");
+                let theirs = banded(&bytes, 1, (32, 32), rows::Huffman::Libjpeg);
+                match banded(&bytes, 1, (32, 32), rows::Huffman::Arbiter) {
+                    Ok(None) => gave_up += 1,
+                    ours => {
+                        assert_eq!(ours, theirs, "{label}");
+                        kept += 1;
+                    }
+                }
+                // The public path, with its fallback, ends as libjpeg alone does.
+                if let Ok(header) = scan(&bytes, true) {
+                    let public = decode_resized(&bytes, &header, 1, 32, 32)
+                        .map(|done| done.map(|(image, _)| image))
+                        .map_err(|e| format!("{:?}", e.kind()));
+                    assert_eq!(public, theirs, "{label}");
+                }
+            }
+        }
+        // Both ways are exercised.
+        assert!(gave_up > 20 && kept > 20, "gave up {gave_up}, kept {kept}");
     }
 
     /// A corrupt JPEG fails with libjpeg's message, not a panic.

@@ -12,14 +12,67 @@
  * into the function of this file that was called, which returns -1 with the message kept in the
  * handle. Warnings (corrupt but decodable data) are counted and the decoding goes on, as
  * TurboJPEG does without TJFLAG_STOPONWARNING. No Rust frame is ever crossed by the longjmp.
+ *
+ * Huffman decoding. Reading the entropy-coded data is two thirds of libjpeg-turbo 2.1's time on a
+ * phone photo, and its decoder is slower than it needs to be: it refills its bit buffer a byte
+ * at a time, looking for 0xFF in each, and decodes a coefficient in three dependent steps (code,
+ * then magnitude bits, then sign). For a baseline scan (one interleaved scan, Huffman, no restart
+ * markers: what cameras and phones write), this file decodes the coefficients itself: the scan's
+ * bytes are first copied without their stuffed zero bytes, so the bit buffer refills eight bytes
+ * at a time without a test; one table lookup of the next FAST_BITS bits gives a coefficient whole
+ * (code, run, magnitude and sign) when they fit, as most do. The coefficients are the same ones
+ * (Huffman coding is lossless), stored where libjpeg's decoder stores them, and libjpeg does the
+ * rest (dequantization, IDCT, upsampling, color), so the pixels are unchanged. It takes over
+ * libjpeg's decode_mcu method, which libjpeg calls once per MCU (jpegint.h's
+ * jpeg_entropy_decoder). Anything it does not handle the way libjpeg does, it refuses: a code that
+ * is in no table, data that ends (or meets a marker) before the last MCU, a DC value out of any
+ * real range. It then stops the decoding (arbiter_jpeg_read returns -2), and the caller decodes
+ * the image again with libjpeg's own decoder, which has its own rules for corrupt data.
  */
 
 #include <setjmp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jpeglib.h>
+/* After jpeglib.h: the struct jpeg_entropy_decoder whose decode_mcu is replaced. */
+#include <jpegint.h>
+
+/* Bits looked up at once; codes and coefficients longer than this take a slower path. */
+#define FAST_BITS 10
+/* In a fast table entry: the entry gives a whole coefficient (bits 0-5: bits it takes, 8-14:
+ * zeros before it, 16-31: its value); without the flag, a symbol (bits 0-7: code length, 8-15:
+ * the symbol), or 0 for a code longer than FAST_BITS. */
+#define WHOLE 0x40
+/* Zero bytes after the copied scan, more than one block can read past its end (64 coefficients
+ * of at most 31 bits), so that running off the end is caught after the block, not read past. */
+#define PAD_BYTES 512
+
+struct huffman_table {
+    int32_t fast[1 << FAST_BITS];
+    /* For longer codes, as libjpeg's jdhuff.c: the largest code of each length (-1: none), and
+     * what maps a code of that length to its index in huffval. */
+    int32_t maxcode[18];
+    int32_t valoffset[17];
+    uint8_t huffval[256];
+};
+
+struct huffman {
+    struct huffman_table tables[2][NUM_HUFF_TBLS]; /* [0]: DC, [1]: AC */
+    const struct huffman_table *dc[MAX_COMPS_IN_SCAN], *ac[MAX_COMPS_IN_SCAN];
+    int last_dc[MAX_COMPS_IN_SCAN];
+    uint8_t *data;     /* the scan without stuffed bytes, then PAD_BYTES zeros */
+    size_t bits;       /* the bits of data that are the scan's */
+    const uint8_t *at; /* the next byte of data for the bit buffer */
+    uint64_t buffer;   /* the next bits, from the top; below the n valid ones, the ones after */
+    int n;
+    const uint8_t *marker; /* in the input: the marker after the scan */
+    unsigned long mcus, total;
+    int active; /* decode_mcu is this file's */
+    int gave_up;
+};
 
 struct arbiter_jpeg {
     struct jpeg_decompress_struct dinfo;
@@ -28,6 +81,7 @@ struct arbiter_jpeg {
     char message[JMSG_LENGTH_MAX];
     int warnings;
     int started;
+    struct huffman huffman;
 };
 
 static void on_error_exit(j_common_ptr cinfo) {
@@ -67,6 +121,283 @@ static int read_rows(struct arbiter_jpeg *h, unsigned char *out, unsigned long s
     return rows;
 }
 
+/* ---- Huffman decoding of baseline scans ---- */
+
+/* libjpeg's jpeg_natural_order: the zigzag index of each coefficient in the block; past 63 (a
+ * corrupt run), 63, as libjpeg's table has for the same reason. Up to 127: an end-of-block is a
+ * run of 64 zeros here (see build_table). */
+static const int natural_order[128] = {
+    0,  1,  8,  16, 9,  2,  3,  10, 17, 24, 32, 25, 18, 11, 4,  5,  12, 19, 26, 33, 40, 48,
+    41, 34, 27, 20, 13, 6,  7,  14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23,
+    30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63, 63, 63,
+    63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
+    63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63,
+    63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63};
+
+/* JPEG's EXTEND: s magnitude bits v as a signed value. */
+static inline int extend(int v, int s) { return v < (1 << (s - 1)) ? v - (1 << s) + 1 : v; }
+
+/* Builds the lookup of one DHT table; -1 for a table libjpeg would refuse too. */
+static int build_table(struct huffman_table *t, const JHUFF_TBL *src, int is_dc) {
+    int size[257], count = 0;
+    unsigned code[257];
+    for (int l = 1; l <= 16; l++)
+        for (int i = 0; i < src->bits[l]; i++) {
+            if (count >= 256)
+                return -1;
+            size[count++] = l;
+        }
+    size[count] = 0;
+    /* The canonical codes, as jdhuff.c's jpeg_make_d_derived_tbl. */
+    unsigned c = 0;
+    for (int p = 0, l = size[0]; size[p]; l++) {
+        while (size[p] == l)
+            code[p++] = c++;
+        if (c >= 1u << l)
+            return -1;
+        c <<= 1;
+    }
+    for (int l = 1, p = 0; l <= 16; l++) {
+        t->valoffset[l] = 0;
+        t->maxcode[l] = -1;
+        if (src->bits[l]) {
+            t->valoffset[l] = p - (int)code[p];
+            p += src->bits[l];
+            t->maxcode[l] = (int)code[p - 1];
+        }
+    }
+    memcpy(t->huffval, src->huffval, sizeof t->huffval);
+    memset(t->fast, 0, sizeof t->fast);
+    for (int p = 0; p < count; p++) {
+        int l = size[p], symbol = src->huffval[p];
+        if (is_dc && symbol > 15)
+            return -1;
+        if (l > FAST_BITS)
+            continue;
+        int run = is_dc ? 0 : symbol >> 4, s = is_dc ? symbol : symbol & 15;
+        /* No magnitude: a zero run of 16 (ZRL: 15 plus the loop's own step), or the end of the
+         * block (EOB: a run that takes the index past 63, storing a 0 at 63, which is still
+         * 0 then since nothing came after it). */
+        if (!is_dc && s == 0)
+            run = run == 15 ? 15 : 64;
+        int first = (int)code[p] << (FAST_BITS - l);
+        for (int i = 0; i < 1 << (FAST_BITS - l); i++) {
+            int bits = first + i;
+            if (l + s <= FAST_BITS) {
+                int value = s ? extend((bits >> (FAST_BITS - l - s)) & ((1 << s) - 1), s) : 0;
+                t->fast[bits] = (int32_t)((uint32_t)value << 16) | run << 8 | WHOLE | (l + s);
+            } else {
+                t->fast[bits] = symbol << 8 | l;
+            }
+        }
+    }
+    return 0;
+}
+
+static inline uint64_t load_be64(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, sizeof w);
+    return __builtin_bswap64(w);
+}
+
+/* Tops the bit buffer up to 56-63 bits. The bits below the valid ones are always the data's next
+ * ones, so eight bytes are ORed in and `at` moves only over the whole bytes taken. */
+#define REFILL()                                                                                   \
+    do {                                                                                           \
+        buffer |= load_be64(at) >> n;                                                              \
+        at += (63 - n) >> 3;                                                                       \
+        n |= 56;                                                                                   \
+    } while (0)
+#define PEEK(k) ((int)(buffer >> (64 - (k))))
+#define SKIP(k) (buffer <<= (k), n -= (k))
+
+static void give_up(struct arbiter_jpeg *h) {
+    h->huffman.gave_up = 1;
+    snprintf(h->message, sizeof h->message, "the fast Huffman decoder gave up");
+    longjmp(h->on_error, 1);
+}
+
+/* A symbol that the fast entry e did not give whole: its code, or for a longer code, the lookup
+ * of libjpeg's jpeg_huff_decode. Needs 16 bits in the buffer. */
+#define DECODE_SYMBOL(t, e, symbol)                                                                \
+    do {                                                                                           \
+        if (e) {                                                                                   \
+            SKIP(e & 0xFF);                                                                        \
+            symbol = (e >> 8) & 0xFF;                                                              \
+        } else {                                                                                   \
+            int code_ = PEEK(16), l_ = FAST_BITS + 1;                                              \
+            while (l_ <= 16 && (code_ >> (16 - l_)) > (t)->maxcode[l_])                            \
+                l_++;                                                                              \
+            if (l_ > 16)                                                                           \
+                give_up(h);                                                                        \
+            symbol = (t)->huffval[((code_ >> (16 - l_)) + (t)->valoffset[l_]) & 0xFF];             \
+            SKIP(l_);                                                                              \
+        }                                                                                          \
+    } while (0)
+
+/* s (1-15) magnitude bits, extended. */
+#define GET_VALUE(s, v)                                                                            \
+    do {                                                                                           \
+        int bits_ = PEEK(s);                                                                       \
+        SKIP(s);                                                                                   \
+        v = extend(bits_, s);                                                                      \
+    } while (0)
+
+/* Stores the coefficient of the fast entry e and moves k past its zero run. */
+#define STORE_WHOLE(e)                                                                             \
+    do {                                                                                           \
+        SKIP(e & 0x3F);                                                                            \
+        k += (e >> 8) & 0x7F;                                                                      \
+        block[natural_order[k]] = (JCOEF)(e >> 16);                                                \
+    } while (0)
+
+/* libjpeg's decode_mcu for a baseline scan: the MCU's blocks, in natural order, not
+ * dequantized, into blocks libjpeg has zeroed. */
+static boolean decode_mcu(j_decompress_ptr cinfo, JBLOCKROW *MCU_data) {
+    struct arbiter_jpeg *h = (struct arbiter_jpeg *)cinfo->client_data;
+    struct huffman *f = &h->huffman;
+    uint64_t buffer = f->buffer;
+    int n = f->n;
+    const uint8_t *at = f->at;
+    for (int b = 0; b < cinfo->blocks_in_MCU; b++) {
+        JCOEF *block = MCU_data[b][0];
+        int ci = cinfo->MCU_membership[b];
+        const struct huffman_table *dc = f->dc[ci], *ac = f->ac[ci];
+        REFILL();
+        int diff = 0, e = dc->fast[PEEK(FAST_BITS)];
+        if (e & WHOLE) {
+            SKIP(e & 0x3F);
+            diff = e >> 16;
+        } else {
+            int s;
+            DECODE_SYMBOL(dc, e, s);
+            if (s)
+                GET_VALUE(s, diff);
+        }
+        /* libjpeg lets a corrupt stream's DC sum overflow; leave such streams to it. */
+        int dc_value = f->last_dc[ci] + diff;
+        if (dc_value > 1 << 20 || dc_value < -(1 << 20))
+            give_up(h);
+        f->last_dc[ci] = dc_value;
+        block[0] = (JCOEF)dc_value;
+        for (int k = 1; k < 64; k++) {
+            REFILL();
+            e = ac->fast[PEEK(FAST_BITS)];
+            if (e & WHOLE) {
+                STORE_WHOLE(e);
+                /* That took at most FAST_BITS bits: the next coefficient needs no refill. */
+                if (++k >= 64)
+                    break;
+                e = ac->fast[PEEK(FAST_BITS)];
+                if (e & WHOLE) {
+                    STORE_WHOLE(e);
+                    continue;
+                }
+            }
+            int symbol;
+            DECODE_SYMBOL(ac, e, symbol);
+            int run = symbol >> 4, s = symbol & 15;
+            if (s) {
+                int v;
+                k += run;
+                GET_VALUE(s, v);
+                block[natural_order[k]] = (JCOEF)v;
+            } else {
+                if (run != 15)
+                    break;
+                k += 15;
+            }
+        }
+        /* Bits past the scan's end (libjpeg would read zeros and warn). */
+        if ((size_t)(at - f->data) * 8 - (size_t)n > f->bits)
+            give_up(h);
+    }
+    f->buffer = buffer;
+    f->n = n;
+    f->at = at;
+    if (++f->mcus == f->total) {
+        /* The scan is read: libjpeg goes on from the marker after it, as after its own decoder. */
+        cinfo->src->bytes_in_buffer -= (size_t)(f->marker - cinfo->src->next_input_byte);
+        cinfo->src->next_input_byte = f->marker;
+    }
+    return TRUE;
+}
+
+/* Copies the scan at src (up to the marker that ends it, or len) without its stuffed zero bytes,
+ * as libjpeg's decoder reads it: 0xFF, any 0xFF fill bytes, then 0x00 is one 0xFF byte of data;
+ * 0xFF then anything else is the marker. */
+static int copy_scan(struct huffman *f, const uint8_t *src, size_t len) {
+    free(f->data);
+    f->data = malloc(len + PAD_BYTES);
+    if (f->data == NULL)
+        return -1;
+    const uint8_t *in = src, *end = src + len;
+    uint8_t *out = f->data;
+    f->marker = end;
+    while (in < end) {
+        const uint8_t *ff = memchr(in, 0xFF, (size_t)(end - in));
+        const uint8_t *stop = ff != NULL ? ff : end;
+        memcpy(out, in, (size_t)(stop - in));
+        out += stop - in;
+        if (ff == NULL)
+            break;
+        const uint8_t *next = ff + 1;
+        while (next < end && *next == 0xFF)
+            next++;
+        if (next == end || *next != 0) {
+            f->marker = ff;
+            break;
+        }
+        *out++ = 0xFF;
+        in = next + 1;
+    }
+    f->bits = (size_t)(out - f->data) * 8;
+    memset(out, 0, PAD_BYTES);
+    return 0;
+}
+
+/* Takes over the Huffman decoding of a baseline scan, just started; does nothing for any other
+ * (progressive, arithmetic, restart markers, several scans, 12-bit). */
+static void take_over_huffman(struct arbiter_jpeg *h) {
+    j_decompress_ptr cinfo = &h->dinfo;
+    struct huffman *f = &h->huffman;
+    if (cinfo->progressive_mode || cinfo->arith_code || cinfo->restart_interval != 0 ||
+        cinfo->data_precision != 8 || cinfo->comps_in_scan != cinfo->num_components ||
+        cinfo->Ss != 0 || cinfo->Se != 63 || cinfo->Ah != 0 || cinfo->Al != 0 ||
+        cinfo->unread_marker != 0 || cinfo->entropy == NULL || cinfo->src == NULL)
+        return;
+    int built[2][NUM_HUFF_TBLS] = {{0}};
+    for (int ci = 0; ci < cinfo->comps_in_scan; ci++) {
+        const jpeg_component_info *comp = cinfo->cur_comp_info[ci];
+        if (!comp->component_needed)
+            return;
+        int number[2] = {comp->dc_tbl_no, comp->ac_tbl_no};
+        for (int ac = 0; ac < 2; ac++) {
+            if (number[ac] < 0 || number[ac] >= NUM_HUFF_TBLS)
+                return;
+            const JHUFF_TBL *table =
+                ac ? cinfo->ac_huff_tbl_ptrs[number[ac]] : cinfo->dc_huff_tbl_ptrs[number[ac]];
+            if (table == NULL)
+                return;
+            if (!built[ac][number[ac]] && build_table(&f->tables[ac][number[ac]], table, !ac) != 0)
+                return;
+            built[ac][number[ac]] = 1;
+        }
+        f->dc[ci] = &f->tables[0][number[0]];
+        f->ac[ci] = &f->tables[1][number[1]];
+        f->last_dc[ci] = 0;
+    }
+    if (copy_scan(f, cinfo->src->next_input_byte, cinfo->src->bytes_in_buffer) != 0)
+        return;
+    f->at = f->data;
+    f->buffer = 0;
+    f->n = 0;
+    f->mcus = 0;
+    f->total = (unsigned long)cinfo->MCUs_per_row * cinfo->MCU_rows_in_scan;
+    cinfo->entropy->decode_mcu = decode_mcu;
+    f->active = 1;
+}
+
 struct arbiter_jpeg *arbiter_jpeg_new(void) {
     struct arbiter_jpeg *h = calloc(1, sizeof(struct arbiter_jpeg));
     if (h == NULL)
@@ -87,6 +418,7 @@ void arbiter_jpeg_free(struct arbiter_jpeg *h) {
         return;
     if (setjmp(h->on_error) == 0)
         jpeg_destroy_decompress(&h->dinfo);
+    free(h->huffman.data);
     free(h);
 }
 
@@ -94,10 +426,14 @@ const char *arbiter_jpeg_message(const struct arbiter_jpeg *h) { return h->messa
 
 int arbiter_jpeg_warnings(const struct arbiter_jpeg *h) { return h->warnings; }
 
+/* Whether this file's Huffman decoder reads the scan (after arbiter_jpeg_start). */
+int arbiter_jpeg_fast_huffman(const struct arbiter_jpeg *h) { return h->huffman.active; }
+
 /* Reads the header of `len` bytes at `data` (which must stay valid until the handle is freed)
- * and starts decoding to RGB at 1/denom scale; the output size goes to *width, *height. */
+ * and starts decoding to RGB at 1/denom scale, with this file's Huffman decoder if `fast` and
+ * the scan is one it takes; the output size goes to *width, *height. */
 int arbiter_jpeg_start(struct arbiter_jpeg *h, const unsigned char *data, unsigned long len,
-                       unsigned denom, unsigned *width, unsigned *height) {
+                       unsigned denom, int fast, unsigned *width, unsigned *height) {
     if (setjmp(h->on_error))
         return -1;
     jpeg_mem_src(&h->dinfo, data, len);
@@ -107,6 +443,8 @@ int arbiter_jpeg_start(struct arbiter_jpeg *h, const unsigned char *data, unsign
     h->dinfo.scale_denom = denom;
     jpeg_start_decompress(&h->dinfo);
     h->started = 1;
+    if (fast)
+        take_over_huffman(h);
     if (h->dinfo.output_components != 3) {
         snprintf(h->message, sizeof h->message, "decoded %d components, not RGB",
                  h->dinfo.output_components);
@@ -118,11 +456,12 @@ int arbiter_jpeg_start(struct arbiter_jpeg *h, const unsigned char *data, unsign
 }
 
 /* Decodes up to `max_rows` rows into `out` (`stride` bytes per row); returns the number of rows
- * decoded (0 once all are), or -1. */
+ * decoded (0 once all are), -1 on an error, or -2 if this file's Huffman decoder gave up (the
+ * handle is then done with: decode again without it). */
 int arbiter_jpeg_read(struct arbiter_jpeg *h, unsigned char *out, unsigned long stride,
                       int max_rows) {
     if (setjmp(h->on_error))
-        return -1;
+        return h->huffman.gave_up ? -2 : -1;
     return read_rows(h, out, stride, max_rows);
 }
 

@@ -32,6 +32,9 @@ pub fn var(path: &str) -> PathBuf {
     p
 }
 
+/// One run of a fake engine: its name and the engines already running when it started.
+pub type Run = (&'static str, Vec<&'static str>);
+
 /// A fake model: 20 outputs per image, output `c` = the image's value at index `c` (so the
 /// answer depends on the pixels), after `delay`; counts the images it ran. With `lanes > 0` it
 /// offers that many lanes, and records which engine ran each batch and what ran beside it.
@@ -45,7 +48,7 @@ pub struct Fake {
     /// "whole" for the backend itself, "lane" for its lanes.
     pub engine: &'static str,
     /// Per run: the engine and the engines already running when it started.
-    pub runs: Arc<std::sync::Mutex<Vec<(&'static str, Vec<&'static str>)>>>,
+    pub runs: Arc<std::sync::Mutex<Vec<Run>>>,
     running: Arc<std::sync::Mutex<Vec<&'static str>>>,
     /// The lanes' loader waits for this lock: a test holding it keeps the lanes loading.
     pub lanes_gate: Arc<std::sync::Mutex<()>>,
