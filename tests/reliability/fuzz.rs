@@ -139,11 +139,20 @@ fn image_path(bytes: &[u8]) -> Result<(), TestCaseError> {
     let limits = arbiter_vision::Limits {
         max_pixels: 4_000_000,
     };
-    if let Ok(rgb) = arbiter_vision::decode_rgb(bytes, &limits) {
+    let whole = arbiter_vision::decode_rgb(bytes, &limits).map(|rgb| {
         let small = arbiter_vision::resize_bilinear(&rgb, 224, 224);
         let mut tensor = vec![0f32; 3 * 224 * 224];
         arbiter_vision::normalize_chw(&small, &mut tensor);
+        (small, tensor)
+    });
+    if let Ok((_, tensor)) = &whole {
         prop_assert!(tensor.iter().all(|v| v.is_finite()));
+    }
+    // The worker's path (a JPEG resized as it decodes, with Arbiter's Huffman decoder): when
+    // both decode, the same pixels.
+    let resized = arbiter_vision::decode_resized(bytes, &limits, 224, 224, false);
+    if let (Ok((small, _)), Ok((banded, _))) = (&whole, &resized) {
+        prop_assert_eq!(small, banded);
     }
     Ok(())
 }
@@ -218,6 +227,29 @@ fn fuzz_image_path_with_mutated_corpus() {
         .unwrap();
     println!(
         "fuzz image path, mutated corpus files: {n} cases in {:.1} s, no panic",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A real photo's scan mutated (the worker's JPEG path: Arbiter's Huffman decoder, libjpeg's
+/// after it gives up): no panic, and when both decode, the pixels of libjpeg's whole decode.
+#[test]
+fn fuzz_jpeg_scans_of_a_photo() {
+    let _lock = exclusive();
+    let photo =
+        std::fs::read(root().join("var/photos/grace_hopper.jpg")).expect("run scripts/setup");
+    // Each case decodes a 512 x 600 photo twice: fewer cases than the other targets.
+    let n = sized("ARBITER_FUZZ_JPEG_CASES", 60, 600) as u32;
+    let started = Instant::now();
+    runner(n)
+        .run(&prop::collection::vec(mutation(), 1..4), |mutations| {
+            let mut bytes = photo.clone();
+            apply(&mut bytes, &mutations);
+            image_path(&bytes)
+        })
+        .unwrap();
+    println!(
+        "fuzz JPEG scans of a photo: {n} cases in {:.1} s, no panic, the same pixels",
         started.elapsed().as_secs_f64()
     );
 }

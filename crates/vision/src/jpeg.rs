@@ -215,22 +215,15 @@ pub(crate) fn decode_resized(
     }
     // Arbiter's Huffman decoder (the same coefficients, sooner); when it gives up on corrupt or
     // cut data, libjpeg's own decodes the image again from the start, with its own rules for it.
-    let size = (width, height);
-    match resize_while_decoding(bytes, divisor, size, (out_w, out_h), rows::Huffman::Arbiter)? {
+    let (size, out) = ((width, height), (out_w, out_h));
+    let mut banded = resize_while_decoding(bytes, divisor, size, out, rows::Huffman::Arbiter)?;
+    if let Banded::GaveUp = banded {
+        banded = resize_while_decoding(bytes, divisor, size, out, rows::Huffman::Libjpeg)?;
+    }
+    match banded {
         Banded::Done(image, resizing) => Ok(Some((image, resizing))),
-        Banded::Whole => Ok(None),
-        Banded::GaveUp => {
-            match resize_while_decoding(
-                bytes,
-                divisor,
-                size,
-                (out_w, out_h),
-                rows::Huffman::Libjpeg,
-            )? {
-                Banded::Done(image, resizing) => Ok(Some((image, resizing))),
-                Banded::Whole | Banded::GaveUp => Ok(None),
-            }
-        }
+        // (libjpeg's own decoder does not give up.)
+        Banded::Whole | Banded::GaveUp => Ok(None),
     }
 }
 
@@ -374,9 +367,9 @@ mod rows {
             let len = c_ulong::try_from(bytes.len())
                 .map_err(|_| VisionError::corrupt(Format::Jpeg, "too long"))?;
             let (mut w, mut h) = (0, 0);
+            let fast = c_int::from(huffman == Huffman::Arbiter);
             // SAFETY: the handle is live; `bytes` outlives the decoder (its lifetime 'a), and
             // libjpeg only reads them; w and h are valid for writes.
-            let fast = c_int::from(huffman == Huffman::Arbiter);
             let rc = unsafe {
                 arbiter_jpeg_start(handle, bytes.as_ptr(), len, denom, fast, &mut w, &mut h)
             };

@@ -8,7 +8,9 @@
 //! 2. [`decode_rgb`] reads the header, refuses images over [`Limits::max_pixels`] before any
 //!    pixel is decoded (a decompression bomb costs a header parse), then decodes with the decoder
 //!    that agrees with Pillow's: libjpeg-turbo for JPEG (the library inside Pillow, with the same
-//!    defaults: accurate integer IDCT, fancy upsampling, no DCT scaling), the `png`, `gif` and
+//!    defaults: accurate integer IDCT, fancy upsampling, no DCT scaling; for a baseline JPEG
+//!    resized as it decodes, our own faster Huffman decoding under libjpeg's: the same
+//!    coefficients, see `jpeg_rows.c`), the `png`, `gif` and
 //!    `tiff` crates read raw so that we apply Pillow's own mode rules, and the `image` crate for
 //!    BMP and WebP. Every mode becomes 8-bit RGB exactly as Pillow's `convert("RGB")` does it
 //!    (see `convert`): alpha is dropped, not composited; 16-bit gray is clipped; CMYK goes
