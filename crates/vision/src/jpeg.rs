@@ -613,18 +613,22 @@ mod tests {
         }
     }
 
+    /// A reproducible stream of pseudo-random numbers (xorshift64) from a non-zero seed.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// JPEGs written by libjpeg-turbo: every chroma subsampling with three components, qualities
     /// from coarse to lossless-looking (long codes, big values), sizes with partial MCUs, noise
     /// and smooth areas (long zero runs, ZRL), and a file where 0xFF bytes are stuffed often.
     fn encoded_corpus() -> Vec<(String, Vec<u8>)> {
         use turbojpeg::{Compressor, Image, PixelFormat, Subsamp};
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut noise = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut noise = xorshift(0x2545_f491_4f6c_dd1d);
         let mut out = Vec::new();
         for (w, h) in [(1, 1), (7, 5), (17, 33), (250, 130), (301, 227)] {
             let mut pixels = vec![0u8; w * h * 3];
@@ -713,13 +717,8 @@ mod tests {
     #[test]
     fn corrupt_scans_end_as_libjpeg_ends_them() {
         let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../var/photos"));
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut random = xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: usize| (random() % n as u64) as usize;
         let (mut gave_up, mut kept) = (0, 0);
         let photo = std::fs::read(root.join("grace_hopper.jpg")).expect("run scripts/setup");
         let mut corpus = vec![("grace_hopper.jpg".to_string(), photo, 24)];
