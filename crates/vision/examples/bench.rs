@@ -1,6 +1,8 @@
 //! Times decode, resize and normalize of image files (best of N runs).
 //!
-//! `cargo run --release -p arbiter-vision --example bench -- FILE... [-n RUNS]`
+//! `cargo run --release -p arbiter-vision --example bench -- FILE... [-n RUNS] [--resized-only]`
+//!
+//! `--resized-only` times only what the worker runs (`decode_resized`), for a profiler.
 
 use std::time::{Duration, Instant};
 
@@ -23,9 +25,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         runs = args.get(i + 1).ok_or("-n needs a number")?.parse()?;
         args.drain(i..i + 2);
     }
+    let resized_only = args.iter().any(|a| a == "--resized-only");
+    args.retain(|a| a != "--resized-only");
     let limits = arbiter_vision::Limits::default();
     for path in &args {
         let bytes = std::fs::read(path)?;
+        if resized_only {
+            let (both, resized) = best(runs, || {
+                arbiter_vision::decode_resized(&bytes, &limits, 224, 224, false)
+            });
+            resized?;
+            println!(
+                "{path}: decode_resized {:.2} ms (best)",
+                both.as_secs_f64() * 1e3
+            );
+            continue;
+        }
         let (decode, rgb) = best(runs, || arbiter_vision::decode_rgb(&bytes, &limits));
         let rgb = rgb?;
         let (resize, small) = best(runs, || arbiter_vision::resize_bilinear(&rgb, 224, 224));
