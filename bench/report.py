@@ -8,6 +8,7 @@ medians with (min-max) over the repetitions. The markdown is also printed on std
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -184,7 +185,12 @@ class Results:
         if not rs:
             return None, None
         loads = [r.get("other_cores") for r in rs]
-        return statistics.fmean(r[key] for r in rs), (None if None in loads else max(loads))
+        load = None if None in loads else max(loads)
+        values = [r[key] for r in rs]
+        if load is not None and min(values) > 0 and max(values) / min(values) > DRIFT:
+            # The cores' speed changed during the point: neither figure is its yardstick.
+            load = math.inf
+        return statistics.fmean(values), load
 
     def beside_cell(self, server, photo, c, rep, key):
         """"before / after" of one point's ONNX Runtime figures, or "-"."""
@@ -234,6 +240,7 @@ def mib(t):
 
 
 QUIET = 0.25  # cores used by everything else, under which a measurement counts as quiet
+DRIFT = 1.2  # ONNX Runtime alone before ÷ after a point (or after ÷ before) beyond which it is noisy
 
 
 def per_rep(res, fn):
@@ -753,8 +760,10 @@ def render(res, plot_dir_rel):
         "The same ratios as measured (against the ceiling at the repetition's start, or raw "
         "req/s) are shown for reference. "
         f"A repetition's ratio is noisy (†) when everything else on the machine used {QUIET} cores "
-        "or more during either of its two measurements; the median of the quiet ones is judged, "
-        "or of all when none was quiet.\n"
+        "or more during either of its two measurements, or when ONNX Runtime alone just before "
+        f"and just after a point differ by more than {round((DRIFT - 1) * 100)}% (the cores' speed "
+        "changed during it, so that neither is its yardstick); the median of the quiet ones is "
+        "judged, or of all when none was quiet.\n"
     )
     parts.append(headline(res) + "\n")
     parts.append("## The machine\n")
