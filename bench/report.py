@@ -187,7 +187,7 @@ class Results:
         loads = [r.get("other_cores") for r in rs]
         load = None if None in loads else max(loads)
         values = [r[key] for r in rs]
-        if load is not None and min(values) > 0 and max(values) / min(values) > DRIFT:
+        if min(values) > 0 and max(values) / min(values) > DRIFT:
             # The cores' speed changed during the point: neither figure is its yardstick.
             load = math.inf
         return statistics.fmean(values), load

@@ -263,7 +263,7 @@ static void give_up(struct arbiter_jpeg *h) {
 #define DECODE_SYMBOL(t, e, symbol)                                                                \
     do {                                                                                           \
         if (e) {                                                                                   \
-            SKIP(e & 0x3F);                                                                         \
+            SKIP(e & 0x3F);                                                                        \
             symbol = (e >> 8) & 0xFF;                                                              \
         } else {                                                                                   \
             SLOW_SYMBOL(t, FAST_BITS + 1, symbol);                                                 \
@@ -293,12 +293,12 @@ static void give_up(struct arbiter_jpeg *h) {
                     GET_VALUE(symbol_ & 15, v_);                                                   \
                 block[natural_order[k1_]] = (JCOEF)v_;                                             \
             } else {                                                                               \
-                SKIP(e & 0x3F);                                                                     \
+                SKIP(e & 0x3F);                                                                    \
                 block[natural_order[k1_]] = (JCOEF)(e >> 32);                                      \
             }                                                                                      \
             goto block_done;                                                                       \
         }                                                                                          \
-        SKIP(e & 0x3F);                                                                             \
+        SKIP(e & 0x3F);                                                                            \
         block[natural_order[k1_]] = (JCOEF)(e >> 32);                                              \
         k = k1_ + (int)((e >> 16) & 0x3F);                                                         \
         block[natural_order[k]] = (JCOEF)(e >> 48);                                                \
