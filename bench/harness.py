@@ -993,7 +993,7 @@ def main():
 
     smoke = args.mode == "smoke"
     duration = args.duration or (1.0 if smoke else 10.0)
-    reps = args.reps or (1 if smoke else 3)
+    reps = args.reps or (1 if smoke else 5)
     concurrencies = [int(c) for c in (args.concurrency or ("1,8" if smoke else "1,8,64")).split(",")]
     warmup = 0.5 if smoke else 3.0
     ceiling_seconds = 1.0 if smoke else 5.0

@@ -261,7 +261,7 @@ fn resize_while_decoding(
     // A band of rows at a time: small enough to stay in the CPU's cache.
     const BAND: usize = 16;
     let stride = width as usize * 3;
-    let mut band = vec![0u8; BAND * stride];
+    let mut band = crate::spare::scratch(BAND * stride);
     let mut done = 0;
     while done < height as usize {
         let n = match rows.read(&mut band, BAND)? {
@@ -278,6 +278,7 @@ fn resize_while_decoding(
         done += n;
     }
     rows.finish()?;
+    crate::spare::give_back(band);
     let (image, resizing) = resizer.finish();
     Ok(Banded::Done(image, resizing))
 }

@@ -266,7 +266,7 @@ impl RowResizer {
             first_row,
             last_row,
             received: 0,
-            kept: vec![0u8; (last_row - first_row) * kept_w * 3],
+            kept: crate::spare::scratch((last_row - first_row) * kept_w * 3),
             spent: started.elapsed(),
         })
     }
@@ -306,7 +306,9 @@ impl RowResizer {
             self.in_w
         };
         let data = if self.out_h != self.in_h {
-            vertical_pass(&self.kept, kept_w, self.first_row, &self.vert, self.out_h)
+            let data = vertical_pass(&self.kept, kept_w, self.first_row, &self.vert, self.out_h);
+            crate::spare::give_back(self.kept);
+            data
         } else {
             self.kept
         };

@@ -635,6 +635,8 @@ fn load_lanes<B: Backend>(loader: LaneLoader<B>, all: &Arc<Lanes<B>>, ahead: &Se
 /// (index 0) starts without a lane and picks up `all.first` once it is loaded.
 fn serve_lane<B: Backend>(index: usize, mut lane: Option<B>, all: &Lanes<B>) {
     let (traffic, shared) = (&all.traffic, &*all.shared);
+    // The model's input, reused from batch to batch (see `run_batch`).
+    let mut input = Vec::new();
     loop {
         let (batch, engine, last) = {
             let mut intake = all.intake.lock().unwrap_or_else(|p| p.into_inner());
@@ -661,10 +663,20 @@ fn serve_lane<B: Backend>(index: usize, mut lane: Option<B>, all: &Lanes<B>) {
         // request of a client that waits for its answer must find this lane idle.
         let done = || traffic.release(engine);
         match (engine, lane.as_mut()) {
-            (Engine::Lane, Some(lane)) => run_batch(lane, &all.info, batch, shared, index, done),
+            (Engine::Lane, Some(lane)) => {
+                run_batch(lane, &all.info, batch, &mut input, shared, index, done);
+            }
             _ => {
                 let mut whole = all.whole.lock().unwrap_or_else(|p| p.into_inner());
-                run_batch(&mut *whole, &all.info, batch, shared, index, done);
+                run_batch(
+                    &mut *whole,
+                    &all.info,
+                    batch,
+                    &mut input,
+                    shared,
+                    index,
+                    done,
+                );
             }
         }
         if last {
@@ -736,13 +748,20 @@ fn gather(
     Some((batch, disconnected))
 }
 
+/// The largest model input an inference thread keeps for its next batch: 32 MiB, 13 images of
+/// 224 x 224.
+const MAX_KEPT_INPUT: usize = (32 << 20) / size_of::<f32>();
+
 /// Runs one gathered batch (in chunks of the backend's maximum) and answers each job.
 /// Calls `model_done` once the model has run (or at once if there is nothing to run), before
-/// answering.
+/// answering. The batch's floats go in `input`, kept by the caller for the next batch: a
+/// 224 x 224 image's are 588 KiB, which a new allocation would map afresh and the kernel fault
+/// in page by page for every request.
 fn run_batch<B: Backend>(
     backend: &mut B,
     info: &ModelInfo,
     mut batch: Vec<Job>,
+    input: &mut Vec<f32>,
     shared: &Shared,
     lane: usize,
     model_done: impl FnOnce(),
@@ -756,7 +775,8 @@ fn run_batch<B: Backend>(
     let started = Instant::now();
     let total: usize = batch.iter().map(|j| j.n).sum();
     let per_image = info.image_len();
-    let mut input = Vec::with_capacity(total * per_image);
+    input.clear();
+    input.reserve(total * per_image);
     for job in &mut batch {
         // Its place ahead of the model goes to the next image to prepare.
         job.permit.ahead = None;
@@ -804,6 +824,9 @@ fn run_batch<B: Backend>(
     }
     busy.store(0, Relaxed);
     model_done();
+    if input.capacity() > MAX_KEPT_INPUT {
+        *input = Vec::new();
+    }
     let elapsed = started.elapsed();
     let mut offset = 0;
     for job in batch {
