@@ -39,16 +39,32 @@ pub fn keep_spare_buffers(n: usize) {
     spares.truncate(n);
 }
 
-/// A zeroed buffer of `len` bytes: a kept spare large enough, else a new one.
+/// A zeroed buffer of `len` bytes: the smallest kept spare large enough, else a new one.
 pub(crate) fn take(len: usize) -> Vec<u8> {
-    let found = {
-        let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-        spares
-            .iter()
-            .position(|b| b.capacity() >= len)
-            .map(|i| spares.swap_remove(i))
-    };
+    let found = best_fit(&mut SPARES.lock().unwrap_or_else(|e| e.into_inner()), len);
     zeroed(found, len)
+}
+
+/// Takes the smallest of `kept` that holds `len` bytes, if any.
+fn best_fit(kept: &mut Vec<Vec<u8>>, len: usize) -> Option<Vec<u8>> {
+    let best = kept
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.capacity() >= len)
+        .min_by_key(|(_, b)| b.capacity())
+        .map(|(i, _)| i)?;
+    Some(kept.swap_remove(best))
+}
+
+/// Adds `buffer` to `kept`, which holds at most `n`: when full, in place of a smaller one.
+fn keep_largest(kept: &mut Vec<Vec<u8>>, buffer: Vec<u8>, n: usize) {
+    if kept.len() < n {
+        kept.push(buffer);
+    } else if let Some(smallest) = kept.iter_mut().min_by_key(|b| b.capacity())
+        && smallest.capacity() < buffer.capacity()
+    {
+        *smallest = buffer;
+    }
 }
 
 /// `buffer` cleared and zeroed to `len` bytes, or a new zeroed buffer.
@@ -72,13 +88,7 @@ pub(crate) fn scratch(len: usize) -> Vec<u8> {
             kept.clear();
             return None;
         }
-        let best = kept
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.capacity() >= len)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i)?;
-        Some(kept.swap_remove(best))
+        best_fit(kept, len)
     });
     zeroed(found, len)
 }
@@ -89,15 +99,7 @@ pub(crate) fn give_back(buffer: Vec<u8>) {
     if KEEP.load(Relaxed) == 0 || buffer.capacity() > MAX_SCRATCH {
         return;
     }
-    SCRATCH.with_borrow_mut(|kept| {
-        if kept.len() < SCRATCH_PER_THREAD {
-            kept.push(buffer);
-        } else if let Some(smallest) = kept.iter_mut().min_by_key(|b| b.capacity())
-            && smallest.capacity() < buffer.capacity()
-        {
-            *smallest = buffer;
-        }
-    });
+    SCRATCH.with_borrow_mut(|kept| keep_largest(kept, buffer, SCRATCH_PER_THREAD));
 }
 
 /// Hands a decoded image's buffer back for a later decode (when spares are kept).
@@ -107,14 +109,11 @@ pub fn recycle(image: RgbImage) {
     if keep == 0 || data.capacity() > MAX_KEPT {
         return;
     }
-    let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-    if spares.len() < keep {
-        spares.push(data);
-    } else if let Some(smallest) = spares.iter_mut().min_by_key(|b| b.capacity())
-        && smallest.capacity() < data.capacity()
-    {
-        *smallest = data;
-    }
+    keep_largest(
+        &mut SPARES.lock().unwrap_or_else(|e| e.into_inner()),
+        data,
+        keep,
+    );
 }
 
 #[cfg(test)]

@@ -748,7 +748,7 @@ fn gather(
     Some((batch, disconnected))
 }
 
-/// The largest model input an inference thread keeps for its next batch: 32 MiB, 13 images of
+/// The largest model input an inference thread keeps for its next batch: 32 MiB, 55 images of
 /// 224 x 224.
 const MAX_KEPT_INPUT: usize = (32 << 20) / size_of::<f32>();
 
