@@ -41,119 +41,31 @@
 //!   (TurboJPEG 2.1 reports only the warning); Pillow raises.
 
 mod bmp_webp;
+mod coefficients;
 mod convert;
 mod error;
+mod format;
 mod gif;
 mod jpeg;
 mod kernels;
+mod limits;
 mod png;
 mod resize;
+mod rgb_image;
 mod spare;
 mod tiff;
 
 pub use error::{ErrorKind, VisionError};
+pub use format::Format;
+pub use limits::Limits;
 pub use resize::resize_bilinear;
+pub use rgb_image::RgbImage;
 pub use spare::{keep_spare_buffers, recycle};
 
 /// ImageNet channel means that torchvision's `Normalize` subtracts (RGB order).
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations that torchvision's `Normalize` divides by (RGB order).
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-/// Resource limits applied while decoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// The most pixels (width x height) an image may declare; Pillow's `MAX_IMAGE_PIXELS` by
-    /// default.
-    pub max_pixels: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_pixels: 89_478_485,
-        }
-    }
-}
-
-impl Limits {
-    /// Refuses `width x height` if it is over `max_pixels`.
-    pub fn check(&self, width: u32, height: u32) -> Result<(), VisionError> {
-        if u64::from(width) * u64::from(height) > self.max_pixels {
-            return Err(VisionError::TooManyPixels {
-                width,
-                height,
-                limit: self.max_pixels,
-            });
-        }
-        Ok(())
-    }
-
-    /// The most bytes a decoder may allocate: 16-bit RGBA at the pixel limit, plus slack.
-    pub(crate) fn max_decode_bytes(&self) -> u64 {
-        self.max_pixels.saturating_mul(8).saturating_add(64 << 20)
-    }
-}
-
-/// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// `3 * width * height` bytes: R, G, B of each pixel.
-    pub data: Vec<u8>,
-}
-
-/// The image formats we decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// JPEG (JFIF, Exif, Adobe).
-    Jpeg,
-    /// PNG (the first image of an APNG).
-    Png,
-    /// GIF (the first frame).
-    Gif,
-    /// Windows bitmap.
-    Bmp,
-    /// WebP, lossy or lossless.
-    WebP,
-    /// TIFF (the first image).
-    Tiff,
-}
-
-impl Format {
-    /// The format's usual name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Jpeg => "JPEG",
-            Format::Png => "PNG",
-            Format::Gif => "GIF",
-            Format::Bmp => "BMP",
-            Format::WebP => "WebP",
-            Format::Tiff => "TIFF",
-        }
-    }
-
-    /// The format's media type.
-    pub fn mime_type(self) -> &'static str {
-        match self {
-            Format::Jpeg => "image/jpeg",
-            Format::Png => "image/png",
-            Format::Gif => "image/gif",
-            Format::Bmp => "image/bmp",
-            Format::WebP => "image/webp",
-            Format::Tiff => "image/tiff",
-        }
-    }
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Detects the format from the magic bytes at the start of the data.
 pub fn sniff(bytes: &[u8]) -> Result<Format, VisionError> {

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::RgbImage;
+use crate::rgb_image::RgbImage;
 
 /// Largest buffer kept: room for an RGB image of about 40 megapixels.
 const MAX_KEPT: usize = 128 << 20;
