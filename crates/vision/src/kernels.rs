@@ -10,8 +10,7 @@
 //! shuffled into 16-bit lanes `[r0 r1 g0 g1 b0 b1 0 0 | r2 r3 g2 g3 b2 b3 0 0]`, so each channel
 //! keeps its own lanes and an output pixel ends with two additions per channel. Several rows go
 //! through each window together, so that a window's weights (which outgrow the L1 cache on a
-//! 4000-pixel-wide photo) are loaded once for all of them: 4000 x 3000 -> 224 x 224 resized
-//! about twice as fast as with 32-bit multiplies one row at a time. Reading a whole group goes
+//! 4000-pixel-wide photo) are loaded once for all of them. Reading a whole group goes
 //! past a window's end, where the weights are 0: rows too close to the end of the image are
 //! copied into a padded buffer first. The compiler does not vectorise this loop by itself,
 //! hence the intrinsics; the vertical pass it does vectorise. For sources tens of millions of

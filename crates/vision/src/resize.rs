@@ -6,9 +6,9 @@
 //!   `coefficients`), the same integers as Pillow's.
 //! - Two passes, each rounding to an 8-bit image. Usually the horizontal pass runs first, over
 //!   only the rows that the vertical pass reads. Pillow 13 runs the vertical pass first when the
-//!   height shrinks by more than twice as many pixels as the width (found by probing Pillow
-//!   13.0 across 1485 size pairs; its source is not at hand). A pass whose axis keeps its size
-//!   is skipped.
+//!   height shrinks by more than twice as many pixels as the width (a rule found by probing
+//!   Pillow 13.0, whose source is not at hand; `tests/fixtures` holds sizes on both sides of its
+//!   boundary). A pass whose axis keeps its size is skipped.
 //! - Each output sample is `clip8((2^21 + sum(pixel * weight)) >> 22)` in 32-bit integers.
 //!
 //! Integer sums are exact, so the loops (in `kernels`) are free to add in any order.
