@@ -49,12 +49,16 @@ pub(super) struct Decoder<'a> {
     handle: *mut Handle,
     width: u32,
     height: u32,
+    /// A call failed (or Arbiter's Huffman decoder gave up): libjpeg's state is then undefined,
+    /// and the handle may only be freed.
+    failed: bool,
     _bytes: std::marker::PhantomData<&'a [u8]>,
 }
 
 impl Drop for Decoder<'_> {
     fn drop(&mut self) {
-        // SAFETY: the handle came from arbiter_jpeg_new and is freed once, here.
+        // SAFETY: the handle came from arbiter_jpeg_new and is freed once, here; destroying is
+        // what libjpeg allows after an error too.
         unsafe { arbiter_jpeg_free(self.handle) }
     }
 }
@@ -66,7 +70,7 @@ impl<'a> Decoder<'a> {
         denom: u32,
         huffman: Huffman,
     ) -> Result<Decoder<'a>, VisionError> {
-        // SAFETY: no preconditions; NULL when out of memory.
+        // SAFETY: arbiter_jpeg_new has no preconditions; it returns NULL when out of memory.
         let handle = unsafe { arbiter_jpeg_new() };
         if handle.is_null() {
             return Err(VisionError::MemoryLimit {
@@ -77,14 +81,17 @@ impl<'a> Decoder<'a> {
             handle,
             width: 0,
             height: 0,
+            failed: false,
             _bytes: std::marker::PhantomData,
         };
         let len = c_ulong::try_from(bytes.len())
             .map_err(|_| VisionError::corrupt(Format::Jpeg, "too long"))?;
         let (mut w, mut h) = (0, 0);
         let fast = c_int::from(huffman == Huffman::Arbiter);
-        // SAFETY: the handle is live; `bytes` outlives the decoder (its lifetime 'a), and
-        // libjpeg only reads them; w and h are valid for writes.
+        // SAFETY: the handle is live and not started; `bytes` (len of them) stays valid until the
+        // handle is freed, since the decoder that frees it borrows them for 'a, and libjpeg only
+        // reads them; w and h are valid for writes. A libjpeg error returns -1 from the C call
+        // (module doc).
         let rc =
             unsafe { arbiter_jpeg_start(handle, bytes.as_ptr(), len, denom, fast, &mut w, &mut h) };
         d.check(rc)?;
@@ -95,7 +102,7 @@ impl<'a> Decoder<'a> {
     /// Whose Huffman decoder reads the scan.
     #[cfg(test)]
     pub(super) fn huffman(&self) -> Huffman {
-        // SAFETY: the handle is live.
+        // SAFETY: the handle is live; the call only reads one of its fields.
         match unsafe { arbiter_jpeg_fast_huffman(self.handle) } {
             0 => Huffman::Libjpeg,
             _ => Huffman::Arbiter,
@@ -114,14 +121,19 @@ impl<'a> Decoder<'a> {
         out: &mut [u8],
         max_rows: usize,
     ) -> Result<Option<usize>, VisionError> {
+        if self.failed {
+            return Err(self.error());
+        }
         let stride = self.width as usize * 3;
         let max_rows = max_rows.min(out.len() / stride.max(1));
         let rows = c_int::try_from(max_rows).unwrap_or(c_int::MAX);
-        // SAFETY: the handle is live and started; `out` holds at least `rows` rows of
-        // `stride` bytes (checked above), and libjpeg writes `stride` bytes per row.
+        // SAFETY: the handle is live, started (a failed start returns no decoder) and has not
+        // failed (checked above); `out` holds at least `rows` rows of `stride` bytes (checked
+        // above), and libjpeg writes `stride` bytes per row, `width` RGB pixels.
         let rc =
             unsafe { arbiter_jpeg_read(self.handle, out.as_mut_ptr(), stride as c_ulong, rows) };
         if rc == -2 {
+            self.failed = true;
             return Ok(None);
         }
         self.check(rc)?;
@@ -129,21 +141,31 @@ impl<'a> Decoder<'a> {
     }
 
     /// Finishes the decoding (libjpeg reads to the end of the image).
-    pub(super) fn finish(self) -> Result<(), VisionError> {
-        // SAFETY: the handle is live.
+    pub(super) fn finish(mut self) -> Result<(), VisionError> {
+        if self.failed {
+            return Err(self.error());
+        }
+        // SAFETY: the handle is live, started and has not failed (checked above).
         let rc = unsafe { arbiter_jpeg_finish(self.handle) };
         self.check(rc)
     }
 
-    fn check(&self, rc: c_int) -> Result<(), VisionError> {
+    /// `Ok` for a C call's non-negative result; otherwise the decoder has failed, with the
+    /// message libjpeg left in the handle.
+    fn check(&mut self, rc: c_int) -> Result<(), VisionError> {
         if rc >= 0 {
             return Ok(());
         }
-        // SAFETY: the handle is live; the message is a NUL-terminated buffer inside it.
+        self.failed = true;
+        Err(self.error())
+    }
+
+    /// The last error the handle holds.
+    fn error(&self) -> VisionError {
+        // SAFETY: the handle is live; the call returns its message buffer, always
+        // NUL-terminated (zeroed at creation, then written by libjpeg's format_message or
+        // snprintf), which lives as long as the handle and is copied out here.
         let message = unsafe { CStr::from_ptr(arbiter_jpeg_message(self.handle)) };
-        Err(VisionError::corrupt(
-            Format::Jpeg,
-            message.to_string_lossy().into_owned(),
-        ))
+        VisionError::corrupt(Format::Jpeg, message.to_string_lossy().into_owned())
     }
 }
