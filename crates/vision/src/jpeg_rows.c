@@ -1,7 +1,7 @@
 /*
- * Row-by-row JPEG decoding through libjpeg's own API, for `jpeg.rs`.
+ * Row-by-row JPEG decoding through libjpeg's own API, for `jpeg/banded.rs` (its Rust side is `jpeg/rows.rs`).
  *
- * TurboJPEG 2.1 (what the rest of `jpeg.rs` calls) only decodes a whole image into one buffer;
+ * TurboJPEG 2.1 (what `jpeg/whole.rs` calls) only decodes a whole image into one buffer;
  * a 12-megapixel photo then needs 36 MB before it is resized to 224 x 224. libjpeg's scanline
  * API hands out a few rows at a time, which the resizer folds in as they come. The calls are the
  * ones tjDecompress2 makes (libjpeg-turbo 2.1's turbojpeg.c): jpeg_mem_src, jpeg_read_header,
