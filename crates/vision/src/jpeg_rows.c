@@ -1,5 +1,6 @@
 /*
- * Row-by-row JPEG decoding through libjpeg's own API, for `jpeg/banded.rs` (its Rust side is `jpeg/rows.rs`).
+ * Row-by-row JPEG decoding through libjpeg's own API, for `jpeg/banded.rs` (its Rust side is
+ * `jpeg/rows.rs`).
  *
  * TurboJPEG 2.1 (what `jpeg/whole.rs` calls) only decodes a whole image into one buffer;
  * a 12-megapixel photo then needs 36 MB before it is resized to 224 x 224. libjpeg's scanline

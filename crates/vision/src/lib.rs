@@ -10,9 +10,8 @@
 //!    that agrees with Pillow's: libjpeg-turbo for JPEG (the library inside Pillow, with the same
 //!    defaults: accurate integer IDCT, fancy upsampling, no DCT scaling; for a baseline JPEG
 //!    resized as it decodes, our own faster Huffman decoding under libjpeg's: the same
-//!    coefficients, see `jpeg_rows.c`), the `png`, `gif` and
-//!    `tiff` crates read raw so that we apply Pillow's own mode rules, and the `image` crate for
-//!    BMP and WebP. Every mode becomes 8-bit RGB exactly as Pillow's `convert("RGB")` does it
+//!    coefficients, see `jpeg` and `jpeg_rows.c`), the `png`, `gif` and `tiff` crates read raw
+//!    so that we apply Pillow's own mode rules, and the `image` crate for BMP and WebP. Every mode becomes 8-bit RGB exactly as Pillow's `convert("RGB")` does it
 //!    (see `convert`): alpha is dropped, not composited; 16-bit gray is clipped; CMYK goes
 //!    through Pillow's integer `cmyk2rgb`. Truncated or corrupt input is a typed error, not a
 //!    panic and not a half-gray picture (Pillow without `LOAD_TRUNCATED_IMAGES` refuses too).
@@ -25,11 +24,12 @@
 //!
 //! # Parity, and where it stops
 //!
-//! Measured against Pillow 13.0: the 24 reference photos of `scripts/setup` (JPEG 4:2:0, 4:4:4,
-//! progressive, CMYK, gray; PNG RGB, RGBA, LA, P, 16-bit gray; GIF, BMP, TIFF, lossy and
-//! lossless WebP; a 12 MP photo, a 2000 x 60 strip, a 1 x 1 pixel) decode and resize with 0
-//! values off, as do the mode and resize fixtures of `tests/fixtures` (bar the palette TIFF). EXIF orientation is not applied, as
-//! Pillow's `Image.open` does not apply it. Known differences, all on rare files:
+//! Checked against Pillow 13.0 (`tests/parity.rs`, `tests/modes.rs`, `tests/resize.rs`): the 24
+//! reference photos of `scripts/setup` (JPEG 4:2:0, 4:4:4, progressive, CMYK, gray; PNG RGB,
+//! RGBA, LA, P, 16-bit gray; GIF, BMP, TIFF, lossy and lossless WebP; a 12 MP photo, a 2000 x 60
+//! strip, a 1 x 1 pixel) decode and resize with 0 values off, as do the mode and resize fixtures
+//! of `tests/fixtures` (bar the palette TIFF). EXIF orientation is not applied, as Pillow's
+//! `Image.open` does not apply it. Known differences, all on rare files:
 //!
 //! - palette TIFFs are refused as unsupported (the `tiff` crate does not read them);
 //! - 16-bit (5-5-5, 5-6-5) BMPs: the `image` crate rounds channel scaling where Pillow

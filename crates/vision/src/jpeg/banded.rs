@@ -10,9 +10,9 @@ use crate::rgb_image::RgbImage;
 
 /// Decodes an RGB JPEG (3 components) scaled down by `divisor` and resizes it to `out_w x
 /// out_h` as it is decoded, a few rows at a time, without holding the whole decoded image: the
-/// result of [`super::whole::decode`] then [`crate::resize::resize_bilinear`], bit for bit, and the time spent
-/// resizing. `None` when the image must be decoded whole: not 3 components, or a size Pillow
-/// resizes vertically first.
+/// result of [`super::whole::decode`] then [`crate::resize::resize_bilinear`], bit for bit, and
+/// the time spent resizing. `None` when the image must be decoded whole: not 3 components, or a
+/// size Pillow resizes vertically first.
 pub(crate) fn decode_resized(
     bytes: &[u8],
     header: &Header,
