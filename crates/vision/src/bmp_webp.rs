@@ -9,7 +9,11 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageError, ImageFormat, ImageReader};
 
-use crate::{Format, Limits, RgbImage, VisionError, convert};
+use crate::convert;
+use crate::error::VisionError;
+use crate::format::Format;
+use crate::limits::Limits;
+use crate::rgb_image::RgbImage;
 
 fn image_format(format: Format) -> ImageFormat {
     match format {

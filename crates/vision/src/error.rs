@@ -1,6 +1,6 @@
 //! The one error type of the crate, and the coarse [`ErrorKind`] callers branch on.
 
-use crate::Format;
+use crate::format::Format;
 
 /// Why an image could not be decoded or preprocessed.
 ///

@@ -1,7 +1,8 @@
 /*
- * Row-by-row JPEG decoding through libjpeg's own API, for `jpeg.rs`.
+ * Row-by-row JPEG decoding through libjpeg's own API, for `jpeg/banded.rs` (its Rust side is
+ * `jpeg/rows.rs`).
  *
- * TurboJPEG 2.1 (what the rest of `jpeg.rs` calls) only decodes a whole image into one buffer;
+ * TurboJPEG 2.1 (what `jpeg/whole.rs` calls) only decodes a whole image into one buffer;
  * a 12-megapixel photo then needs 36 MB before it is resized to 224 x 224. libjpeg's scanline
  * API hands out a few rows at a time, which the resizer folds in as they come. The calls are the
  * ones tjDecompress2 makes (libjpeg-turbo 2.1's turbojpeg.c): jpeg_mem_src, jpeg_read_header,
@@ -13,16 +14,15 @@
  * handle. Warnings (corrupt but decodable data) are counted and the decoding goes on, as
  * TurboJPEG does without TJFLAG_STOPONWARNING. No Rust frame is ever crossed by the longjmp.
  *
- * Huffman decoding. Reading the entropy-coded data is two thirds of libjpeg-turbo 2.1's time on a
- * phone photo, and its decoder is slower than it needs to be: it refills its bit buffer a byte
- * at a time, looking for 0xFF in each, and decodes a coefficient in three dependent steps (code,
- * then magnitude bits, then sign). For a baseline scan (one interleaved scan, Huffman, no restart
- * markers: what cameras and phones write), this file decodes the coefficients itself: the scan's
- * bytes are first copied without their stuffed zero bytes, so the bit buffer refills eight bytes
- * at a time without a test; one table lookup of the next FAST_BITS bits gives a coefficient whole
- * (code, run, magnitude and sign) when they fit, as most do, and two when both fit (on a 12 MP
- * phone photo, 1.8 million lookups: 62% pairs, 38% single, besides 61 thousand longer codes and
- * 282 thousand DC lookups). The coefficients are the same ones
+ * Huffman decoding. Reading the entropy-coded data is where libjpeg-turbo 2.1 spends most of its
+ * time on a photo, and its decoder is slower than it needs to be: it refills its bit buffer a
+ * byte at a time, looking for 0xFF in each, and decodes a coefficient in three dependent steps
+ * (code, then magnitude bits, then sign). For a baseline scan (one interleaved scan, Huffman, no
+ * restart markers: what cameras and phones write), this file decodes the coefficients itself: the
+ * scan's bytes are first copied without their stuffed zero bytes, so the bit buffer refills eight
+ * bytes at a time without a test; one table lookup of the next FAST_BITS bits gives a coefficient
+ * whole (code, run, magnitude and sign) when they fit, as most do, and two when both fit (the
+ * measurements behind this are in docs/vision.md). The coefficients are the same ones
  * (Huffman coding is lossless), stored where libjpeg's decoder stores them, and libjpeg does the
  * rest (dequantization, IDCT, upsampling, color), so the pixels are unchanged. It takes over
  * libjpeg's decode_mcu method, which libjpeg calls once per MCU (jpegint.h's

@@ -10,8 +10,7 @@
 //! shuffled into 16-bit lanes `[r0 r1 g0 g1 b0 b1 0 0 | r2 r3 g2 g3 b2 b3 0 0]`, so each channel
 //! keeps its own lanes and an output pixel ends with two additions per channel. Several rows go
 //! through each window together, so that a window's weights (which outgrow the L1 cache on a
-//! 4000-pixel-wide photo) are loaded once for all of them: 4000 x 3000 -> 224 x 224 resized
-//! about twice as fast as with 32-bit multiplies one row at a time. Reading a whole group goes
+//! 4000-pixel-wide photo) are loaded once for all of them. Reading a whole group goes
 //! past a window's end, where the weights are 0: rows too close to the end of the image are
 //! copied into a padded buffer first. The compiler does not vectorise this loop by itself,
 //! hence the intrinsics; the vertical pass it does vectorise. For sources tens of millions of
@@ -22,7 +21,7 @@
 
 use std::ops::Range;
 
-use crate::resize::PRECISION_BITS;
+use crate::coefficients::{Coefficients, PRECISION_BITS};
 
 /// A split weight is `hi * 2^SPLIT + lo`, `lo` in `0..2^SPLIT`: both fit 16 bits for any weight
 /// of magnitude up to `2^22` (Pillow's 1.0).
@@ -87,15 +86,14 @@ impl Weights {
 }
 
 impl Horizontal {
-    /// The plan for `windows` (start pixel, taps) whose weights are `compact`, `ksize` per
-    /// window, over rows of `in_w` pixels: split for the AVX2 kernel when `split` is true.
-    pub(crate) fn new(
-        windows: &[(usize, usize)],
-        compact: Vec<i32>,
-        ksize: usize,
-        in_w: usize,
-        split: bool,
-    ) -> Horizontal {
+    /// The plan for one axis's `coeffs` over rows of `in_w` pixels: split for the AVX2 kernel
+    /// when `split` is true.
+    pub(crate) fn new(coeffs: Coefficients, in_w: usize, split: bool) -> Horizontal {
+        let Coefficients {
+            ksize,
+            bounds: windows,
+            weights: compact,
+        } = coeffs;
         let byte_windows = windows.iter().map(|&(x, n)| (3 * x, n)).collect();
         if !split {
             return Horizontal {
@@ -111,7 +109,7 @@ impl Horizontal {
         for ((out, k), &(_, n)) in weights
             .chunks_exact_mut(per_pixel)
             .zip(compact.chunks_exact(ksize))
-            .zip(windows)
+            .zip(&windows)
         {
             for (t, &w) in k[..n].iter().enumerate() {
                 debug_assert!(w.abs() <= 1 << PRECISION_BITS, "weight {w} above 1.0");
@@ -124,7 +122,7 @@ impl Horizontal {
             }
         }
         // The kernel reads 16 bytes from each group's first pixel.
-        let row_span = split_reach(windows).max(in_w * 3);
+        let row_span = split_reach(&windows).max(in_w * 3);
         Horizontal {
             windows: byte_windows,
             weights: Weights::Split {
@@ -395,6 +393,7 @@ fn vertical_row_portable(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coefficients::coefficients;
 
     /// The portable kernel (either layout) and the AVX2 kernel agree, downscaling and
     /// upscaling, on random and on saturated pixels, over blocks of rows and single rows,
@@ -418,10 +417,10 @@ mod tests {
                         if saturated { 255 } else { (state >> 16) as u8 }
                     })
                     .collect();
-                let compact = crate::resize::horizontal_plan(w, out_w, false);
+                let compact = Horizontal::new(coefficients(w, out_w), w, false);
                 let mut portable = vec![0u8; h * out_w * 3];
                 horizontal_portable(&src, w * 3, 0..h, &compact, 1 << 21, &mut portable);
-                let split = crate::resize::horizontal_plan(w, out_w, true);
+                let split = Horizontal::new(coefficients(w, out_w), w, true);
                 assert!(matches!(split.weights, Weights::Split { .. }));
                 for plan in [&compact, &split] {
                     let mut dispatched = vec![0u8; h * out_w * 3];

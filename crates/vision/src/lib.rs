@@ -10,9 +10,8 @@
 //!    that agrees with Pillow's: libjpeg-turbo for JPEG (the library inside Pillow, with the same
 //!    defaults: accurate integer IDCT, fancy upsampling, no DCT scaling; for a baseline JPEG
 //!    resized as it decodes, our own faster Huffman decoding under libjpeg's: the same
-//!    coefficients, see `jpeg_rows.c`), the `png`, `gif` and
-//!    `tiff` crates read raw so that we apply Pillow's own mode rules, and the `image` crate for
-//!    BMP and WebP. Every mode becomes 8-bit RGB exactly as Pillow's `convert("RGB")` does it
+//!    coefficients, see `jpeg` and `jpeg_rows.c`), the `png`, `gif` and `tiff` crates read raw
+//!    so that we apply Pillow's own mode rules, and the `image` crate for BMP and WebP. Every mode becomes 8-bit RGB exactly as Pillow's `convert("RGB")` does it
 //!    (see `convert`): alpha is dropped, not composited; 16-bit gray is clipped; CMYK goes
 //!    through Pillow's integer `cmyk2rgb`. Truncated or corrupt input is a typed error, not a
 //!    panic and not a half-gray picture (Pillow without `LOAD_TRUNCATED_IMAGES` refuses too).
@@ -25,11 +24,12 @@
 //!
 //! # Parity, and where it stops
 //!
-//! Measured against Pillow 13.0: the 24 reference photos of `scripts/setup` (JPEG 4:2:0, 4:4:4,
-//! progressive, CMYK, gray; PNG RGB, RGBA, LA, P, 16-bit gray; GIF, BMP, TIFF, lossy and
-//! lossless WebP; a 12 MP photo, a 2000 x 60 strip, a 1 x 1 pixel) decode and resize with 0
-//! values off, as do the mode and resize fixtures of `tests/fixtures` (bar the palette TIFF). EXIF orientation is not applied, as
-//! Pillow's `Image.open` does not apply it. Known differences, all on rare files:
+//! Checked against Pillow 13.0 (`tests/parity.rs`, `tests/modes.rs`, `tests/resize.rs`): the 24
+//! reference photos of `scripts/setup` (JPEG 4:2:0, 4:4:4, progressive, CMYK, gray; PNG RGB,
+//! RGBA, LA, P, 16-bit gray; GIF, BMP, TIFF, lossy and lossless WebP; a 12 MP photo, a 2000 x 60
+//! strip, a 1 x 1 pixel) decode and resize with 0 values off, as do the mode and resize fixtures
+//! of `tests/fixtures` (bar the palette TIFF). EXIF orientation is not applied, as Pillow's
+//! `Image.open` does not apply it. Known differences, all on rare files:
 //!
 //! - palette TIFFs are refused as unsupported (the `tiff` crate does not read them);
 //! - 16-bit (5-5-5, 5-6-5) BMPs: the `image` crate rounds channel scaling where Pillow
@@ -41,119 +41,31 @@
 //!   (TurboJPEG 2.1 reports only the warning); Pillow raises.
 
 mod bmp_webp;
+mod coefficients;
 mod convert;
 mod error;
+mod format;
 mod gif;
 mod jpeg;
 mod kernels;
+mod limits;
 mod png;
 mod resize;
+mod rgb_image;
 mod spare;
 mod tiff;
 
 pub use error::{ErrorKind, VisionError};
+pub use format::Format;
+pub use limits::Limits;
 pub use resize::resize_bilinear;
+pub use rgb_image::RgbImage;
 pub use spare::{keep_spare_buffers, recycle};
 
 /// ImageNet channel means that torchvision's `Normalize` subtracts (RGB order).
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations that torchvision's `Normalize` divides by (RGB order).
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-/// Resource limits applied while decoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// The most pixels (width x height) an image may declare; Pillow's `MAX_IMAGE_PIXELS` by
-    /// default.
-    pub max_pixels: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_pixels: 89_478_485,
-        }
-    }
-}
-
-impl Limits {
-    /// Refuses `width x height` if it is over `max_pixels`.
-    pub fn check(&self, width: u32, height: u32) -> Result<(), VisionError> {
-        if u64::from(width) * u64::from(height) > self.max_pixels {
-            return Err(VisionError::TooManyPixels {
-                width,
-                height,
-                limit: self.max_pixels,
-            });
-        }
-        Ok(())
-    }
-
-    /// The most bytes a decoder may allocate: 16-bit RGBA at the pixel limit, plus slack.
-    pub(crate) fn max_decode_bytes(&self) -> u64 {
-        self.max_pixels.saturating_mul(8).saturating_add(64 << 20)
-    }
-}
-
-/// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// `3 * width * height` bytes: R, G, B of each pixel.
-    pub data: Vec<u8>,
-}
-
-/// The image formats we decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// JPEG (JFIF, Exif, Adobe).
-    Jpeg,
-    /// PNG (the first image of an APNG).
-    Png,
-    /// GIF (the first frame).
-    Gif,
-    /// Windows bitmap.
-    Bmp,
-    /// WebP, lossy or lossless.
-    WebP,
-    /// TIFF (the first image).
-    Tiff,
-}
-
-impl Format {
-    /// The format's usual name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Jpeg => "JPEG",
-            Format::Png => "PNG",
-            Format::Gif => "GIF",
-            Format::Bmp => "BMP",
-            Format::WebP => "WebP",
-            Format::Tiff => "TIFF",
-        }
-    }
-
-    /// The format's media type.
-    pub fn mime_type(self) -> &'static str {
-        match self {
-            Format::Jpeg => "image/jpeg",
-            Format::Png => "image/png",
-            Format::Gif => "image/gif",
-            Format::Bmp => "image/bmp",
-            Format::WebP => "image/webp",
-            Format::Tiff => "image/tiff",
-        }
-    }
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Detects the format from the magic bytes at the start of the data.
 pub fn sniff(bytes: &[u8]) -> Result<Format, VisionError> {

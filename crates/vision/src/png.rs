@@ -7,7 +7,11 @@
 
 use std::io::Cursor;
 
-use crate::{Format, Limits, RgbImage, VisionError, convert};
+use crate::convert;
+use crate::error::VisionError;
+use crate::format::Format;
+use crate::limits::Limits;
+use crate::rgb_image::RgbImage;
 
 const F: Format = Format::Png;
 

@@ -2,107 +2,23 @@
 //!
 //! This follows `ImagingResampleInner` in Pillow's `src/libImaging/Resample.c`:
 //!
-//! - Per axis, each output index `i` gets a window of input indices and weights: `scale = in /
-//!   out`, `filterscale = max(scale, 1)`, `support = filterscale` (the triangle's support is 1),
-//!   `center = (i + 0.5) * scale`, window `[trunc(center - support + 0.5) max 0, trunc(center +
-//!   support + 0.5) min in)`, weights `triangle((x - center + 0.5) / filterscale)` divided by
-//!   their sum, then fixed point: `trunc(w * 2^22 + 0.5)`. All of it in `f64`, in Pillow's order
-//!   of operations, so that the integer weights are the same.
+//! - Per axis, each output index gets a window of input indices and fixed-point weights (see
+//!   `coefficients`), the same integers as Pillow's.
 //! - Two passes, each rounding to an 8-bit image. Usually the horizontal pass runs first, over
 //!   only the rows that the vertical pass reads. Pillow 13 runs the vertical pass first when the
-//!   height shrinks by more than twice as many pixels as the width (found by probing Pillow
-//!   13.0 across 1485 size pairs; its source is not at hand). A pass whose axis keeps its size
-//!   is skipped.
+//!   height shrinks by more than twice as many pixels as the width (a rule found by probing
+//!   Pillow 13.0, whose source is not at hand; `tests/fixtures` holds sizes on both sides of its
+//!   boundary). A pass whose axis keeps its size is skipped.
 //! - Each output sample is `clip8((2^21 + sum(pixel * weight)) >> 22)` in 32-bit integers.
 //!
 //! Integer sums are exact, so the loops (in `kernels`) are free to add in any order.
 
-use crate::RgbImage;
+use crate::coefficients::{Coefficients, PRECISION_BITS, coefficient_count, coefficients};
 use crate::kernels;
+use crate::rgb_image::RgbImage;
 
-/// Fixed-point precision of the weights, Pillow's `PRECISION_BITS`.
-pub(crate) const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// Rounding term every accumulator starts from.
 const HALF: i32 = 1 << (PRECISION_BITS - 1);
-
-/// The resampling windows and fixed-point weights of one axis.
-#[derive(Debug)]
-struct Coefficients {
-    /// Weights stored per output index (Pillow's `ksize`).
-    ksize: usize,
-    /// Per output index: first input index and number of inputs.
-    bounds: Vec<(usize, usize)>,
-    /// `ksize` weights per output index, the unused tail zero.
-    weights: Vec<i32>,
-}
-
-impl Coefficients {
-    /// The window and weights of output index `i`.
-    fn window(&self, i: usize) -> (usize, &[i32]) {
-        let (start, len) = self.bounds[i];
-        (start, &self.weights[i * self.ksize..i * self.ksize + len])
-    }
-}
-
-/// Pillow's `bilinear_filter`.
-fn triangle(x: f64) -> f64 {
-    let x = if x < 0.0 { -x } else { x };
-    if x < 1.0 { 1.0 - x } else { 0.0 }
-}
-
-/// Weights stored per output index (Pillow's `ksize`): `2 * ceil(support) + 1`.
-fn coefficient_count(in_size: usize, out_size: usize) -> usize {
-    let scale = f64::from(in_size as f32) / out_size as f64;
-    scale.max(1.0).ceil() as usize * 2 + 1
-}
-
-/// Pillow's `precompute_coeffs` followed by `normalize_coeffs_8bpc`, for the box `[0, in_size]`.
-fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
-    // Pillow receives the box edges as C floats; replicate the rounding of huge sizes too.
-    let in0 = 0.0f32;
-    let in1 = in_size as f32;
-    let scale = f64::from(in1 - in0) / out_size as f64;
-    let filterscale = if scale < 1.0 { 1.0 } else { scale };
-    let support = filterscale; // the triangle filter's support is 1.0
-    let ksize = coefficient_count(in_size, out_size);
-    let ss = 1.0 / filterscale;
-
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
-    let mut k = vec![0f64; ksize];
-    for (xx, out) in weights.chunks_exact_mut(ksize).enumerate() {
-        let center = f64::from(in0) + (xx as f64 + 0.5) * scale;
-        // `as i64` truncates toward zero like C's `(int)` cast.
-        let xmin = ((center - support + 0.5) as i64).max(0);
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64);
-        let n = ((xmax - xmin).max(0) as usize).min(ksize);
-        let xmin = xmin as usize;
-
-        let mut ww = 0.0;
-        for (x, kx) in k.iter_mut().take(n).enumerate() {
-            let w = triangle(((x + xmin) as f64 - center + 0.5) * ss);
-            *kx = w;
-            ww += w;
-        }
-        for (kx, o) in k.iter_mut().zip(out.iter_mut()).take(n) {
-            if ww != 0.0 {
-                *kx /= ww;
-            }
-            let fixed = *kx * f64::from(1u32 << PRECISION_BITS);
-            *o = if *kx < 0.0 {
-                (-0.5 + fixed) as i32
-            } else {
-                (0.5 + fixed) as i32
-            };
-        }
-        bounds.push((xmin, n));
-    }
-    Coefficients {
-        ksize,
-        bounds,
-        weights,
-    }
-}
 
 /// Resizes an RGB image with Pillow's BILINEAR filter (a triangle filter whose support grows
 /// with the downscale factor), bit-exact with Pillow's `resize((width, height), BILINEAR)`.
@@ -181,19 +97,16 @@ fn vertical_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool 
 /// within about 8 bytes per source column.
 const MAX_SPLIT_BYTES: usize = 64 << 20;
 
-/// The horizontal pass's windows and weights for `in_w -> out_w` pixels, split for the AVX2
-/// kernel or compact.
-pub(crate) fn horizontal_plan(in_w: usize, out_w: usize, split: bool) -> kernels::Horizontal {
-    let coeffs = coefficients(in_w, out_w);
-    kernels::Horizontal::new(&coeffs.bounds, coeffs.weights, coeffs.ksize, in_w, split)
-}
-
 /// The horizontal plan for `src_w -> out_w`, split for the AVX2 kernel unless that would take
 /// too much memory.
 fn plan_for(src_w: usize, out_w: usize) -> kernels::Horizontal {
     let ksize = coefficient_count(src_w, out_w);
     let split_bytes = kernels::Horizontal::split_bytes(out_w, ksize);
-    horizontal_plan(src_w, out_w, split_bytes <= MAX_SPLIT_BYTES)
+    kernels::Horizontal::new(
+        coefficients(src_w, out_w),
+        src_w,
+        split_bytes <= MAX_SPLIT_BYTES,
+    )
 }
 
 /// Resamples each row in `rows` of `src` (`src_w` pixels wide) to `out_w` pixels.
@@ -379,29 +292,6 @@ mod tests {
         let out = resize_bilinear(&img, 224, 224);
         assert_eq!((out.width, out.height), (224, 224));
         assert!(out.data.chunks_exact(3).all(|p| p == [200, 10, 99]));
-    }
-
-    #[test]
-    fn weights_sum_to_one_in_fixed_point() {
-        for (i, o) in [
-            (600, 224),
-            (224, 600),
-            (2000, 224),
-            (60, 224),
-            (3, 2),
-            (7, 7),
-        ] {
-            let c = coefficients(i, o);
-            for xx in 0..o {
-                let (_, k) = c.window(xx);
-                let sum: i32 = k.iter().sum();
-                // Each weight is rounded on its own: the sum is 2^22 within half a unit per tap.
-                assert!(
-                    (sum - (1 << 22)).abs() <= k.len() as i32,
-                    "{i}->{o} at {xx}: {sum}"
-                );
-            }
-        }
     }
 
     #[test]

@@ -1,20 +1,20 @@
 //! Spare pixel buffers. A 12-megapixel photo decodes into 36 MB; allocating that afresh for
-//! every image maps new pages that the kernel must fault in and zero one by one (a tenth of the
-//! decoding threads' time in a profile of 12-megapixel traffic). A server that decodes image
+//! every image maps new pages that the kernel must fault in and zero one by one, a cost paid on
+//! every request (docs/vision.md has the profile that showed it). A server that decodes image
 //! after image instead reuses the buffers of the images it [`recycle`]d, at most
 //! [`keep_spare_buffers`] of them (one per decoding thread keeps the memory to what the decodes
 //! in flight hold anyway). None are kept unless asked for.
 //!
 //! Each decoding thread also keeps its own [`scratch`] buffers, when spares are kept: the band of
 //! rows a JPEG decodes into and the rows a resize keeps for its vertical pass (403 KB for a
-//! 512 x 600 photo, 2 MB for a 12-megapixel one). Allocated per image, the kept rows were a third
-//! of the pages a worker faulted in per 512 x 600 request (the model's input, the rest).
+//! 512 x 600 photo, 2 MB for a 12-megapixel one), which allocated per image would be faulted in
+//! afresh on every request too.
 
 use std::cell::RefCell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::RgbImage;
+use crate::rgb_image::RgbImage;
 
 /// Largest buffer kept: room for an RGB image of about 40 megapixels.
 const MAX_KEPT: usize = 128 << 20;

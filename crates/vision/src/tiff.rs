@@ -11,7 +11,11 @@ use tiff::ColorType;
 use tiff::decoder::{Decoder, DecodingResult};
 use tiff::tags::Tag;
 
-use crate::{Format, Limits, RgbImage, VisionError, convert};
+use crate::convert;
+use crate::error::VisionError;
+use crate::format::Format;
+use crate::limits::Limits;
+use crate::rgb_image::RgbImage;
 
 const F: Format = Format::Tiff;
 
