@@ -289,3 +289,32 @@ fn etc_arbiter_toml_shows_the_defaults() {
         "etc/arbiter.toml and the effective config list different keys"
     );
 }
+
+#[test]
+fn bad_trusted_proxies_are_explained() {
+    let errors = parse("[server]\ntrusted_proxies = [\"unix\", \"10.0.0.0/33\", \"nowhere\"]\n")
+        .unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["server.trusted_proxies[1]", "server.trusted_proxies[2]"]
+    );
+    assert!(
+        errors[0].message.contains("prefix length"),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        errors[1].message.contains("not an IP address"),
+        "{}",
+        errors[1].message
+    );
+}
+
+#[test]
+fn lanes_only_on_a_cpu_with_several_threads() {
+    assert!(runs_lanes(true, true, 2));
+    assert!(!runs_lanes(true, true, 1));
+    assert!(!runs_lanes(true, false, 4));
+    assert!(!runs_lanes(false, true, 4));
+}
