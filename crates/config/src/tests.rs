@@ -192,28 +192,25 @@ fn etc() -> PathBuf {
 #[test]
 fn every_file_in_etc_parses() {
     let etc = etc();
-    let mut checked = 0;
+    let (mut configs, mut label_files) = (0, 0);
     for entry in std::fs::read_dir(&etc).unwrap() {
         let path = entry.unwrap().path();
         match path.extension().and_then(|e| e.to_str()) {
             Some("toml") => {
                 Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                checked += 1;
+                configs += 1;
             }
             Some("json") => {
                 let text = std::fs::read_to_string(&path).unwrap();
                 let names = label_file(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 assert!(!names.is_empty(), "{} has no labels", path.display());
-                checked += 1;
+                label_files += 1;
             }
             _ => {}
         }
     }
-    assert!(
-        checked >= 2,
-        "no config or label file found in {}",
-        etc.display()
-    );
+    assert!(configs >= 1, "no config found in {}", etc.display());
+    assert!(label_files >= 1, "no label file found in {}", etc.display());
 }
 
 /// The class names of a label file, in index order, or what is wrong with it.
