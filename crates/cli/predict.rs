@@ -14,10 +14,10 @@ pub fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
     init_runtime(config.model.runtime_library.as_deref())?;
     let labels = Labels::load(&config.model.labels)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut options = crate::serve::model_options(config, threads);
+    let mut options = arbiter_worker::model_options(config, threads);
     options.max_batch = 1;
     options.expected_classes = Some(labels.len());
-    let mut model = Model::load(&options)?;
+    let mut model = Model::load(&options, config.model.spinning)?;
     let (width, height) = model.input_size();
     let limits = Limits {
         max_pixels: config.limits.max_pixels,

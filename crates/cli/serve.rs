@@ -5,9 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use arbiter_config::{Config, Device, TrustedProxy};
+use arbiter_config::Config;
 use arbiter_core::{Arbiter, EXIT_BOOT_FAILURE, Hooks, Listener, WorkerSpec};
-use arbiter_worker::{IpCidr, WorkerContext, WorkerOptions};
+use arbiter_worker::{WorkerContext, WorkerOptions};
 
 use crate::logging::Logs;
 
@@ -87,7 +87,7 @@ struct Serve {
 
 impl Hooks for Serve {
     fn worker(&self, config: &Config, spec: WorkerSpec) -> i32 {
-        let mut options = worker_options(config, &spec);
+        let mut options = WorkerOptions::from_config(config, spec.threads, spec.max_requests);
         let logs = self.logs.clone();
         options.reopen_logs = Some(arbiter_worker::ReopenLogs(std::sync::Arc::new(move || {
             if let Err(e) = logs.reopen() {
@@ -114,66 +114,5 @@ impl Hooks for Serve {
         if let Err(e) = self.logs.reopen() {
             tracing::error!("cannot reopen the log file: {e}");
         }
-    }
-}
-
-/// The worker's options, from the validated config.
-pub fn worker_options(config: &Config, spec: &WorkerSpec) -> WorkerOptions {
-    let model = &config.model;
-    let mut options = WorkerOptions::new(model_options(config, spec.threads), model.labels.clone());
-    options.threshold = model.threshold;
-    options.model_name = model.name.clone();
-    let limits = &config.limits;
-    options.limits = arbiter_worker::Limits {
-        max_body_bytes: limits.max_body,
-        max_pixels: limits.max_pixels,
-        header_read_timeout: limits.header_timeout,
-        body_read_timeout: limits.body_timeout,
-        request_deadline: limits.request_deadline,
-        keepalive_timeout: limits.keepalive,
-        max_connections: limits.max_connections,
-    };
-    let batching = &config.batching;
-    options.batching = arbiter_worker::Batching {
-        max_batch_size: batching.max_batch_size,
-        max_delay: batching.max_delay,
-        queue_capacity: batching.queue_size,
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    options.preprocess_threads = config.preprocess_threads_per_worker(cores);
-    options.trust_unix_peers = config.server.trusted_proxies.contains(&TrustedProxy::Unix);
-    options.trusted_proxies = config
-        .server
-        .trusted_proxies
-        .iter()
-        .filter_map(|p| match p {
-            TrustedProxy::Unix => None,
-            TrustedProxy::Net(ip, len) => format!("{ip}/{len}").parse::<IpCidr>().ok(),
-        })
-        .collect();
-    options.graceful_timeout = config.server.graceful_timeout;
-    options.max_requests = spec.max_requests;
-    options.intra_op_spinning = config.model.spinning;
-    options.parallel_batches = config.model.parallel_batches;
-    options.fast_jpeg = config.model.fast_jpeg;
-    options.shared_weights_cache = config
-        .model
-        .share_weights
-        .then(|| config.model.cache_dir.clone());
-    options
-}
-
-/// How to load the model, from the validated config.
-pub fn model_options(config: &Config, threads: usize) -> arbiter_infer::ModelOptions {
-    arbiter_infer::ModelOptions {
-        path: config.model.path.clone(),
-        runtime_library: config.model.runtime_library.clone(),
-        device: match config.model.device {
-            Device::Cpu => arbiter_infer::Device::Cpu,
-            Device::Cuda(n) => arbiter_infer::Device::Cuda(n),
-        },
-        intra_threads: threads,
-        max_batch: config.batching.max_batch_size,
-        expected_classes: None,
     }
 }

@@ -1,4 +1,6 @@
 use super::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     Config::parse(text, Path::new("/etc/arbiter/arbiter.toml")).map_err(|e| match e {
@@ -10,7 +12,7 @@ fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
 #[test]
 fn empty_file_gives_defaults() {
     let c = parse("").unwrap();
-    assert_eq!(c.server.workers, 2);
+    assert_eq!(c.server.workers, 1);
     assert_eq!(
         c.server.bind,
         vec![Bind::Tcp("127.0.0.1:10086".parse().unwrap())]
@@ -76,7 +78,7 @@ command = "sleep"
     assert_eq!(c.server.max_requests, Some(1000));
     assert_eq!(
         c.server.trusted_proxies[1],
-        TrustedProxy::Net("10.0.0.0".parse().unwrap(), 8)
+        TrustedProxy::Net("10.0.0.0/8".parse().unwrap())
     );
     assert_eq!(c.model.device, Device::Cuda(1));
     assert_eq!(c.model.threshold, 0.7);
@@ -181,30 +183,59 @@ fn render_lists_every_error() {
     );
 }
 
-/// Every file shipped in `etc/` is a valid config (or, for JSON, a valid label file).
+fn etc() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc")
+}
+
+/// Every file shipped in `etc/` is a valid config, or, for JSON, a valid label file: an object
+/// mapping "0", "1", ... (every index once) to non-empty class names.
 #[test]
 fn every_file_in_etc_parses() {
-    let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc");
-    let mut checked = 0;
+    let etc = etc();
+    let (mut configs, mut label_files) = (0, 0);
     for entry in std::fs::read_dir(&etc).unwrap() {
         let path = entry.unwrap().path();
         match path.extension().and_then(|e| e.to_str()) {
             Some("toml") => {
                 Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                checked += 1;
+                configs += 1;
             }
             Some("json") => {
                 let text = std::fs::read_to_string(&path).unwrap();
-                assert!(
-                    text.trim_start().starts_with('{'),
-                    "{} is not a JSON object",
-                    path.display()
-                );
+                let names = label_file(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(!names.is_empty(), "{} has no labels", path.display());
+                label_files += 1;
             }
             _ => {}
         }
     }
-    assert!(checked >= 1, "no config found in {}", etc.display());
+    assert!(configs >= 1, "no config found in {}", etc.display());
+    assert!(label_files >= 1, "no label file found in {}", etc.display());
+}
+
+/// The class names of a label file, in index order, or what is wrong with it.
+fn label_file(text: &str) -> Result<Vec<String>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let table = value.as_object().ok_or("not a JSON object")?;
+    let mut names = vec![None; table.len()];
+    for (key, name) in table {
+        let index: usize = key
+            .parse()
+            .map_err(|_| format!("key {key:?} is not a class index"))?;
+        let slot = names
+            .get_mut(index)
+            .ok_or_else(|| format!("index {index} with only {} classes", table.len()))?;
+        match name.as_str() {
+            Some(n) if !n.trim().is_empty() => *slot = Some(n.to_owned()),
+            _ => return Err(format!("class {index} is not a non-empty string")),
+        }
+    }
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| n.ok_or_else(|| format!("class {i} is missing")))
+        .collect()
 }
 
 #[test]
@@ -221,4 +252,66 @@ fn program_errors_are_reported_with_their_index() {
             "program[1].bogus"
         ]
     );
+}
+
+/// `etc/arbiter.toml` spells out the built-in defaults: parsed, it is the config that a file
+/// holding only the key with no portable default (the ONNX Runtime library `scripts/setup`
+/// fetches) gives, and it writes every key the effective config has.
+#[test]
+fn etc_arbiter_toml_shows_the_defaults() {
+    let path = etc().join("arbiter.toml");
+    let shipped = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let minimal = Config::parse(
+        "[model]\nruntime_library = \"../var/onnxruntime/libonnxruntime.so.1.32.0\"\n",
+        &path,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(shipped, minimal);
+    let keys = |text: &str| -> Vec<String> {
+        let doc: toml::Table = text.parse().unwrap();
+        doc.iter()
+            .flat_map(|(section, table)| {
+                let keys: Vec<String> = match table.as_table() {
+                    Some(t) => t.keys().map(|k| format!("{section}.{k}")).collect(),
+                    None => vec![section.clone()],
+                };
+                keys
+            })
+            .collect()
+    };
+    let written = keys(&std::fs::read_to_string(&path).unwrap());
+    let effective = keys(&minimal.to_toml());
+    assert_eq!(
+        written, effective,
+        "etc/arbiter.toml and the effective config list different keys"
+    );
+}
+
+#[test]
+fn bad_trusted_proxies_are_explained() {
+    let errors = parse("[server]\ntrusted_proxies = [\"unix\", \"10.0.0.0/33\", \"nowhere\"]\n")
+        .unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["server.trusted_proxies[1]", "server.trusted_proxies[2]"]
+    );
+    assert!(
+        errors[0].message.contains("prefix length"),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        errors[1].message.contains("not an IP address"),
+        "{}",
+        errors[1].message
+    );
+}
+
+#[test]
+fn lanes_only_on_a_cpu_with_several_threads() {
+    assert!(runs_lanes(true, true, 2));
+    assert!(!runs_lanes(true, true, 1));
+    assert!(!runs_lanes(true, false, 4));
+    assert!(!runs_lanes(false, true, 4));
 }

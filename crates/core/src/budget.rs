@@ -178,7 +178,8 @@ fn threads_per_worker(config: &Config) -> usize {
 /// and several threads, one single-thread lane per thread.
 fn sessions_per_worker(config: &Config) -> u64 {
     let threads = threads_per_worker(config);
-    if config.model.parallel_batches && threads > 1 && config.model.device == Device::Cpu {
+    let on_cpu = config.model.device == Device::Cpu;
+    if arbiter_config::runs_lanes(config.model.parallel_batches, on_cpu, threads) {
         1 + threads as u64
     } else {
         1

@@ -49,29 +49,25 @@ pub struct ModelOptions {
     pub expected_classes: Option<usize>,
 }
 
-/// Session settings that were measured rather than configured; [`Model::load`] uses
-/// [`SessionTuning::for_device`].
+/// How a session is set up beyond [`ModelOptions`]: spinning as configured, the warm-up as the
+/// device needs. [`Model::load`] uses [`SessionTuning::for_device`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTuning {
-    /// Let ONNX Runtime's intra-op threads spin between parallel sections (ORT's own default is
-    /// on). Off by default. Measured on the 2-core machine with 2 threads (benches/ceiling.rs):
-    /// idle, spinning gave about 15% more images per second (55 against 47); with anything else
-    /// busy on the cores it gave 30-50% fewer, as the spinning thread burns the time the other
-    /// needs. A worker also decodes images while it infers, so off is the safe default; at one
-    /// intra-op thread (the recommended workers = cores) there is no pool and it changes nothing.
+    /// Let ONNX Runtime's intra-op threads spin between parallel sections instead of sleeping
+    /// (`model.spinning`): quicker to resume work, but a spinning thread burns the core time
+    /// other threads (the worker's decoding, other programs) need.
     pub intra_op_spinning: bool,
-    /// Besides the batch-1 warm-up, also run one batch of `max_batch` at load. On the CPU the
-    /// first batch-8 run after load was measured no slower than the next ones, while the extra
-    /// warm-up made the load 0.3 s longer (100 ms to 420 ms at one thread), so only CUDA (which
-    /// picks kernels per shape) does it.
+    /// Besides the batch-1 warm-up, also run one batch of `max_batch` at load: CUDA picks its
+    /// kernels per shape, so its first big batch is slow; a CPU's is not, and the extra run
+    /// would only lengthen the load.
     pub warm_up_max_batch: bool,
 }
 
 impl SessionTuning {
-    /// The measured defaults for `device`.
-    pub fn for_device(device: Device) -> Self {
+    /// The tuning for `device`, with intra-op spinning as configured.
+    pub fn for_device(device: Device, intra_op_spinning: bool) -> Self {
         SessionTuning {
-            intra_op_spinning: false,
+            intra_op_spinning,
             warm_up_max_batch: matches!(device, Device::Cuda(_)),
         }
     }
@@ -112,9 +108,12 @@ impl Model {
     /// Loads the model on the configured device, checks its shapes, and warms it up.
     ///
     /// Loads ONNX Runtime first ([`crate::init_runtime`] with `opts.runtime_library`) unless it
-    /// is already loaded.
-    pub fn load(opts: &ModelOptions) -> Result<Model, InferError> {
-        Self::load_tuned(opts, &SessionTuning::for_device(opts.device))
+    /// is already loaded. `intra_op_spinning` is `model.spinning` (see [`SessionTuning`]).
+    pub fn load(opts: &ModelOptions, intra_op_spinning: bool) -> Result<Model, InferError> {
+        Self::load_tuned(
+            opts,
+            &SessionTuning::for_device(opts.device, intra_op_spinning),
+        )
     }
 
     /// [`Model::load`] with explicit session tuning (for measurements).
@@ -524,7 +523,7 @@ mod tests {
             max_batch: 1,
             expected_classes: None,
         };
-        let err = Model::load(&opts).unwrap_err();
+        let err = Model::load(&opts, false).unwrap_err();
         assert!(matches!(err, InferError::RuntimeMissing { .. }), "{err}");
         let msg = err.to_string();
         assert!(

@@ -31,14 +31,17 @@ fn var_file(rel: &str) -> PathBuf {
 fn load_model(max_batch: usize) -> Model {
     init_runtime(Some(&var_file("onnxruntime/libonnxruntime.so.1.32.0")))
         .expect("ONNX Runtime loads");
-    Model::load(&ModelOptions {
-        path: var_file("models/resnet50-voc20.onnx"),
-        runtime_library: None,
-        device: Device::Cpu,
-        intra_threads: 1,
-        max_batch,
-        expected_classes: Some(20),
-    })
+    Model::load(
+        &ModelOptions {
+            path: var_file("models/resnet50-voc20.onnx"),
+            runtime_library: None,
+            device: Device::Cpu,
+            intra_threads: 1,
+            max_batch,
+            expected_classes: Some(20),
+        },
+        false,
+    )
     .expect("the model loads")
 }
 

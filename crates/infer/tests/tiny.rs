@@ -36,7 +36,7 @@ fn opts(model: &str) -> ModelOptions {
 
 fn load(model: &str) -> Result<Model, InferError> {
     runtime();
-    Model::load(&opts(model))
+    Model::load(&opts(model), false)
 }
 
 /// What tiny_ok.onnx computes (see make_models.py): channel means times W plus B.
@@ -171,7 +171,7 @@ fn class_count_must_match_labels() {
     runtime();
     let mut o = opts("tiny_ok.onnx");
     o.expected_classes = Some(20);
-    let err = Model::load(&o).unwrap_err();
+    let err = Model::load(&o, false).unwrap_err();
     assert!(
         matches!(
             err,
@@ -187,7 +187,7 @@ fn class_count_must_match_labels() {
         "the model has 5 classes but the label file has 20 names"
     );
     o.expected_classes = Some(5);
-    Model::load(&o).unwrap();
+    Model::load(&o, false).unwrap();
 }
 
 #[test]
@@ -213,7 +213,7 @@ fn cuda_fails_clearly_without_fallback() {
     runtime();
     let mut o = opts("tiny_ok.onnx");
     o.device = Device::Cuda(0);
-    let err = Model::load(&o).unwrap_err();
+    let err = Model::load(&o, false).unwrap_err();
     assert!(
         matches!(err, InferError::CudaUnavailable { device: 0, .. }),
         "{err}"

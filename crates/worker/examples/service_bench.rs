@@ -14,10 +14,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use arbiter_config::Config;
 use arbiter_infer::{Device, Labels, ModelOptions};
 use arbiter_scoreboard::Scoreboard;
 use arbiter_worker::{
-    Backend, Batching, InferenceQueue, Limits, Listener, OrtBackend, Service, ServiceConfig,
+    Backend, Batching, InferenceQueue, Listener, OrtBackend, Service, ServiceConfig, WorkerOptions,
 };
 
 struct Args {
@@ -82,10 +83,7 @@ fn model_options(threads: usize, batch: usize) -> ModelOptions {
 
 fn load(opts: &ModelOptions, spin: bool) -> Result<OrtBackend, String> {
     arbiter_infer::init_runtime(opts.runtime_library.as_deref()).map_err(|e| e.to_string())?;
-    let tuning = arbiter_infer::SessionTuning {
-        intra_op_spinning: spin,
-        ..arbiter_infer::SessionTuning::for_device(Device::Cpu)
-    };
+    let tuning = arbiter_infer::SessionTuning::for_device(Device::Cpu, spin);
     arbiter_infer::Model::load_tuned(opts, &tuning)
         .map(OrtBackend::from)
         .map_err(|e| e.to_string())
@@ -133,6 +131,9 @@ fn client(addr: SocketAddr, request: &[u8], until: Instant) -> Vec<Duration> {
 
 fn main() {
     let a = args();
+    // The request limits are the config's defaults.
+    let config = Config::parse("", std::path::Path::new("etc/arbiter.toml")).unwrap();
+    let limits = WorkerOptions::from_config(&config, a.threads, None).limits;
     let photo = std::fs::read(&a.photo).expect("the photo (run scripts/setup)");
 
     // ONNX Runtime alone: batch-1 runs of a preprocessed image on the same threads.
@@ -174,7 +175,7 @@ fn main() {
     let config = ServiceConfig {
         model_name: "resnet50".into(),
         threshold: 0.5,
-        limits: Limits::default(),
+        limits: limits.clone(),
         preprocess_threads: a.preprocess,
         trusted_proxies: Vec::new(),
         trust_unix_peers: false,
@@ -203,7 +204,7 @@ fn main() {
         rt.block_on(arbiter_worker::serve(
             service,
             vec![Listener::Tcp(listener)],
-            Limits::default(),
+            limits,
             rx,
         ))
         .unwrap();

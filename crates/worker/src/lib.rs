@@ -50,9 +50,7 @@ use tokio::sync::watch;
 
 pub use batcher::{Backend, InferenceQueue, InferenceThread, JobOutput, LaneLoader, ModelInfo};
 pub use error::ApiError;
-pub use options::{
-    Batching, CidrError, DEFAULT_MODEL_NAME, IpCidr, Limits, ReopenLogs, WorkerOptions,
-};
+pub use options::{Batching, CidrError, IpCidr, Limits, ReopenLogs, WorkerOptions, model_options};
 pub use server::{Listener, serve};
 pub use service::{OPENAPI_YAML, Peer, Service, ServiceConfig};
 
@@ -114,10 +112,7 @@ impl OrtBackend {
         cache: Option<&Path>,
         spinning: bool,
     ) -> Result<OrtBackend, String> {
-        let tuning = SessionTuning {
-            intra_op_spinning: spinning,
-            ..SessionTuning::for_device(opts.device)
-        };
+        let tuning = SessionTuning::for_device(opts.device, spinning);
         let library = arbiter_infer::init_runtime(opts.runtime_library.as_deref())
             .map_err(|e| error_chain(&e))?;
         let mut prepared = None;
@@ -207,9 +202,8 @@ impl OrtBackend {
     #[must_use]
     pub fn with_lanes(mut self, on: bool) -> OrtBackend {
         if let Some(lanes) = self.lanes.as_mut() {
-            lanes.on = on
-                && lanes.opts.device == arbiter_infer::Device::Cpu
-                && lanes.opts.intra_threads > 1;
+            let on_cpu = lanes.opts.device == arbiter_infer::Device::Cpu;
+            lanes.on = arbiter_config::runs_lanes(on, on_cpu, lanes.opts.intra_threads);
         }
         self
     }

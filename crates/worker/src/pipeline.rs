@@ -65,7 +65,13 @@ mod tests {
         ] {
             let expected = std::fs::read(root.join("reference").join(reference))
                 .expect("the Python reference (run scripts/setup)");
-            let prepared = prepare_image(&photo, 89_478_485, (224, 224), fast).unwrap();
+            let prepared = prepare_image(
+                &photo,
+                arbiter_config::defaults::MAX_PIXELS,
+                (224, 224),
+                fast,
+            )
+            .unwrap();
             assert!(prepared.image.data == expected, "fast_jpeg {fast}");
         }
     }

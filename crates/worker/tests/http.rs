@@ -36,8 +36,8 @@ fn start(fake: Fake, batching: Batching, limits: Limits) -> TestServer {
 fn the_seed_request_as_clients_send_it() {
     let server = start(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     // curl -F image=@photo.png
     let r = predict(server.addr, &white());
@@ -83,8 +83,8 @@ fn the_seed_request_as_clients_send_it() {
 fn keep_alive_serves_several_requests_on_one_connection() {
     let server = start(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream
@@ -106,9 +106,9 @@ fn every_bad_request_gets_its_status_and_a_json_error() {
     let limits = Limits {
         max_body_bytes: 64 * 1024,
         max_pixels: 10_000,
-        ..Limits::default()
+        ..options("").limits
     };
-    let server = start(Fake::new(Duration::ZERO), Batching::default(), limits);
+    let server = start(Fake::new(Duration::ZERO), options("").batching, limits);
     let a = server.addr;
     let post = |headers: &[(&str, &str)], body: &[u8]| {
         raw(a, &request("POST", "/model_predict", headers, body))
@@ -216,8 +216,8 @@ fn every_bad_request_gets_its_status_and_a_json_error() {
 fn the_photos_from_setup_that_must_be_refused() {
     let server = start(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     for (file, status, words) in [
         ("bad/bomb.png", 413, "pixels"),
@@ -237,8 +237,8 @@ fn the_photos_from_setup_that_must_be_refused() {
 fn kserve_routes_describe_and_run_the_model() {
     let server = start(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     let a = server.addr;
     let v = get(a, "/v2").json();
@@ -285,8 +285,8 @@ fn kserve_routes_describe_and_run_the_model() {
 fn metrics_move_with_known_traffic() {
     let server = start(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     for _ in 0..3 {
         assert_eq!(predict(server.addr, &white()).status, 200);
@@ -348,7 +348,7 @@ fn a_full_queue_answers_503_with_retry_after_and_never_500() {
         queue_capacity: 1,
     };
     let fake = Fake::new(Duration::from_millis(500));
-    let server = start(fake.clone(), batching, Limits::default());
+    let server = start(fake.clone(), batching, options("").limits);
     let addr = server.addr;
     let image = white();
     let clients: Vec<_> = (0..16)
@@ -383,7 +383,7 @@ fn decoding_stays_two_batches_ahead_of_the_model() {
         max_delay: Duration::ZERO,
         queue_capacity: 32,
     };
-    let limits = Limits::default();
+    let limits = options("").limits;
     let (service, board, slot, _thread) = service(
         Fake::new(Duration::from_millis(150)),
         batching,
@@ -420,7 +420,7 @@ fn a_lone_request_runs_on_every_thread_and_a_crowd_side_by_side() {
     let mut fake = Fake::new(Duration::from_millis(100));
     fake.lanes = 2;
     let loading = fake.lanes_gate.lock().unwrap();
-    let server = start(fake.clone(), batching, Limits::default());
+    let server = start(fake.clone(), batching, options("").limits);
     let addr = server.addr;
     // Answered while the lanes are still loading (the gate is held).
     assert_eq!(predict(addr, &white()).status, 200);
@@ -468,7 +468,7 @@ fn batches_gather_concurrent_requests() {
         queue_capacity: 16,
     };
     let fake = Fake::new(Duration::from_millis(100));
-    let server = start(fake.clone(), batching, Limits::default());
+    let server = start(fake.clone(), batching, options("").limits);
     let addr = server.addr;
     let clients = crowd(addr, 9);
     for c in clients {
@@ -488,7 +488,7 @@ fn a_client_that_leaves_is_not_computed() {
         queue_capacity: 8,
     };
     let fake = Fake::new(Duration::from_millis(800));
-    let server = start(fake.clone(), batching, Limits::default());
+    let server = start(fake.clone(), batching, options("").limits);
     let addr = server.addr;
     let image = white();
     let first = {
@@ -525,9 +525,9 @@ fn slow_clients_time_out_without_blocking_others() {
     let limits = Limits {
         header_read_timeout: Duration::from_millis(1500),
         body_read_timeout: Duration::from_millis(1500),
-        ..Limits::default()
+        ..options("").limits
     };
-    let server = start(Fake::new(Duration::ZERO), Batching::default(), limits);
+    let server = start(Fake::new(Duration::ZERO), options("").batching, limits);
     let addr = server.addr;
     // Trickles its headers.
     let mut slow_head = TcpStream::connect(addr).unwrap();
@@ -590,8 +590,8 @@ fn an_oversized_upload_still_reads_its_413() {
     // not reset the connection under it.
     let server = start(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     let big = vec![7u8; 24 * 1024 * 1024];
     for content_type in ["image/jpeg", "multipart/form-data; boundary=xyz"] {
@@ -621,9 +621,9 @@ fn an_oversized_upload_still_reads_its_413() {
 fn idle_keep_alive_connections_close() {
     let limits = Limits {
         keepalive_timeout: Duration::from_millis(300),
-        ..Limits::default()
+        ..options("").limits
     };
-    let server = start(Fake::new(Duration::ZERO), Batching::default(), limits);
+    let server = start(Fake::new(Duration::ZERO), options("").batching, limits);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -651,7 +651,7 @@ fn drain_answers_what_was_accepted_then_stops() {
         queue_capacity: 8,
     };
     let fake = Fake::new(Duration::from_millis(300));
-    let mut server = start(fake, batching, Limits::default());
+    let mut server = start(fake, batching, options("").limits);
     let addr = server.addr;
     let in_flight: Vec<_> = (0..3)
         .map(|_| {
@@ -690,8 +690,8 @@ fn drain_answers_what_was_accepted_then_stops() {
 fn drain_answers_a_request_sent_on_a_connection_accepted_before_it() {
     let mut server = start(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     let addr = server.addr;
     let mut early = TcpStream::connect(addr).unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use arbiter_infer::{Device, ModelOptions};
-use arbiter_worker::{Backend, Batching, Limits, OrtBackend};
+use arbiter_worker::{Backend, OrtBackend};
 use common::*;
 use serde_json::Value;
 
@@ -30,10 +30,10 @@ fn real_server() -> TestServer {
     let opts = model_options();
     let (service, board, _slot, _thread) = service_with(
         move || OrtBackend::load(&opts),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
-    TestServer::start(service, board, Limits::default())
+    TestServer::start(service, board, options("").limits)
 }
 
 /// The reference's 224x224 RGB pixels as the model's normalised CHW input.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arbiter_worker::{Batching, Limits, Peer, Service, ServiceConfig};
+use arbiter_worker::{Limits, Peer, Service, ServiceConfig};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -37,8 +37,8 @@ fn get(path: &str) -> Request<Full<Bytes>> {
 async fn readiness_fails_while_draining() {
     let (service, _board, _slot, _thread) = service(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     assert_eq!(call(&service, get("/readyz")).await.0, 200);
     assert_eq!(
@@ -58,11 +58,11 @@ async fn readiness_fails_while_draining() {
 async fn max_requests_asks_for_a_drain() {
     let config = ServiceConfig {
         max_requests: Some(3),
-        ..common::config(Limits::default())
+        ..common::config(options("").limits)
     };
     let (limited, _board, _slot, _thread) = service_configured(
         || Ok(Fake::new(Duration::ZERO)),
-        Batching::default(),
+        options("").batching,
         config,
     );
     for _ in 0..2 {
@@ -81,11 +81,11 @@ async fn max_requests_asks_for_a_drain() {
 async fn past_the_deadline_the_answer_is_503() {
     let limits = Limits {
         request_deadline: Duration::from_millis(100),
-        ..Limits::default()
+        ..options("").limits
     };
     let (service, _board, slot, _thread) = service(
         Fake::new(Duration::from_millis(400)),
-        Batching::default(),
+        options("").batching,
         limits,
     );
     let (ct, body) = multipart_curl("image", "w.png", "image/png", &png(4, 4, [9, 9, 9]));
@@ -106,8 +106,8 @@ async fn past_the_deadline_the_answer_is_503() {
 async fn an_in_memory_multipart_request() {
     let (service, _board, _slot, _thread) = service(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     let (ct, body) = multipart_requests("b.png", &png(3, 3, [0, 0, 0]));
     let req = Request::post("/model_predict")
@@ -157,8 +157,8 @@ async fn became_true(flag: &AtomicBool, within: Duration) -> bool {
 async fn uploads_past_the_body_memory_wait_unread_until_the_first_stalls_or_ends() {
     let (service, _board, _slot, _thread) = service(
         Fake::new(Duration::ZERO),
-        Batching::default(),
-        Limits::default(),
+        options("").batching,
+        options("").limits,
     );
     // Two bodies of this declared size do not fit in the worker's body memory (20 MiB with the
     // default 20 MiB body limit) at once.

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arbiter_config::Config;
 use arbiter_infer::Labels;
 use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use arbiter_worker::{
     Backend, Batching, InferenceQueue, InferenceThread, LaneLoader, Limits, Listener, ModelInfo,
-    Service, ServiceConfig,
+    Service, ServiceConfig, WorkerOptions,
 };
 use tokio::sync::watch;
 
@@ -23,6 +24,14 @@ pub const LABELS: &str = r#"{"0": "Aeroplane", "1": "Bicycle", "2": "Bird", "3":
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A worker's options from a config file holding `toml`: the built-in defaults for every key it
+/// leaves out, relative paths against `etc/`, one ONNX Runtime thread.
+pub fn options(toml: &str) -> WorkerOptions {
+    let config =
+        Config::parse(toml, &repo().join("etc/test.toml")).unwrap_or_else(|e| panic!("{e}"));
+    WorkerOptions::from_config(&config, 1, None)
 }
 
 /// A file made by `scripts/setup`, or a clear failure.

@@ -1,0 +1,154 @@
+//! The built-in defaults: what a key the file leaves out is worth. They live here and nowhere
+//! else; `etc/arbiter.toml` spells them out, and a test holds the two equal.
+//!
+//! Paths are relative to `base`, the config file's folder, like the paths the file writes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{
+    Amount, Autorestart, Batching, Bind, Device, IpCidr, Limits, Log, Memory, Model, Program,
+    Server, TrustedProxy,
+};
+
+/// The most pixels an image may declare by default: Pillow's `Image.MAX_IMAGE_PIXELS`, its
+/// decompression-bomb limit, so whatever the seed's service decoded is decoded here too.
+pub const MAX_PIXELS: u64 = 89_478_485;
+
+/// How often a worker writes its heartbeat; `server.heartbeat_timeout` must allow a missed one.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The default control socket, relative to the config file's folder.
+const CONTROL_SOCKET: &str = "../var/run/arbiter.sock";
+/// The default pidfile, relative to the config file's folder.
+const PIDFILE: &str = "../var/run/arbiter.pid";
+
+/// The default control socket and pidfile of a config file in `base`.
+pub(crate) fn control_socket_and_pidfile(base: &Path) -> (PathBuf, PathBuf) {
+    (base.join(CONTROL_SOCKET), base.join(PIDFILE))
+}
+
+impl Server {
+    /// `[server]` with every key left out.
+    pub(crate) fn defaults(base: &Path) -> Server {
+        let (control_socket, pidfile) = control_socket_and_pidfile(base);
+        Server {
+            // 10086 is the port of the service this project replaces.
+            bind: vec![Bind::Tcp(SocketAddr::from(([127, 0, 0, 1], 10086)))],
+            // One worker runs every core: a lone request on all of its threads, and under load
+            // one request per thread side by side (`model.parallel_batches`). It is the shape
+            // the benchmark measures, and on a GPU it is the one copy of the model.
+            workers: 1,
+            backlog: 2048,
+            user: None,
+            group: None,
+            allow_root: false,
+            pidfile,
+            control_socket,
+            graceful_timeout: Duration::from_secs(30),
+            boot_timeout: Duration::from_secs(60),
+            heartbeat_timeout: Duration::from_secs(10),
+            max_requests: None,
+            max_requests_jitter: 0,
+            trusted_proxies: vec![
+                TrustedProxy::Unix,
+                TrustedProxy::Net(IpCidr::host(IpAddr::from([127, 0, 0, 1]))),
+            ],
+        }
+    }
+}
+
+impl Model {
+    /// `[model]` with every key left out: the model and labels `scripts/setup` makes.
+    pub(crate) fn defaults(base: &Path) -> Model {
+        Model {
+            name: "resnet50".into(),
+            path: base.join("../var/models/resnet50-voc20.onnx"),
+            labels: base.join("class_name.json"),
+            // The seed's threshold.
+            threshold: 0.5,
+            device: Device::Cpu,
+            // Cores / workers (see `threads_per_worker`).
+            threads: 0,
+            runtime_library: None,
+            share_weights: true,
+            cache_dir: base.join("../var/cache/prepared"),
+            // ONNX Runtime's own default; a machine shared with other programs wants it off.
+            spinning: true,
+            parallel_batches: true,
+            // Off keeps the seed's pixels exactly.
+            fast_jpeg: false,
+        }
+    }
+}
+
+impl Batching {
+    /// `[batching]` with every key left out. On a CPU a batch brings no more images per second
+    /// (ONNX Runtime is near the compute limit at batch 1) and costs the working memory of the
+    /// largest batch each session ran, so batches are of one image and nothing waits for a
+    /// batch to fill; on a GPU, raise both.
+    pub(crate) fn defaults() -> Batching {
+        Batching {
+            max_batch_size: 1,
+            max_delay: Duration::ZERO,
+            queue_size: 64,
+            // Cores / workers (see `preprocess_threads_per_worker`).
+            preprocess_threads: 0,
+        }
+    }
+}
+
+impl Limits {
+    /// `[limits]` with every key left out: what nginx and gunicorn users expect.
+    pub(crate) fn defaults() -> Limits {
+        Limits {
+            max_body: 20 << 20,
+            max_pixels: MAX_PIXELS,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            request_deadline: Duration::from_secs(60),
+            keepalive: Duration::from_secs(5),
+            max_connections: 1000,
+        }
+    }
+}
+
+impl Memory {
+    /// `[memory]` with every key left out: both measured.
+    pub(crate) fn defaults() -> Memory {
+        Memory {
+            limit: Amount::Auto,
+            per_worker: Amount::Auto,
+        }
+    }
+}
+
+impl Log {
+    /// `[log]` with every key left out: text on stderr.
+    pub(crate) fn defaults() -> Log {
+        Log {
+            file: None,
+            json: false,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Program {
+    /// A `[[program]]` with only `name` and `command`, which have no default, left to fill.
+    pub(crate) fn defaults() -> Program {
+        Program {
+            name: String::new(),
+            command: Vec::new(),
+            directory: None,
+            environment: Vec::new(),
+            autorestart: Autorestart::Unexpected,
+            exitcodes: vec![0],
+            startsecs: Duration::from_secs(1),
+            startretries: 3,
+            stopsignal: "TERM".into(),
+            stopwaitsecs: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The effective config written back as TOML (`arbiter check` prints it): every default filled
+//! in, and itself a valid config with the same meaning.
+
+use std::path::Path;
+
+use crate::{Amount, Autorestart, Config, TrustedProxy, units};
+
+impl Config {
+    /// The effective config as TOML, every default filled in.
+    pub fn to_toml(&self) -> String {
+        use units::{format_duration as d, format_size_exact as s};
+        let q = |p: &Path| quote(&p.display().to_string());
+        let amount = |a: Amount| match a {
+            Amount::Auto => "\"auto\"".to_string(),
+            Amount::Bytes(b) => format!("\"{}\"", s(b)),
+        };
+        let binds: Vec<String> = self
+            .server
+            .bind
+            .iter()
+            .map(|b| quote(&b.to_string()))
+            .collect();
+        let proxies: Vec<String> = self
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|p| match p {
+                TrustedProxy::Unix => "\"unix\"".to_string(),
+                TrustedProxy::Net(net) => quote(&net.to_string()),
+            })
+            .collect();
+        let opt = |key: &str, value: Option<String>| match value {
+            Some(v) => format!("{key} = {v}"),
+            None => format!("# {key} is not set"),
+        };
+        let s_ = &self.server;
+        let m = &self.model;
+        let b = &self.batching;
+        let l = &self.limits;
+        let mut out = format!(
+            "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
+             graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\n\n\
+             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\n\n\
+             [batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\npreprocess_threads = {}\n\n\
+             [limits]\nmax_body = \"{}\"\nmax_pixels = {}\nheader_timeout = \"{}\"\nbody_timeout = \"{}\"\nrequest_deadline = \"{}\"\nkeepalive = \"{}\"\nmax_connections = {}\n\n\
+             [memory]\nlimit = {}\nper_worker = {}\n\n[log]\n{}\nformat = \"{}\"\nlevel = {}\n",
+            binds.join(", "),
+            s_.workers,
+            s_.backlog,
+            opt("user", s_.user.as_ref().map(|u| quote(u))),
+            opt("group", s_.group.as_ref().map(|g| quote(g))),
+            s_.allow_root,
+            q(&s_.pidfile),
+            q(&s_.control_socket),
+            d(s_.graceful_timeout),
+            d(s_.boot_timeout),
+            d(s_.heartbeat_timeout),
+            s_.max_requests.unwrap_or(0),
+            s_.max_requests_jitter,
+            proxies.join(", "),
+            quote(&m.name),
+            q(&m.path),
+            q(&m.labels),
+            m.threshold,
+            m.device,
+            m.threads,
+            opt("runtime_library", m.runtime_library.as_deref().map(q)),
+            m.share_weights,
+            q(&m.cache_dir),
+            m.spinning,
+            m.parallel_batches,
+            m.fast_jpeg,
+            b.max_batch_size,
+            d(b.max_delay),
+            b.queue_size,
+            b.preprocess_threads,
+            s(l.max_body),
+            l.max_pixels,
+            d(l.header_timeout),
+            d(l.body_timeout),
+            d(l.request_deadline),
+            d(l.keepalive),
+            l.max_connections,
+            amount(self.memory.limit),
+            amount(self.memory.per_worker),
+            opt("file", self.log.file.as_deref().map(q)),
+            if self.log.json { "json" } else { "text" },
+            quote(&self.log.level),
+        );
+        for p in &self.programs {
+            let argv: Vec<String> = p.command.iter().map(|a| quote(a)).collect();
+            let env: Vec<String> = p
+                .environment
+                .iter()
+                .map(|(k, v)| format!("{} = {}", quote(k), quote(v)))
+                .collect();
+            let codes: Vec<String> = p.exitcodes.iter().map(|c| c.to_string()).collect();
+            let autorestart = match p.autorestart {
+                Autorestart::Always => "always",
+                Autorestart::Unexpected => "unexpected",
+                Autorestart::Never => "never",
+            };
+            out.push_str(&format!(
+                "\n[[program]]\nname = {}\ncommand = [{}]\n{}\nenvironment = {{ {} }}\nautorestart = \"{autorestart}\"\nexitcodes = [{}]\nstartsecs = \"{}\"\nstartretries = {}\nstopsignal = \"{}\"\nstopwaitsecs = \"{}\"\n",
+                quote(&p.name),
+                argv.join(", "),
+                opt("directory", p.directory.as_deref().map(q)),
+                env.join(", "),
+                codes.join(", "),
+                d(p.startsecs),
+                p.startretries,
+                p.stopsignal,
+                d(p.stopwaitsecs),
+            ));
+        }
+        out
+    }
+}
+
+/// A TOML basic string: what `{:?}` would write is not always TOML (`\u{590}`, `\0`).
+pub(crate) fn quote(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}

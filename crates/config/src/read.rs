@@ -1,0 +1,423 @@
+//! Validation: the file's TOML tree read key by key into the validated [`Config`], starting from
+//! the built-in defaults, every problem collected with its key path and line.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use crate::defaults::{HEARTBEAT_INTERVAL, control_socket_and_pidfile};
+use crate::programs::read_programs;
+use crate::reader::{Errors, Table};
+use crate::units::format_duration;
+use crate::{
+    Amount, Batching, Bind, Config, ConfigError, Device, IpCidr, Limits, LoadError, Log, Memory,
+    Model, Server, TrustedProxy,
+};
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text; `file` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, LoadError> {
+        let invalid = |errors| LoadError::Invalid {
+            file: file.to_path_buf(),
+            errors,
+        };
+        let doc = toml::de::DeTable::parse(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            invalid(vec![ConfigError {
+                key: String::new(),
+                line,
+                message: format!("not valid TOML: {}", e.message()),
+            }])
+        })?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut errs = Errors::new(text);
+        let mut root = Table::root(&doc);
+        let server = read_server(&mut root, &base, &mut errs);
+        let model = read_model(&mut root, &base, &mut errs);
+        let batching = read_batching(&mut root, &mut errs);
+        let limits = read_limits(&mut root, &mut errs);
+        let memory = read_memory(&mut root, &mut errs);
+        let log = read_log(&mut root, &base, &mut errs);
+        let programs = read_programs(&mut root, &base, &mut errs);
+        root.finish(&mut errs);
+        if !errs.list.is_empty() {
+            errs.list.sort_by_key(|e| e.line);
+            return Err(invalid(errs.list));
+        }
+        Ok(Config {
+            file: file.to_path_buf(),
+            server,
+            model,
+            batching,
+            limits,
+            memory,
+            log,
+            programs,
+        })
+    }
+}
+
+/// Where the arbiter running on `file` keeps its control socket and pidfile, read leniently:
+/// a file broken by an edit still finds the arbiter that runs on its previous version.
+pub fn locate(file: &Path) -> (PathBuf, PathBuf) {
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (mut control, mut pidfile) = control_socket_and_pidfile(&base);
+    if let Ok(text) = std::fs::read_to_string(file)
+        && let Ok(doc) = toml::de::DeTable::parse(&text)
+        && let Some(server) = doc
+            .get_ref()
+            .get("server")
+            .and_then(|s| s.get_ref().as_table())
+    {
+        let get = |key: &str| {
+            server
+                .get(key)
+                .and_then(|v| v.get_ref().as_str())
+                .map(|p| resolve(&base, p))
+        };
+        control = get("control_socket").unwrap_or(control);
+        pidfile = get("pidfile").unwrap_or(pidfile);
+    }
+    (control, pidfile)
+}
+
+/// `path` as written in the file: relative to the file's folder `base`.
+pub(crate) fn resolve(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn read_server(root: &mut Table, base: &Path, errs: &mut Errors) -> Server {
+    let mut server = Server::defaults(base);
+    let Some(mut t) = root.table("server", errs) else {
+        return server;
+    };
+    if let Some((items, field)) = t.strings("bind", errs) {
+        if items.is_empty() {
+            errs.at(
+                &field.path,
+                &field.span,
+                "needs at least one address, like \"127.0.0.1:10086\"",
+            );
+        }
+        let mut binds = Vec::new();
+        for (i, (text, span)) in items.iter().enumerate() {
+            match parse_bind(text, base) {
+                Ok(b) if binds.contains(&b) => errs.at(
+                    &format!("server.bind[{i}]"),
+                    span,
+                    format!("`{text}` is listed twice"),
+                ),
+                Ok(b) => binds.push(b),
+                Err(e) => errs.at(&format!("server.bind[{i}]"), span, e),
+            }
+        }
+        if !binds.is_empty() {
+            server.bind = binds;
+        }
+    }
+    if let Some(n) = t.count("workers", 1, errs) {
+        server.workers = n;
+    }
+    if let Some(n) = t.count("backlog", 1, errs) {
+        server.backlog = n.min(i32::MAX as usize) as i32;
+    }
+    server.user = t.string("user", errs).map(|(s, _)| s);
+    server.group = t.string("group", errs).map(|(s, _)| s);
+    if let Some(b) = t.boolean("allow_root", errs) {
+        server.allow_root = b;
+    }
+    if let Some((p, _)) = t.string("pidfile", errs) {
+        server.pidfile = resolve(base, &p);
+    }
+    if let Some((p, _)) = t.string("control_socket", errs) {
+        server.control_socket = resolve(base, &p);
+    }
+    if let Some(d) = t.duration("graceful_timeout", errs) {
+        server.graceful_timeout = d;
+    }
+    if let Some(d) = t.duration("boot_timeout", errs) {
+        server.boot_timeout = d;
+    }
+    if let Some(field) = t.field("heartbeat_timeout")
+        && let Some(d) = t.duration("heartbeat_timeout", errs)
+    {
+        let least = 2 * HEARTBEAT_INTERVAL;
+        if d < least {
+            errs.at(
+                &field.path,
+                &field.span,
+                format!(
+                    "must be at least {} (workers heart-beat every {})",
+                    format_duration(least),
+                    format_duration(HEARTBEAT_INTERVAL)
+                ),
+            );
+        } else {
+            server.heartbeat_timeout = d;
+        }
+    }
+    if let Some(n) = t.count("max_requests", 0, errs) {
+        server.max_requests = (n > 0).then_some(n as u64);
+    }
+    if let Some(n) = t.count("max_requests_jitter", 0, errs) {
+        server.max_requests_jitter = n as u64;
+    }
+    if let Some((items, _)) = t.strings("trusted_proxies", errs) {
+        server.trusted_proxies.clear();
+        for (i, (text, span)) in items.iter().enumerate() {
+            match parse_proxy(text) {
+                Ok(p) => server.trusted_proxies.push(p),
+                Err(e) => errs.at(&format!("server.trusted_proxies[{i}]"), span, e),
+            }
+        }
+    }
+    if server.group.is_some() && server.user.is_none() {
+        errs.at(
+            &format!("{}.group", t.path),
+            &t.span,
+            "needs server.user as well",
+        );
+    }
+    let path = t.path.clone();
+    let span = t.span.clone();
+    if server.max_requests.is_none() && server.max_requests_jitter > 0 {
+        errs.at(
+            &format!("{path}.max_requests_jitter"),
+            &span,
+            "has no effect without server.max_requests",
+        );
+    }
+    t.finish(errs);
+    server
+}
+
+fn parse_bind(text: &str, base: &Path) -> Result<Bind, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("`unix:` needs a path, like \"unix:/run/arbiter.sock\"".into());
+        }
+        return Ok(Bind::Unix(resolve(base, path)));
+    }
+    if let Some(fd) = text.strip_prefix("fd://") {
+        return match fd.parse::<i32>() {
+            Ok(n) if n >= 3 => Ok(Bind::Fd(n)),
+            _ => Err(format!(
+                "`{text}`: fd:// needs a descriptor number of 3 or more"
+            )),
+        };
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Bind::Tcp(addr));
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return port
+            .parse::<u16>()
+            .map(|p| Bind::Tcp(SocketAddr::from(([127, 0, 0, 1], p))))
+            .map_err(|_| format!("`{text}` has no valid port"));
+    }
+    match text.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        Some(addr) => Ok(Bind::Tcp(addr)),
+        None => Err(format!(
+            "`{text}` is not an address; write \"127.0.0.1:10086\", \"[::1]:10086\", \"unix:/path.sock\" or \"fd://3\""
+        )),
+    }
+}
+
+fn parse_proxy(text: &str) -> Result<TrustedProxy, String> {
+    if text == "unix" {
+        return Ok(TrustedProxy::Unix);
+    }
+    text.parse::<IpCidr>()
+        .map(TrustedProxy::Net)
+        .map_err(|e| format!("{e} (or \"unix\")"))
+}
+
+fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
+    let mut model = Model::defaults(base);
+    let Some(mut t) = root.table("model", errs) else {
+        return model;
+    };
+    if let Some((name, field)) = t.string("name", errs) {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errs.at(&field.path, &field.span, format!("`{name}` must be non-empty letters, digits, '-', '_' or '.' (it appears in URLs)"));
+        } else {
+            model.name = name;
+        }
+    }
+    if let Some((p, _)) = t.string("path", errs) {
+        model.path = resolve(base, &p);
+    }
+    if let Some((p, _)) = t.string("labels", errs) {
+        model.labels = resolve(base, &p);
+    }
+    if let Some((x, field)) = t.float("threshold", errs) {
+        if x.is_finite() {
+            model.threshold = x as f32;
+        } else {
+            errs.at(&field.path, &field.span, "must be a finite number");
+        }
+    }
+    if let Some((d, field)) = t.string("device", errs) {
+        match parse_device(&d) {
+            Some(dev) => model.device = dev,
+            None => errs.at(
+                &field.path,
+                &field.span,
+                format!("`{d}` is not a device; use \"cpu\" or \"cuda:N\" (like \"cuda:0\")"),
+            ),
+        }
+    }
+    if let Some(n) = t.count("threads", 0, errs) {
+        model.threads = n;
+    }
+    if let Some((p, _)) = t.string("runtime_library", errs) {
+        model.runtime_library = Some(resolve(base, &p));
+    }
+    if let Some(b) = t.boolean("share_weights", errs) {
+        model.share_weights = b;
+    }
+    if let Some((p, _)) = t.string("cache_dir", errs) {
+        model.cache_dir = resolve(base, &p);
+    }
+    if let Some(b) = t.boolean("spinning", errs) {
+        model.spinning = b;
+    }
+    if let Some(b) = t.boolean("parallel_batches", errs) {
+        model.parallel_batches = b;
+    }
+    if let Some(b) = t.boolean("fast_jpeg", errs) {
+        model.fast_jpeg = b;
+    }
+    t.finish(errs);
+    model
+}
+
+fn parse_device(text: &str) -> Option<Device> {
+    match text {
+        "cpu" => Some(Device::Cpu),
+        "cuda" => Some(Device::Cuda(0)),
+        _ => text.strip_prefix("cuda:")?.parse().ok().map(Device::Cuda),
+    }
+}
+
+fn read_batching(root: &mut Table, errs: &mut Errors) -> Batching {
+    let mut b = Batching::defaults();
+    let Some(mut t) = root.table("batching", errs) else {
+        return b;
+    };
+    if let Some(n) = t.count("max_batch_size", 1, errs) {
+        b.max_batch_size = n;
+    }
+    if let Some(d) = t.duration("max_delay", errs) {
+        b.max_delay = d;
+    }
+    if let Some(n) = t.count("queue_size", 1, errs) {
+        b.queue_size = n;
+    }
+    if let Some(n) = t.count("preprocess_threads", 0, errs) {
+        b.preprocess_threads = n;
+    }
+    t.finish(errs);
+    b
+}
+
+fn read_limits(root: &mut Table, errs: &mut Errors) -> Limits {
+    let mut l = Limits::defaults();
+    let Some(mut t) = root.table("limits", errs) else {
+        return l;
+    };
+    if let Some(n) = t.size("max_body", errs) {
+        l.max_body = n;
+    }
+    if let Some(n) = t.count("max_pixels", 1, errs) {
+        l.max_pixels = n as u64;
+    }
+    if let Some(d) = t.duration("header_timeout", errs) {
+        l.header_timeout = d;
+    }
+    if let Some(d) = t.duration("body_timeout", errs) {
+        l.body_timeout = d;
+    }
+    if let Some(d) = t.duration("request_deadline", errs) {
+        l.request_deadline = d;
+    }
+    if let Some(d) = t.duration("keepalive", errs) {
+        l.keepalive = d;
+    }
+    if let Some(n) = t.count("max_connections", 1, errs) {
+        l.max_connections = n;
+    }
+    t.finish(errs);
+    l
+}
+
+fn read_memory(root: &mut Table, errs: &mut Errors) -> Memory {
+    let mut m = Memory::defaults();
+    let Some(mut t) = root.table("memory", errs) else {
+        return m;
+    };
+    for (key, slot) in [("limit", &mut m.limit), ("per_worker", &mut m.per_worker)] {
+        if let Some(field) = t.field(key) {
+            if field.value.as_str() == Some("auto") {
+                *slot = Amount::Auto;
+            } else if let Some(n) = t.size(key, errs) {
+                if n == 0 {
+                    errs.at(
+                        &field.path,
+                        &field.span,
+                        "must be more than 0 (or \"auto\")",
+                    );
+                } else {
+                    *slot = Amount::Bytes(n);
+                }
+            }
+        }
+    }
+    t.finish(errs);
+    m
+}
+
+fn read_log(root: &mut Table, base: &Path, errs: &mut Errors) -> Log {
+    let mut log = Log::defaults();
+    let Some(mut t) = root.table("log", errs) else {
+        return log;
+    };
+    if let Some((p, _)) = t.string("file", errs) {
+        log.file = Some(resolve(base, &p));
+    }
+    if let Some((f, field)) = t.string("format", errs) {
+        match f.as_str() {
+            "text" => log.json = false,
+            "json" => log.json = true,
+            _ => errs.at(
+                &field.path,
+                &field.span,
+                format!("`{f}` is not a log format; use \"text\" or \"json\""),
+            ),
+        }
+    }
+    if let Some((level, _)) = t.string("level", errs) {
+        log.level = level;
+    }
+    t.finish(errs);
+    log
+}

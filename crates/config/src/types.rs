@@ -1,0 +1,239 @@
+//! The validated configuration: what the rest of the arbiter reads, every value checked and every
+//! relative path already resolved.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::IpCidr;
+
+/// A listening address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    /// `"127.0.0.1:10086"`, `"[::1]:10086"`, `"localhost:10086"`.
+    Tcp(SocketAddr),
+    /// `"unix:/run/arbiter.sock"`.
+    Unix(PathBuf),
+    /// `"fd://3"`: a socket already open in this process (systemd, a parent supervisor).
+    Fd(i32),
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bind::Tcp(addr) => write!(f, "{addr}"),
+            Bind::Unix(path) => write!(f, "unix:{}", path.display()),
+            Bind::Fd(fd) => write!(f, "fd://{fd}"),
+        }
+    }
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU.
+    Cpu,
+    /// The CUDA device with this ordinal.
+    Cuda(u32),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// A memory amount that may be measured instead of declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    /// Measure it (device memory, available host memory, or the model's footprint).
+    Auto,
+    /// This many bytes.
+    Bytes(u64),
+}
+
+/// A source of client addresses that is trusted to set `X-Forwarded-For`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedProxy {
+    /// Any peer on a unix socket (a reverse proxy on the same machine).
+    Unix,
+    /// A peer inside this network.
+    Net(IpCidr),
+}
+
+/// `[server]`: listeners, workers and the process lifecycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// Every address to listen on; bound once by the arbiter, inherited by workers.
+    pub bind: Vec<Bind>,
+    /// How many workers to run.
+    pub workers: usize,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// The user workers run as (the arbiter must start as root to switch).
+    pub user: Option<String>,
+    /// The group workers run as.
+    pub group: Option<String>,
+    /// Allow workers to run as root.
+    pub allow_root: bool,
+    /// The pidfile.
+    pub pidfile: PathBuf,
+    /// The control socket `arbiter status|reload|stop` talk to.
+    pub control_socket: PathBuf,
+    /// How long a draining worker may take to finish in-flight requests before it is killed.
+    pub graceful_timeout: Duration,
+    /// How long a worker may take to load and warm up its model.
+    pub boot_timeout: Duration,
+    /// How long a serving worker may go without a heartbeat before it is killed.
+    pub heartbeat_timeout: Duration,
+    /// Recycle a worker after this many requests.
+    pub max_requests: Option<u64>,
+    /// Add up to this many requests at random per worker, so workers never recycle together.
+    pub max_requests_jitter: u64,
+    /// Who may set `X-Forwarded-For`.
+    pub trusted_proxies: Vec<TrustedProxy>,
+}
+
+/// `[model]`: what to serve and how to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// The model's name in the KServe v2 routes.
+    pub name: String,
+    /// The ONNX file.
+    pub path: PathBuf,
+    /// The class-name JSON file (`{"0": "Aeroplane", ...}`).
+    pub labels: PathBuf,
+    /// Outputs above this are labels.
+    pub threshold: f32,
+    /// CPU or a CUDA device.
+    pub device: Device,
+    /// ONNX Runtime intra-op threads per worker; 0 means cores / workers.
+    pub threads: usize,
+    /// ONNX Runtime's shared library; when absent, `ORT_DYLIB_PATH`.
+    pub runtime_library: Option<PathBuf>,
+    /// On a CPU, share one copy of the weights between workers through a prepared model.
+    pub share_weights: bool,
+    /// Where prepared models are kept.
+    pub cache_dir: PathBuf,
+    /// Let ONNX Runtime's intra-op threads spin while waiting for work.
+    pub spinning: bool,
+    /// On a CPU with several threads per worker, run batches side by side under load, one
+    /// thread each; a lone request still runs on every thread.
+    pub parallel_batches: bool,
+    /// Decode big JPEGs at a reduced scale (libjpeg's DCT scaling, as Pillow's `draft`) when
+    /// they stay at least twice the model's input: faster, but not the seed's exact pixels.
+    pub fast_jpeg: bool,
+}
+
+/// `[batching]`: how a worker groups requests for the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batching {
+    /// The largest batch.
+    pub max_batch_size: usize,
+    /// How long the first request of a batch waits for others; 0 takes what is queued.
+    pub max_delay: Duration,
+    /// Requests waiting for the model, per worker; a full queue answers 503 at once.
+    pub queue_size: usize,
+    /// Threads per worker that decode and preprocess images; 0 means cores / workers.
+    pub preprocess_threads: usize,
+}
+
+/// `[limits]`: what a request may cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// The largest request body.
+    pub max_body: u64,
+    /// The most pixels an image may declare; refused before decoding.
+    pub max_pixels: u64,
+    /// Time allowed to send the request headers.
+    pub header_timeout: Duration,
+    /// Time allowed to send the body.
+    pub body_timeout: Duration,
+    /// Time allowed for the whole request.
+    pub request_deadline: Duration,
+    /// How long an idle keep-alive connection stays open.
+    pub keepalive: Duration,
+    /// Open connections per worker.
+    pub max_connections: usize,
+}
+
+/// `[memory]`: the budget checked before any worker starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// The capacity: `Auto` reads the GPU (NVML) or available host memory.
+    pub limit: Amount,
+    /// One worker's footprint: `Auto` estimates it from the model file.
+    pub per_worker: Amount,
+}
+
+/// `[log]`: where logs go and how they look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// A file to append to (reopened on USR1); stderr when absent.
+    pub file: Option<PathBuf>,
+    /// `"text"` or `"json"`.
+    pub json: bool,
+    /// A tracing filter, like `"info"` or `"arbiter=debug"`.
+    pub level: String,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// `[server]`.
+    pub server: Server,
+    /// `[model]`.
+    pub model: Model,
+    /// `[batching]`.
+    pub batching: Batching,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// `[memory]`.
+    pub memory: Memory,
+    /// `[log]`.
+    pub log: Log,
+    /// `[[program]]`: other processes the arbiter keeps running, like supervisord.
+    pub programs: Vec<Program>,
+}
+
+/// When a supervised program is restarted after it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autorestart {
+    /// Whatever the exit code.
+    Always,
+    /// Only when the exit code is not in `exitcodes` (or it died from a signal).
+    Unexpected,
+    /// Never.
+    Never,
+}
+
+/// A `[[program]]`: a process supervised like supervisord's programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// Its name in logs and `arbiter status`.
+    pub name: String,
+    /// The argv, `command[0]` looked up in `PATH`.
+    pub command: Vec<String>,
+    /// The working directory.
+    pub directory: Option<PathBuf>,
+    /// Extra environment variables.
+    pub environment: Vec<(String, String)>,
+    /// When to restart it.
+    pub autorestart: Autorestart,
+    /// Exit codes that count as expected.
+    pub exitcodes: Vec<i32>,
+    /// How long it must stay up to count as started.
+    pub startsecs: Duration,
+    /// Failed starts in a row before it is FATAL.
+    pub startretries: u32,
+    /// The signal that stops it (a name like "TERM" or "QUIT").
+    pub stopsignal: String,
+    /// How long to wait after `stopsignal` before KILL.
+    pub stopwaitsecs: Duration,
+}
