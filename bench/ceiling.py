@@ -9,7 +9,8 @@ constant batch of `batch` images for `seconds` after a warm-up, and prints one J
 
 It uses the Python binding of the same ONNX Runtime release (1.32.0) that Arbiter loads, with
 the same session settings (graph optimization level ALL, intra-op spinning on: both ONNX
-Runtime's defaults); Python adds a few microseconds per call to a ~40 ms inference.
+Runtime's defaults); Python adds a few microseconds per call, small beside one inference of
+this model (docs/benchmarks.md has the measured times).
 """
 
 import argparse

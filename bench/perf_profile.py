@@ -2,7 +2,7 @@
 """Where a worker's CPU time goes under load: `perf record` of the worker while oha drives it.
 
 Run it through `scripts/bench --profile`, which sets up oha, perf and the release build first.
-For each point (photo, clients) it starts Arbiter with the benchmark's config (as bench/harness.py
+For each point (photo, clients) it starts Arbiter with the benchmark's config (as bench/harness
 does), warms it up, drives it with oha and meanwhile samples the worker process with
 `perf record -g`, then summarizes from `perf report`:
 
@@ -18,14 +18,22 @@ It writes profile.md (and the perf.data files) in --out.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import harness
+from harness.common import PROBE_PHOTO, ROOT, say
+from harness.lifecycle import time_to_first_200
+from harness.load import run_oha
+from harness.machine import machine
+from harness.processes import cleanup
+from harness.servers import Arbiter
+from harness.usage import settle
 
 ORT_DSO = "libonnxruntime.so"
 
@@ -86,14 +94,14 @@ def after_pause(library_path: Path, address: int) -> bool:
 
 def profile_point(binary, base, out_dir, cores, photo, clients, seconds, oha):
     """One point: start, warm up, drive and record; returns the summary dict."""
-    server = harness.Arbiter(binary, base, out_dir, cores)
+    server = Arbiter(binary, base, out_dir, cores)
     tag = f"{photo.split('.')[0]}-c{clients}"
     data = out_dir / f"perf-{tag}.data"
     try:
-        if harness.time_to_first_200(server, server.port, limit=120.0) is None:
+        if time_to_first_200(server, server.port, limit=120.0) is None:
             raise RuntimeError("Arbiter gave no 200 after its start; see its log in " + str(server.dir))
-        harness.run_oha(oha, server.port, harness.PROBE_PHOTO, 2, 3.0, server.roots(), out_dir / "warmup.json")
-        harness.settle(server.roots())
+        run_oha(oha, server.port, PROBE_PHOTO, 2, 3.0, server.roots(), out_dir / "warmup.json")
+        settle(server.roots())
         worker = server.worker_pids()[0]
         # perf starts a second into the load and stops a second before its end.
         record = None
@@ -109,7 +117,7 @@ def profile_point(binary, base, out_dir, cores, photo, clients, seconds, oha):
 
         starter = threading.Thread(target=start_perf)
         starter.start()
-        run = harness.run_oha(
+        run = run_oha(
             oha, server.port, photo, clients, seconds + 2.0, server.roots(), out_dir / f"oha-{tag}.json"
         )
         starter.join()
@@ -119,7 +127,7 @@ def profile_point(binary, base, out_dir, cores, photo, clients, seconds, oha):
     finally:
         server.stop()
     library = next(
-        (p for p in (harness.ROOT / "var" / "onnxruntime").glob(f"{ORT_DSO}*") if p.is_file()), None
+        (p for p in (ROOT / "var" / "onnxruntime").glob(f"{ORT_DSO}*") if p.is_file()), None
     )
     ort_name = library.name if library else ORT_DSO
     addresses = ort_addresses(data, ort_name)
@@ -183,7 +191,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arbiter", required=True, help="the arbiter binary")
     ap.add_argument("--oha", required=True, help="the oha binary")
-    ap.add_argument("--config", default=str(harness.ROOT / "etc" / "arbiter.toml"))
+    ap.add_argument("--config", default=str(ROOT / "etc" / "arbiter.toml"))
     ap.add_argument("--out", required=True, help="run folder: profile.md and the perf.data files")
     ap.add_argument("--points", default="grace_hopper.jpg:8,big_12mp.jpg:8,grace_hopper.jpg:1",
                     help="comma-separated PHOTO:CLIENTS")
@@ -191,26 +199,26 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cores = harness.os.cpu_count() or 1
+    cores = os.cpu_count() or 1
     base = (args.config, Path(args.config).read_text())
     binary = out / "arbiter.bin"
-    harness.shutil.copy2(args.arbiter, binary)
+    shutil.copy2(args.arbiter, binary)
     points = []
     try:
         for item in args.points.split(","):
             photo, clients = item.rsplit(":", 1)
-            harness.say(f"== profiling {photo} at {clients} client(s) for {args.seconds:g} s")
+            say(f"== profiling {photo} at {clients} client(s) for {args.seconds:g} s")
             p = profile_point(binary, base, out, cores, photo, int(clients), args.seconds, args.oha)
-            harness.say(
+            say(
                 f"{p['rps']:.1f} req/s; ONNX Runtime {p['ort_total']:.1f}% of the worker's samples "
                 f"(spinning {p['ort_spin']:.1f}%)"
             )
             points.append(p)
     finally:
-        harness.cleanup()
-    commit = subprocess.run(["git", "-C", str(harness.ROOT), "rev-parse", "--short", "HEAD"],
+        cleanup()
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
-    mach = harness.machine()
+    mach = machine()
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "commit": commit or "?",
@@ -219,7 +227,7 @@ def main() -> int:
         "seconds": args.seconds,
     }
     (out / "profile.md").write_text(markdown(points, meta))
-    harness.say(f"report: {out / 'profile.md'}")
+    say(f"report: {out / 'profile.md'}")
     return 0
 
 

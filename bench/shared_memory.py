@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Shared weights benchmark: total PSS and throughput for 1, 2 and 4 workers, shared and unshared.
 
-Run from the repository root after scripts/setup and `cargo build --release`:
-
-    python3 bench/shared_memory.py [--seconds 8] [--clients 8]
+Run through `scripts/bench --shared-weights [--seconds 8] [--clients 8]`, which runs
+scripts/setup and `cargo build --release` first (or `python3 bench/shared_memory.py` after them).
 
 For each (sharing, workers) it starts the real arbiter on a free loopback port with one ONNX
 Runtime thread per worker, waits until every worker is ready, sends a few warm-up requests, sums
@@ -13,26 +12,22 @@ Every process it starts is stopped by pid; every load loop is bounded in time.
 """
 
 import argparse
-import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+from harness.probes import Probe, free_port
+from harness.usage import memory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "arbiter")
-PHOTO = os.path.join(ROOT, "var", "photos", "grace_hopper.jpg")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Posted by every client (Probe's photo): var/photos/grace_hopper.jpg.
+PHOTO = "grace_hopper.jpg"
 
 
 def config(dir, port, workers, share):
@@ -61,52 +56,18 @@ def status(cfg):
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-def pss(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-BODY_BOUNDARY = "arbiterbench"
-
-
-def body():
-    with open(PHOTO, "rb") as f:
-        data = f.read()
-    head = (f"--{BODY_BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; "
-            f"filename=\"grace_hopper.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
-    return head + data + f"\r\n--{BODY_BOUNDARY}--\r\n".encode()
-
-
-def post(port, payload):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", "/model_predict", payload,
-                     {"Content-Type": f"multipart/form-data; boundary={BODY_BOUNDARY}"})
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
 def throughput(port, clients, seconds):
-    payload = body()
+    probe = Probe(port, PHOTO)
     counts = [0] * clients
     errors = [0] * clients
     deadline = time.monotonic() + seconds
 
     def client(i):
         while time.monotonic() < deadline:
-            try:
-                if post(port, payload) == 200:
-                    counts[i] += 1
-                else:
-                    errors[i] += 1
-            except OSError:
+            # A connection error answers None: counted as an error, as a non-200 is.
+            if probe.post(timeout=30)[0] == 200:
+                counts[i] += 1
+            else:
                 errors[i] += 1
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -135,11 +96,11 @@ def measure(workers, share, clients, seconds):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(open(os.path.join(dir, "log")).read())
                 time.sleep(0.1)
-            payload = body()
+            probe = Probe(port, PHOTO)
             for _ in range(2 * workers):
-                post(port, payload)
+                probe.post(timeout=30)
             pids = [proc.pid] + [w["pid"] for w in status(cfg)["workers"]]
-            total = sum(pss(p) for p in pids)
+            total = memory(pids)[1]
             rate, errors = throughput(port, clients, seconds)
             return total, rate, errors
         finally:

@@ -4,7 +4,7 @@
   workers than cores only adds context switches, and async workers (gevent) gain nothing.
 - One ONNX Runtime intra-op thread per worker (PEER_THREADS, read by app.py): workers x threads
   = cores. The seed's `-w 4 -k gevent` with torch's default threads oversubscribes the cores
-  (SPEC section 4: 0.5 req/s at 8 clients).
+  (SPEC section 4 gives what it measured).
 - The app (and so the model) is loaded in each worker after the fork (no preload_app): an ONNX
   Runtime session does not survive a fork.
 - Everything else is gunicorn's default (backlog 2048, timeout 30 s, no keep-alive for sync

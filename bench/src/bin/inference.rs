@@ -1,13 +1,15 @@
-//! The ceiling: images per second of ONNX Runtime alone on this machine, and the cost of
-//! preprocessing, so served throughput can be compared with what inference alone allows.
+//! ONNX Runtime alone, called from Rust as the worker calls it, by session setting (intra-op
+//! threads, batch size, spinning, the max-batch warm-up at load), and the cost of preprocessing
+//! per photo: what the settings of `[model]` trade. The report's ceiling (ONNX Runtime alone in
+//! the shapes of the server under test) is another program, `bench/ceiling.py`.
 //!
-//! Run with `cargo bench --bench ceiling` after scripts/setup (it needs var/onnxruntime,
-//! var/models/resnet50-voc20.onnx and var/photos). `CEILING_SECONDS` sets the time per point
-//! (default 3).
+//! `cargo run --release -p arbiter-bench --bin inference` (or `scripts/bench --rust inference`)
+//! after scripts/setup: it needs var/onnxruntime, var/models/resnet50-voc20.onnx and var/photos.
+//! `INFERENCE_SECONDS` sets the time per point (default 3).
 //!
-//! 1. Inference on grace_hopper.jpg's input: batch 1 and 8, at 1 intra-op thread and at all cores, each point measured over a
-//!    bounded time after a warm-up; at more than one thread, with ONNX Runtime's spinning on and
-//!    off.
+//! 1. Inference on grace_hopper.jpg's input: batch 1 and 8, at 1 intra-op thread and at all
+//!    cores, each point measured over a bounded time after a warm-up; at more than one thread,
+//!    with ONNX Runtime's spinning on and off.
 //! 2. The first batch-8 run after a load, with and without the max-batch warm-up at load.
 //! 3. Preprocessing per photo: decode to RGB, Pillow-exact bilinear resize to the model's input,
 //!    normalize to CHW float32.
@@ -22,12 +24,15 @@ use arbiter_vision::{Limits, decode_rgb, normalize_chw, preprocess, resize_bilin
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 fn main() -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // This crate lives in bench/ of the repository, whose var/ holds what scripts/setup made.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("bench/ has no parent folder")?;
     let var = root.join("var");
     let library = needed(var.join("onnxruntime/libonnxruntime.so.1.32.0"))?;
     let model_path = needed(var.join("models/resnet50-voc20.onnx"))?;
     let photos = needed(var.join("photos"))?;
-    let seconds: f64 = std::env::var("CEILING_SECONDS")
+    let seconds: f64 = std::env::var("INFERENCE_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
@@ -40,7 +45,7 @@ fn main() -> Result<()> {
     let batch_of = |n: usize| image.repeat(n);
 
     println!(
-        "ceiling: ResNet50 (var/models/resnet50-voc20.onnx), ONNX Runtime 1.32 CPU, {cores} cores, ~{seconds} s per point"
+        "inference: ResNet50 (var/models/resnet50-voc20.onnx), ONNX Runtime 1.32 CPU, {cores} cores, ~{seconds} s per point"
     );
     println!();
     println!(

@@ -1,6 +1,7 @@
 //! Times decode, resize and normalize of image files (best of N runs).
 //!
-//! `cargo run --release -p arbiter-vision --example bench -- FILE... [-n RUNS] [--resized-only]`
+//! `cargo run --release -p arbiter-bench --bin preprocess -- FILE... [-n RUNS] [--resized-only]`
+//! (or `scripts/bench --rust preprocess FILE...`)
 //!
 //! `--resized-only` times only what the worker runs (`decode_resized`), for a profiler.
 

@@ -3,11 +3,13 @@
 //! Used to pick the tokio runtime flavour and the batching defaults.
 //!
 //! ```text
-//! cargo run --release -p arbiter-worker --example service_bench -- \
+//! cargo run --release -p arbiter-bench --bin service -- \
 //!     [--photo var/photos/grace_hopper.jpg] [--clients 1,8] [--seconds 5] [--threads 2] \
 //!     [--flavour current|multi] [--batch 1] [--delay-ms 0] [--preprocess 1] [--spin 0|1]
 //!     [--healthz 1]   (GET /healthz instead: the HTTP layer's own cost)
 //! ```
+//!
+//! or `scripts/bench --rust service [ARGS]`; from the repository root (it reads var/ and etc/).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
