@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use arbiter_config::Config;
-use arbiter_core::{Arbiter, EXIT_BOOT_FAILURE, Hooks, Listener, WorkerSpec};
+use arbiter_core::{Arbiter, Hooks, Listener, WorkerSpec};
+use arbiter_scoreboard::EXIT_BOOT_FAILURE;
 use arbiter_worker::{WorkerContext, WorkerOptions};
 
 use crate::logging::Logs;

@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use arbiter_config::{Bind, Config};
-use arbiter_scoreboard::{Scoreboard, SlotState};
+use arbiter_scoreboard::{EXIT_BOOT_FAILURE, Scoreboard, SlotState};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
@@ -37,8 +37,6 @@ use crate::pidfile::Pidfile;
 use crate::programs::Programs;
 use crate::{Error, budget, sys};
 
-/// Exit code of a worker that could not load its model (it wrote why into its slot).
-pub const EXIT_BOOT_FAILURE: i32 = 3;
 /// Consecutive boot failures after which the arbiter gives up.
 const MAX_BOOT_FAILURES: u32 = 3;
 /// How often the loop wakes without an event.

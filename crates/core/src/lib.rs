@@ -31,7 +31,7 @@ mod privileges;
 pub mod programs;
 mod sys;
 
-pub use arbiter::{Arbiter, EXIT_BOOT_FAILURE, Hooks, WorkerSpec};
+pub use arbiter::{Arbiter, Hooks, WorkerSpec};
 pub use listeners::Listener;
 pub use sys::{Daemon, daemonize, set_env};
 

@@ -164,6 +164,10 @@ impl Stage {
     }
 }
 
+/// Exit code of a worker that could not boot: it wrote why into its slot
+/// ([`SlotRef::set_boot_error`]), and the arbiter counts it as a boot failure, not a crash.
+pub const EXIT_BOOT_FAILURE: i32 = 3;
+
 /// Where a slot's worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlotState {

@@ -44,7 +44,7 @@ use std::time::Duration;
 use arbiter_infer::prepare::Prepared;
 use arbiter_infer::weights::MappedWeights;
 use arbiter_infer::{Labels, Model, ModelOptions, SessionTuning};
-use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
+use arbiter_scoreboard::{EXIT_BOOT_FAILURE, Scoreboard, SlotRef, SlotState};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -58,8 +58,6 @@ pub use service::{OPENAPI_YAML, Peer, Service, ServiceConfig};
 pub const EXIT_OK: i32 = 0;
 /// Exit code of a worker that failed at run time (inference thread died, runtime setup failed).
 pub const EXIT_FAILURE: i32 = 1;
-/// Exit code of a worker that could not boot; its slot holds the message.
-pub const EXIT_BOOT_FAILURE: i32 = 3;
 
 /// A model run that lasts longer than this stops the heartbeat, so the arbiter replaces the hung
 /// worker.
