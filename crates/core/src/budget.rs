@@ -11,16 +11,14 @@
 //! as 64 MiB (ONNX Runtime's runtime, the worker's own buffers) plus, per intra-op thread, 40 MiB
 //! and 10 MiB per image of `max_batch_size` beyond the first: under load each thread runs a
 //! session of its own (a lane) holding the activations of its largest batch, beside a decoding
-//! thread. Measured on 2 cores at peak (64 clients posting 12-megapixel photos, then the small
-//! ones): 2 workers x 1 thread, 66-68 MiB anonymous each; 1 worker x 2 threads, 113 MiB
-//! anonymous + 24 MiB of ONNX Runtime's library pages it alone maps (estimate: 104 and 144 MiB);
-//! batch 2 and 4 added 9 MiB per image per session.
+//! thread. The estimate errs high, so a worker that fits it fits the machine; how it compares
+//! with measured peaks is in docs/shared-weights.md.
+//!
 //! Otherwise the per-worker footprint, when not declared, is estimated from the model file: on CPU,
 //! one copy of the file per session (each loads its own weights: the lanes with
 //! `model.parallel_batches` are one session per thread beside the all-thread one) and one more
-//! for what ONNX Runtime re-lays out for the CPU's kernels, plus the private part above
-//! (measured, 1 worker x 2 threads: 203 MiB without lanes, 414 MiB with, estimated 324 and 504);
-//! on CUDA, three times the file plus 512 MiB for the CUDA context and cuDNN workspaces.
+//! for what ONNX Runtime re-lays out for the CPU's kernels, plus the private part above; on
+//! CUDA, three times the file plus 512 MiB for the CUDA context and cuDNN workspaces.
 
 use std::fmt;
 use std::path::Path;
@@ -161,8 +159,8 @@ pub fn compute(config: &Config, workers: usize, held: u64) -> Result<Budget, Err
     })
 }
 
-/// A worker's private memory on a CPU, besides the weights (see the module's documentation for
-/// the measurements): 64 MiB, plus per intra-op thread 40 MiB and 10 MiB per image of the largest
+/// A worker's private memory on a CPU, besides the weights (see the module's documentation; the
+/// measurements behind it are in docs/shared-weights.md): 64 MiB, plus per intra-op thread 40 MiB and 10 MiB per image of the largest
 /// batch beyond the first.
 fn cpu_private(config: &Config) -> u64 {
     let threads = threads_per_worker(config) as u64;
