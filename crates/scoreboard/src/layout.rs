@@ -32,7 +32,7 @@ pub(crate) struct Histogram<const N: usize> {
 
 impl<const N: usize> Histogram<N> {
     /// Adds one observation of `value` against `bounds` (N - 1 finite upper bounds, ascending).
-    pub fn observe(&self, bounds: &[u64], value: u64) {
+    pub(crate) fn observe(&self, bounds: &[u64], value: u64) {
         let index = bounds
             .iter()
             .position(|&b| value <= b)
@@ -42,7 +42,7 @@ impl<const N: usize> Histogram<N> {
         self.count.fetch_add(1, Relaxed);
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         for b in &self.buckets {
             b.store(0, Relaxed);
         }
@@ -82,7 +82,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     /// Zeroes every counter, histogram and gauge, and the boot error.
-    pub fn clear_metrics(&self) {
+    pub(crate) fn clear_metrics(&self) {
         self.requests_served.store(0, Relaxed);
         self.queue_depth.store(0, Relaxed);
         self.in_flight.store(0, Relaxed);
