@@ -45,26 +45,27 @@ fn the_seed_request_as_clients_send_it() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.text(), ALL_LABELS);
     // Python requests: a hex boundary, no part Content-Type, another field first.
-    let (ct, body) = multipart_requests("black.png", &png(5, 5, [0, 0, 0]));
-    let r = raw(
+    let (ct, body) = multipart::requests("black.png", &png(5, 5, [0, 0, 0]));
+    let r = request(
         server.addr,
-        &request("POST", "/model_predict", &[("Content-Type", &ct)], &body),
+        "POST",
+        "/model_predict",
+        &[("Content-Type", &ct)],
+        &body,
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), r#"{"result":"No Categories","status":0}"#);
     // A raw image body.
-    let r = raw(
+    let r = request(
         server.addr,
-        &request(
-            "POST",
-            "/model_predict",
-            &[("Content-Type", "image/png")],
-            &white(),
-        ),
+        "POST",
+        "/model_predict",
+        &[("Content-Type", "image/png")],
+        &white(),
     );
     assert_eq!((r.status, r.text()), (200, ALL_LABELS.to_owned()));
     // Chunked transfer, as streaming clients send it.
-    let (ct, body) = multipart_curl("image", "w.png", "image/png", &white());
+    let (ct, body) = multipart::curl("image", "w.png", "image/png", &white());
     let mut req = format!(
         "POST /model_predict HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: {ct}\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
@@ -75,7 +76,7 @@ fn the_seed_request_as_clients_send_it() {
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"0\r\n\r\n");
-    let r = raw(server.addr, &req);
+    let r = send(server.addr, &req).unwrap();
     assert_eq!((r.status, r.text()), (200, ALL_LABELS.to_owned()));
 }
 
@@ -90,13 +91,13 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let (ct, body) = multipart_curl("image", "w.png", "image/png", &white());
+    let (ct, body) = multipart::curl("image", "w.png", "image/png", &white());
     for _ in 0..3 {
         let mut req = format!("POST /model_predict HTTP/1.1\r\nHost: t\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len())
             .into_bytes();
         req.extend_from_slice(&body);
         stream.write_all(&req).unwrap();
-        let r = read_reply(&mut stream).unwrap();
+        let r = read_response(&mut stream).unwrap();
         assert_eq!(r.status, 200);
     }
 }
@@ -110,18 +111,17 @@ fn every_bad_request_gets_its_status_and_a_json_error() {
     };
     let server = start(Fake::new(Duration::ZERO), options("").batching, limits);
     let a = server.addr;
-    let post = |headers: &[(&str, &str)], body: &[u8]| {
-        raw(a, &request("POST", "/model_predict", headers, body))
-    };
+    let post =
+        |headers: &[(&str, &str)], body: &[u8]| request(a, "POST", "/model_predict", headers, body);
     let multipart = |field: &str, data: &[u8]| {
-        let (ct, body) = multipart_curl(field, "x.jpg", "image/jpeg", data);
+        let (ct, body) = multipart::curl(field, "x.jpg", "image/jpeg", data);
         post(&[("Content-Type", &ct)], &body)
     };
 
     let r = get(a, "/model_predict");
     assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
     assert!(r.error().contains("GET"), "{}", r.error());
-    let r = raw(a, &request("PUT", "/v2/health/live", &[], b""));
+    let r = request(a, "PUT", "/v2/health/live", &[], b"");
     assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
     let r = get(a, "/nope");
     assert_eq!(r.status, 404);
@@ -168,7 +168,7 @@ fn every_bad_request_gets_its_status_and_a_json_error() {
 
     // Body over the limit: declared, and streamed without a length.
     let big = vec![b'x'; 100 * 1024];
-    let (ct, body) = multipart_curl("image", "big.png", "image/png", &big);
+    let (ct, body) = multipart::curl("image", "big.png", "image/png", &big);
     let r = post(&[("Content-Type", &ct)], &body);
     assert_eq!(r.status, 413);
     assert!(r.error().contains("limit"), "{}", r.error());
@@ -184,7 +184,7 @@ fn every_bad_request_gets_its_status_and_a_json_error() {
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"0\r\n\r\n");
-    let r = raw(a, &req);
+    let r = send(a, &req).unwrap();
     assert_eq!(r.status, 413, "{}", r.text());
 
     // KServe: unknown model or version, bad JSON.
@@ -193,21 +193,16 @@ fn every_bad_request_gets_its_status_and_a_json_error() {
     assert!(r.error().contains("resnet50"));
     let r = get(a, "/v2/models/resnet50/versions/7/ready");
     assert_eq!(r.status, 404);
-    let r = raw(
+    let r = request(
         a,
-        &request(
-            "POST",
-            "/v2/models/resnet50/infer",
-            &[("Content-Type", "application/json")],
-            b"{",
-        ),
+        "POST",
+        "/v2/models/resnet50/infer",
+        &[("Content-Type", "application/json")],
+        b"{",
     );
     assert_eq!(r.status, 400);
     assert!(r.error().contains("JSON"), "{}", r.error());
-    let r = raw(
-        a,
-        &request("POST", "/v2/models/resnet50/infer", &[("Content-Type", "application/json")], br#"{"inputs":[{"name":"input","shape":[1,3,2,2],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10,11,12]}]}"#),
-    );
+    let r = request(a, "POST", "/v2/models/resnet50/infer", &[("Content-Type", "application/json")], br#"{"inputs":[{"name":"input","shape":[1,3,2,2],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10,11,12]}]}"#);
     assert_eq!(r.status, 422);
     assert!(r.error().contains("[N, 3, 8, 8]"), "{}", r.error());
 }
@@ -260,14 +255,12 @@ fn kserve_routes_describe_and_run_the_model() {
         "inputs": [{"name": "input", "shape": [2, 3, 8, 8], "datatype": "FP32", "data": data}],
         "outputs": [{"name": "output"}],
     });
-    let r = raw(
+    let r = request(
         a,
-        &request(
-            "POST",
-            "/v2/models/resnet50/versions/1/infer",
-            &[("Content-Type", "application/json")],
-            body.to_string().as_bytes(),
-        ),
+        "POST",
+        "/v2/models/resnet50/versions/1/infer",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -357,9 +350,9 @@ fn a_full_queue_answers_503_with_retry_after_and_never_500() {
             std::thread::spawn(move || predict(addr, &image))
         })
         .collect();
-    let replies: Vec<Reply> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let replies: Vec<Response> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     let ok = replies.iter().filter(|r| r.status == 200).count();
-    let busy: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
+    let busy: Vec<&Response> = replies.iter().filter(|r| r.status == 503).collect();
     assert_eq!(
         ok + busy.len(),
         replies.len(),
@@ -497,9 +490,9 @@ fn a_client_that_leaves_is_not_computed() {
     };
     std::thread::sleep(Duration::from_millis(100));
     // The second request queues behind the first, then its client hangs up.
-    let (ct, body) = multipart_curl("image", "w.png", "image/png", &image);
+    let (ct, body) = multipart::curl("image", "w.png", "image/png", &image);
     let mut gone = TcpStream::connect(addr).unwrap();
-    gone.write_all(&request(
+    gone.write_all(&encode(
         "POST",
         "/model_predict",
         &[("Content-Type", &ct)],
@@ -535,7 +528,7 @@ fn slow_clients_time_out_without_blocking_others() {
         .write_all(b"POST /model_predict HTTP/1.1\r\nHost: t\r\n")
         .unwrap();
     // Sends its headers, then trickles its body.
-    let (ct, body) = multipart_curl("image", "w.png", "image/png", &white());
+    let (ct, body) = multipart::curl("image", "w.png", "image/png", &white());
     let mut slow_body = TcpStream::connect(addr).unwrap();
     let head = format!(
         "POST /model_predict HTTP/1.1\r\nHost: t\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
@@ -559,7 +552,7 @@ fn slow_clients_time_out_without_blocking_others() {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let r = read_reply(stream).unwrap();
+        let r = read_response(stream).unwrap();
         assert_eq!(r.status, 408, "{}", r.text());
         assert!(r.error().contains("within"), "{}", r.error());
         // And the connection is closed.
@@ -595,14 +588,12 @@ fn an_oversized_upload_still_reads_its_413() {
     );
     let big = vec![7u8; 24 * 1024 * 1024];
     for content_type in ["image/jpeg", "multipart/form-data; boundary=xyz"] {
-        let r = raw(
+        let r = request(
             server.addr,
-            &request(
-                "POST",
-                "/model_predict",
-                &[("Content-Type", content_type)],
-                &big,
-            ),
+            "POST",
+            "/model_predict",
+            &[("Content-Type", content_type)],
+            &big,
         );
         assert_eq!(r.status, 413, "{}", r.text());
         assert!(r.error().contains("20971520"), "{}", r.error());
@@ -614,7 +605,7 @@ fn an_oversized_upload_still_reads_its_413() {
         .unwrap();
     let head = "POST /model_predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 25165824\r\nExpect: 100-continue\r\n\r\n";
     stream.write_all(head.as_bytes()).unwrap();
-    assert_eq!(read_reply(&mut stream).unwrap().status, 413);
+    assert_eq!(read_response(&mut stream).unwrap().status, 413);
 }
 
 #[test]
@@ -631,7 +622,7 @@ fn idle_keep_alive_connections_close() {
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    assert_eq!(read_reply(&mut stream).unwrap().status, 200);
+    assert_eq!(read_response(&mut stream).unwrap().status, 200);
     let started = Instant::now();
     let mut rest = Vec::new();
     let n = stream.read_to_end(&mut rest).unwrap();
@@ -665,7 +656,7 @@ fn drain_answers_what_was_accepted_then_stops() {
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    assert_eq!(read_reply(&mut idle).unwrap().status, 200);
+    assert_eq!(read_response(&mut idle).unwrap().status, 200);
 
     let started = Instant::now();
     let done = server.drain();
@@ -703,16 +694,16 @@ fn drain_answers_a_request_sent_on_a_connection_accepted_before_it() {
     std::thread::sleep(Duration::from_millis(50));
     let done = server.drain();
     std::thread::sleep(Duration::from_millis(100));
-    let (ct, body) = multipart_curl("image", "w.png", "image/png", &white());
+    let (ct, body) = multipart::curl("image", "w.png", "image/png", &white());
     early
-        .write_all(&request(
+        .write_all(&encode(
             "POST",
             "/model_predict",
             &[("Content-Type", &ct)],
             &body,
         ))
         .unwrap();
-    let reply = read_reply(&mut early).expect("an answer, not a closed connection");
+    let reply = read_response(&mut early).expect("an answer, not a closed connection");
     assert_eq!(reply.status, 200, "{}", reply.text());
     done.join().unwrap();
 }

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 fn model_options() -> ModelOptions {
     ModelOptions {
-        path: var("models/resnet50-voc20.onnx"),
-        runtime_library: Some(var("onnxruntime/libonnxruntime.so.1.32.0")),
+        path: resnet50(),
+        runtime_library: Some(onnxruntime()),
         device: Device::Cpu,
         intra_threads: 2,
         max_batch: 8,
@@ -94,10 +94,13 @@ fn every_photo_gets_the_seeds_answer() {
     for image in manifest["images"].as_array().unwrap() {
         let file = image["file"].as_str().unwrap();
         let data = std::fs::read(var(&format!("photos/{file}"))).unwrap();
-        let (ct, body) = multipart_curl("image", file, "application/octet-stream", &data);
-        let r = raw(
+        let (ct, body) = multipart::curl("image", file, "application/octet-stream", &data);
+        let r = request(
             server.addr,
-            &request("POST", "/model_predict", &[("Content-Type", &ct)], &body),
+            "POST",
+            "/model_predict",
+            &[("Content-Type", &ct)],
+            &body,
         );
         assert_eq!(r.status, 200, "{file}: {}", r.text());
         assert_eq!(r.json(), image["prediction"], "{file}");
@@ -128,14 +131,12 @@ fn kserve_outputs_equal_the_models() {
         "id": "photos",
         "inputs": [{"name": "input", "shape": [n, 3, 224, 224], "datatype": "FP32", "data": nested}],
     });
-    let r = raw(
+    let r = request(
         server.addr,
-        &request(
-            "POST",
-            "/v2/models/resnet50/infer",
-            &[("Content-Type", "application/json")],
-            body.to_string().as_bytes(),
-        ),
+        "POST",
+        "/v2/models/resnet50/infer",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
@@ -165,17 +166,15 @@ fn kserve_outputs_equal_the_models() {
         body.extend_from_slice(&v.to_le_bytes());
     }
     let len = header.len().to_string();
-    let r = raw(
+    let r = request(
         server.addr,
-        &request(
-            "POST",
-            "/v2/models/resnet50/infer",
-            &[
-                ("Content-Type", "application/octet-stream"),
-                ("Inference-Header-Content-Length", &len),
-            ],
-            &body,
-        ),
+        "POST",
+        "/v2/models/resnet50/infer",
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Inference-Header-Content-Length", &len),
+        ],
+        &body,
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let json_len: usize = r

@@ -88,7 +88,7 @@ async fn past_the_deadline_the_answer_is_503() {
         options("").batching,
         limits,
     );
-    let (ct, body) = multipart_curl("image", "w.png", "image/png", &png(4, 4, [9, 9, 9]));
+    let (ct, body) = multipart::curl("image", "w.png", "image/png", &png(4, 4, [9, 9, 9]));
     let req = Request::post("/model_predict")
         .header("content-type", ct)
         .body(Full::new(Bytes::from(body)))
@@ -109,7 +109,7 @@ async fn an_in_memory_multipart_request() {
         options("").batching,
         options("").limits,
     );
-    let (ct, body) = multipart_requests("b.png", &png(3, 3, [0, 0, 0]));
+    let (ct, body) = multipart::requests("b.png", &png(3, 3, [0, 0, 0]));
     let req = Request::post("/model_predict")
         .header("content-type", ct)
         .body(Full::new(Bytes::from(body)))

@@ -1,10 +1,9 @@
-//! Shared helpers: a fake backend, an in-process server on a real socket, a tiny HTTP client,
-//! and request bodies as curl and Python `requests` build them.
+//! Shared helpers: a fake backend and an in-process server on a real socket. The HTTP client,
+//! the multipart bodies and the files `scripts/setup` makes come from `arbiter-testkit`,
+//! re-exported here for every test file.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,27 +17,22 @@ use arbiter_worker::{
 };
 use tokio::sync::watch;
 
+// Each test file uses some of these.
+#[allow(unused_imports)]
+pub use arbiter_testkit::http::{Response, encode, get, read_response, request, send};
+pub use arbiter_testkit::multipart;
+#[allow(unused_imports)]
+pub use arbiter_testkit::setup::{onnxruntime, repo_root, resnet50, var};
+
 /// The seed's class names.
 pub const LABELS: &str = r#"{"0": "Aeroplane", "1": "Bicycle", "2": "Bird", "3": "Boat", "4": "Bottle", "5": "Bus", "6": "Car", "7": "Cat", "8": "Chair", "9": "Cow", "10": "Dining Table", "11": "Dog", "12": "Horse", "13": "Motorbike", "14": "Person", "15": "Potted Plant", "16": "Sheep", "17": "Sofa", "18": "Train", "19": "TV Monitor"}"#;
-
-/// The repository root.
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// A worker's options from a config file holding `toml`: the built-in defaults for every key it
 /// leaves out, relative paths against `etc/`, one ONNX Runtime thread.
 pub fn options(toml: &str) -> WorkerOptions {
     let config =
-        Config::parse(toml, &repo().join("etc/test.toml")).unwrap_or_else(|e| panic!("{e}"));
+        Config::parse(toml, &repo_root().join("etc/test.toml")).unwrap_or_else(|e| panic!("{e}"));
     WorkerOptions::from_config(&config, 1, None)
-}
-
-/// A file made by `scripts/setup`, or a clear failure.
-pub fn var(path: &str) -> PathBuf {
-    let p = repo().join("var").join(path);
-    assert!(p.exists(), "{} is missing: run scripts/setup", p.display());
-    p
 }
 
 /// One run of a fake engine: its name and the engines already running when it started.
@@ -244,155 +238,6 @@ impl Drop for TestServer {
     }
 }
 
-/// A parsed HTTP response.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The `error` field of a JSON error body.
-    pub fn error(&self) -> String {
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/json"),
-            "{self:?}"
-        );
-        self.json()["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error field: {}", self.text()))
-            .to_owned()
-    }
-}
-
-/// Reads one response from `stream` (Content-Length framed).
-pub fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "closed before a response",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse().unwrap());
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(len);
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// Sends raw bytes on a new connection and reads one response.
-pub fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream.write_all(request).unwrap();
-    read_reply(&mut stream).unwrap()
-}
-
-/// Builds a request with `Connection: close`.
-pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
-}
-
-pub fn get(addr: SocketAddr, path: &str) -> Reply {
-    raw(addr, &request("GET", path, &[], b""))
-}
-
-/// A multipart body the way curl's `-F image=@photo.png` builds it: returns (content type, body).
-pub fn multipart_curl(
-    field: &str,
-    filename: &str,
-    part_type: &str,
-    data: &[u8],
-) -> (String, Vec<u8>) {
-    let boundary = "------------------------d74496d66958873e";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: {part_type}\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-/// A multipart body the way Python `requests.post(url, files={"image": f})` builds it (no part
-/// Content-Type, a hex boundary), with an extra text field before it, as forms often have.
-pub fn multipart_requests(filename: &str, data: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "3b2b8c6e3b0c4f5e9a6d1f7c2e4a8b90";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
 /// A solid-colour PNG.
 pub fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
     let img = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
@@ -402,11 +247,14 @@ pub fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
 }
 
 /// POSTs an image as curl's multipart on a new connection.
-pub fn predict(addr: SocketAddr, image: &[u8]) -> Reply {
-    let (ct, body) = multipart_curl("image", "photo.png", "image/png", image);
-    raw(
+pub fn predict(addr: SocketAddr, image: &[u8]) -> Response {
+    let (ct, body) = multipart::curl("image", "photo.png", "image/png", image);
+    request(
         addr,
-        &request("POST", "/model_predict", &[("Content-Type", &ct)], &body),
+        "POST",
+        "/model_predict",
+        &[("Content-Type", &ct)],
+        &body,
     )
 }
 
