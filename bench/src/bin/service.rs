@@ -17,11 +17,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use arbiter_config::Config;
-use arbiter_infer::{Device, Labels, ModelOptions};
+use arbiter_infer::{Device, Engine, InferError, Labels, ModelOptions};
 use arbiter_scoreboard::Scoreboard;
-use arbiter_worker::{
-    Backend, Batching, InferenceQueue, Listener, OrtBackend, Service, ServiceConfig, WorkerOptions,
-};
+use arbiter_worker::{Batching, InferenceQueue, Listener, Service, ServiceConfig, WorkerOptions};
 
 struct Args {
     photo: PathBuf,
@@ -83,12 +81,10 @@ fn model_options(threads: usize, batch: usize) -> ModelOptions {
     }
 }
 
-fn load(opts: &ModelOptions, spin: bool) -> Result<OrtBackend, String> {
-    arbiter_infer::init_runtime(opts.runtime_library.as_deref()).map_err(|e| e.to_string())?;
+fn load(opts: &ModelOptions, spin: bool) -> Result<Engine, InferError> {
+    arbiter_infer::init_runtime(opts.runtime_library.as_deref())?;
     let tuning = arbiter_infer::SessionTuning::for_device(Device::Cpu, spin);
-    arbiter_infer::Model::load_tuned(opts, &tuning)
-        .map(OrtBackend::from)
-        .map_err(|e| e.to_string())
+    arbiter_infer::Model::load_tuned(opts, &tuning).map(Engine::from)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {

@@ -18,11 +18,16 @@
 //! weights mapped once per process ([`weights::MappedWeights`]), so that several sessions of one
 //! prepared model cost one copy of the weights.
 //!
+//! [`Engine`] is how a worker loads its model: shared weights where it can (a model prepared in
+//! a cache folder, [`prepare`]), the original model where that fails, and on request one
+//! single-thread session per thread beside the first ([`engine::Lanes`]).
+//!
 //! [`classify`] turns one image's raw outputs into the seed's answer: the classes whose output is
 //! strictly above the threshold, ordered by ascending output, named through [`Labels`] (the seed's
 //! `class_name.json`), or "No Categories". [`Prediction`] serializes exactly as the seed's JSON.
 
 mod classify;
+pub mod engine;
 mod error;
 mod labels;
 mod model;
@@ -31,7 +36,8 @@ mod runtime;
 pub mod weights;
 
 pub use classify::{Prediction, classify};
-pub use error::InferError;
+pub use engine::Engine;
+pub use error::{InferError, error_chain};
 pub use labels::Labels;
 pub use model::{Device, Model, ModelOptions, SessionTuning};
 pub use runtime::{DEFAULT_RUNTIME_LIBRARY, RUNTIME_ENV_VAR, init_runtime};

@@ -1,9 +1,13 @@
 //! The one place that maps what went wrong to an HTTP status and a `{"error": "..."}` body.
 
+use arbiter_infer::error_chain;
+use arbiter_vision::{ErrorKind, VisionError};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
+
+use crate::batcher::InferenceError;
 
 /// Why a request failed. Each variant has exactly one status code, chosen in [`ApiError::status`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +41,7 @@ pub enum ApiError {
     /// Well-formed, but its content cannot be used (wrong tensor shape or datatype...).
     #[error("{0}")]
     Unprocessable(String),
-    /// The inference queue is full.
+    /// The inference pipeline is full.
     #[error("the server is overloaded (inference queue full); retry later")]
     Overloaded,
     /// The request was not answered within the request deadline.
@@ -46,7 +50,8 @@ pub enum ApiError {
     /// The worker is draining or not ready.
     #[error("{0}")]
     Unavailable(String),
-    /// Our fault (the model run failed): never caused by the request's content.
+    /// Our fault (the model run failed, the inference thread stopped): never caused by the
+    /// request's content.
     #[error("{0}")]
     Internal(String),
 }
@@ -97,9 +102,32 @@ impl ApiError {
     }
 }
 
-impl From<arbiter_vision::VisionError> for ApiError {
-    fn from(e: arbiter_vision::VisionError) -> ApiError {
-        crate::pipeline::vision_error(e)
+impl From<VisionError> for ApiError {
+    /// 400 invalid, 413 too large, 415 unsupported.
+    fn from(e: VisionError) -> ApiError {
+        let message = e.to_string();
+        match e.kind() {
+            ErrorKind::Invalid => ApiError::BadRequest(message),
+            ErrorKind::Unsupported => ApiError::Unsupported(message),
+            ErrorKind::TooLarge => ApiError::TooLarge(message),
+        }
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    /// 503 when the pipeline is full or the worker is stopping (the client may retry, here or on
+    /// another worker); 500 when the model or the inference thread failed, never the request's
+    /// content.
+    fn from(e: InferenceError) -> ApiError {
+        match e {
+            InferenceError::Overloaded => ApiError::Overloaded,
+            InferenceError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            InferenceError::Stopped
+            | InferenceError::Misfit { .. }
+            | InferenceError::Run(_)
+            | InferenceError::Panicked
+            | InferenceError::Outputs { .. } => ApiError::Internal(error_chain(&e)),
+        }
     }
 }
 

@@ -29,6 +29,7 @@
 
 pub mod batcher;
 mod body;
+mod engine;
 mod error;
 pub mod kserve;
 mod options;
@@ -37,18 +38,19 @@ pub mod routes;
 pub mod server;
 mod service;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter_infer::prepare::Prepared;
-use arbiter_infer::weights::MappedWeights;
-use arbiter_infer::{Labels, Model, ModelOptions, SessionTuning};
+use arbiter_infer::{Labels, error_chain};
 use arbiter_scoreboard::{EXIT_BOOT_FAILURE, Scoreboard, SlotRef, SlotState};
+use engine::load_engine;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-pub use batcher::{Backend, InferenceQueue, InferenceThread, JobOutput, LaneLoader, ModelInfo};
+pub use batcher::{
+    Backend, InferenceError, InferenceQueue, InferenceThread, JobOutput, LaneLoader, ModelInfo,
+    StartError,
+};
 pub use error::ApiError;
 pub use options::{Batching, CidrError, IpCidr, Limits, ReopenLogs, WorkerOptions, model_options};
 pub use server::{Listener, serve};
@@ -72,200 +74,6 @@ pub struct WorkerContext {
     pub generation: u64,
     /// The scoreboard the arbiter mapped before forking.
     pub scoreboard: Scoreboard,
-}
-
-/// The real backend: an ONNX Runtime model owned by the inference thread, and the prepared
-/// model it was loaded from, held for as long as the worker runs.
-#[derive(Debug)]
-pub struct OrtBackend {
-    model: Model,
-    /// Keeps the prepared model's cache entry held (a shared lock) while the worker runs.
-    _prepared: Option<Prepared>,
-    /// What the model was loaded from and with, when [`Backend::lanes`] is to load one
-    /// single-thread session per thread from it.
-    lanes: Option<Lanes>,
-}
-
-/// How [`Backend::lanes`] loads the lanes' sessions: like the first.
-#[derive(Debug)]
-struct Lanes {
-    /// Set by [`OrtBackend::with_lanes`]; off, no lanes are loaded.
-    on: bool,
-    opts: ModelOptions,
-    tuning: SessionTuning,
-    weights: Option<Arc<MappedWeights>>,
-}
-
-impl OrtBackend {
-    /// Loads ONNX Runtime (once per process) and the model, warm-up included.
-    pub fn load(opts: &ModelOptions) -> Result<OrtBackend, String> {
-        OrtBackend::load_shared(opts, None, false)
-    }
-
-    /// Like [`OrtBackend::load`], but on a CPU first prepares the model in `cache` (or finds it
-    /// prepared) so every worker maps one copy of the weights. If preparing fails, the original
-    /// model is loaded and the log says why.
-    pub fn load_shared(
-        opts: &ModelOptions,
-        cache: Option<&Path>,
-        spinning: bool,
-    ) -> Result<OrtBackend, String> {
-        let tuning = SessionTuning::for_device(opts.device, spinning);
-        let library = arbiter_infer::init_runtime(opts.runtime_library.as_deref())
-            .map_err(|e| error_chain(&e))?;
-        let mut prepared = None;
-        if let (Some(cache), arbiter_infer::Device::Cpu) = (cache, opts.device) {
-            if !opts.path.is_file() {
-                return Err(error_chain(&arbiter_infer::InferError::ModelMissing {
-                    path: opts.path.clone(),
-                }));
-            }
-            match arbiter_infer::prepare::prepare(&opts.path, cache, &library) {
-                Ok(p) => prepared = Some(p),
-                Err(e) => tracing::warn!(
-                    model = %opts.path.display(),
-                    "cannot prepare the model for shared weights, loading it unshared: {}",
-                    error_chain(&e)
-                ),
-            }
-        }
-        let Some(p) = prepared else {
-            return Model::load_tuned(opts, &tuning)
-                .map(|model| OrtBackend::loaded(model, None, opts, tuning))
-                .map_err(|e| error_chain(&e));
-        };
-        let shared = ModelOptions {
-            path: p.model.clone(),
-            ..opts.clone()
-        };
-        // One mapping of the weights for all of this worker's sessions; without it, ONNX Runtime
-        // maps the file itself, once per session.
-        let weights = match MappedWeights::open(&p.model, &p.data) {
-            Ok(w) => Some(Arc::new(w)),
-            Err(e) => {
-                tracing::warn!(entry = %p.key, "each session will map the weights: {e}");
-                None
-            }
-        };
-        let mapped = weights.and_then(|w| match Model::load_mapped(&shared, &tuning, Some(&w)) {
-            Ok(model) => Some((model, w)),
-            Err(e) => {
-                tracing::warn!(entry = %p.key, "the mapped weights do not load, letting ONNX Runtime map them: {}", error_chain(&e));
-                None
-            }
-        });
-        let loaded = match mapped {
-            Some((model, w)) => Ok((model, Some(w))),
-            None => Model::load_tuned(&shared, &tuning).map(|model| (model, None)),
-        };
-        match loaded {
-            Ok((model, weights)) => {
-                tracing::info!(entry = %p.key, built = p.built, "model loaded with shared weights");
-                let mut backend = OrtBackend::loaded(model, Some(p), &shared, tuning);
-                // The lanes use the mapping only if the first session could.
-                if let Some(lanes) = backend.lanes.as_mut() {
-                    lanes.weights = weights;
-                }
-                Ok(backend)
-            }
-            Err(e) => {
-                tracing::warn!(entry = %p.key, "the prepared model does not load, loading the original: {}", error_chain(&e));
-                Model::load_tuned(opts, &tuning)
-                    .map(|model| OrtBackend::loaded(model, None, opts, tuning))
-                    .map_err(|e| error_chain(&e))
-            }
-        }
-    }
-
-    fn loaded(
-        model: Model,
-        prepared: Option<Prepared>,
-        opts: &ModelOptions,
-        tuning: SessionTuning,
-    ) -> OrtBackend {
-        OrtBackend {
-            model,
-            _prepared: prepared,
-            lanes: Some(Lanes {
-                on: false,
-                opts: opts.clone(),
-                tuning,
-                weights: None,
-            }),
-        }
-    }
-
-    /// Whether [`Backend::lanes`] gives one single-thread session per intra-op thread, to run
-    /// batches side by side under load (only on a CPU, with more than one thread).
-    #[must_use]
-    pub fn with_lanes(mut self, on: bool) -> OrtBackend {
-        if let Some(lanes) = self.lanes.as_mut() {
-            let on_cpu = lanes.opts.device == arbiter_infer::Device::Cpu;
-            lanes.on = arbiter_config::runs_lanes(on, on_cpu, lanes.opts.intra_threads);
-        }
-        self
-    }
-}
-
-impl From<Model> for OrtBackend {
-    fn from(model: Model) -> OrtBackend {
-        OrtBackend {
-            model,
-            _prepared: None,
-            lanes: None,
-        }
-    }
-}
-
-impl Backend for OrtBackend {
-    fn info(&self) -> ModelInfo {
-        let (width, height) = self.model.input_size();
-        ModelInfo {
-            input_name: self.model.input_name().to_owned(),
-            output_name: self.model.output_name().to_owned(),
-            width,
-            height,
-            num_classes: self.model.num_classes(),
-            max_batch: self.model.max_batch(),
-            load_time: self.model.load_time(),
-        }
-    }
-
-    fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, String> {
-        self.model.run(batch, n).map_err(|e| error_chain(&e))
-    }
-
-    /// One single-thread session per intra-op thread, from the same (prepared) model file: on a
-    /// CPU with shared weights they use the same mapping of the weights, so each costs only its
-    /// working memory.
-    fn lanes(&mut self) -> Option<LaneLoader<OrtBackend>> {
-        let lanes = self.lanes.take().filter(|l| l.on)?;
-        Some(Box::new(move || {
-            let single = ModelOptions {
-                intra_threads: 1,
-                ..lanes.opts.clone()
-            };
-            (0..lanes.opts.intra_threads)
-                .map(|_| {
-                    Model::load_mapped(&single, &lanes.tuning, lanes.weights.as_ref())
-                        .map(OrtBackend::from)
-                        .map_err(|e| error_chain(&e))
-                })
-                .collect()
-        }))
-    }
-}
-
-/// An error and its sources, joined with ": ".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Runs one worker until it is told to stop; returns the process exit code.
@@ -302,10 +110,7 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
     let spinning = opts.intra_op_spinning;
     let parallel = opts.parallel_batches;
     let started = InferenceQueue::start(
-        move || {
-            OrtBackend::load_shared(&model_options, shared_cache.as_deref(), spinning)
-                .map(|backend| backend.with_lanes(parallel))
-        },
+        move || load_engine(&model_options, shared_cache.as_deref(), spinning, parallel),
         &opts.batching,
         opts.preprocess_threads,
         slot.clone(),
@@ -313,7 +118,7 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
     );
     let (queue, thread) = match started {
         Ok(started) => started,
-        Err(message) => return boot_failure(&slot, &message),
+        Err(e) => return boot_failure(&slot, &error_chain(&e)),
     };
     slot.set_model_load(queue.info().load_time);
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use arbiter_vision::{ErrorKind, RgbImage, VisionError};
+use arbiter_vision::RgbImage;
 
 use crate::error::ApiError;
 
@@ -36,16 +36,6 @@ pub(crate) fn prepare_image(
         decode: started.elapsed().saturating_sub(resizing),
         preprocess: resizing,
     })
-}
-
-/// The status a vision error deserves: 400 invalid, 413 too large, 415 unsupported.
-pub(crate) fn vision_error(e: VisionError) -> ApiError {
-    let message = e.to_string();
-    match e.kind() {
-        ErrorKind::Invalid => ApiError::BadRequest(message),
-        ErrorKind::Unsupported => ApiError::Unsupported(message),
-        ErrorKind::TooLarge => ApiError::TooLarge(message),
-    }
 }
 
 #[cfg(test)]

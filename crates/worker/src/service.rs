@@ -19,12 +19,12 @@ use hyper::{Request, Response, StatusCode};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::batcher::{InferenceQueue, Input, JobOutput, Permit};
+use crate::batcher::{InferenceQueue, Input, JobOutput};
 use crate::body::{self, BodyBudget, BodyError, BoxError};
 use crate::error::ApiError;
 use crate::kserve;
 use crate::options::{IpCidr, Limits, WorkerOptions};
-use crate::pipeline::{Prepared, prepare_image};
+use crate::pipeline::prepare_image;
 use crate::routes::{self, Endpoint, Matched};
 
 /// The OpenAPI description served at `/openapi.yaml`.
@@ -42,6 +42,16 @@ const BODY_MEMORY: u64 = 16 * 1024 * 1024;
 const UNKNOWN_LENGTH_RESERVE: u64 = 1024 * 1024;
 /// The unit of the body memory semaphore's permits.
 const BODY_UNIT: u64 = 1024;
+
+/// What a route's preparation hands to the model, and what it keeps to render the answer.
+struct ForModel<T> {
+    /// The images, as the model's queue takes them.
+    input: Input,
+    /// How many images `input` holds.
+    images: usize,
+    /// What the route needs besides the outputs to render its answer.
+    kept: T,
+}
 
 /// Who sent a request, as seen on the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,23 +370,25 @@ impl Service {
             Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
         };
         let memory = body.take_reservation();
-        let mut permit = self.inner.queue.admit()?;
-        self.inner.queue.before_preparing(&mut permit).await?;
-        let (width, height) = (
-            self.inner.queue.info().width,
-            self.inner.queue.info().height,
-        );
+        let info = self.inner.queue.info();
+        let size = (info.width, info.height);
         let max_pixels = self.inner.config.limits.max_pixels;
         let fast_jpeg = self.inner.config.fast_jpeg;
-        let prepared = self
-            .blocking(move || {
-                let prepared = prepare_image(&image, max_pixels, (width, height), fast_jpeg);
+        let slot = self.inner.slot.clone();
+        let ((), out) = self
+            .infer(move || {
+                let prepared = prepare_image(&image, max_pixels, size, fast_jpeg);
                 drop((image, memory));
-                prepared
+                let prepared = prepared?;
+                slot.observe_stage(Stage::Decode, prepared.decode);
+                slot.observe_stage(Stage::Preprocess, prepared.preprocess);
+                Ok(ForModel {
+                    input: Input::Image(prepared.image),
+                    images: 1,
+                    kept: (),
+                })
             })
             .await?;
-        self.record_prepare(&prepared);
-        let out = self.infer(permit, Input::Image(prepared.image), 1).await?;
         let prediction = classify(
             &out.outputs,
             &self.inner.labels,
@@ -471,18 +483,19 @@ impl Service {
                     })?,
             ),
         };
-        let mut permit = self.inner.queue.admit()?;
-        self.inner.queue.before_preparing(&mut permit).await?;
         let info = self.inner.queue.info().clone();
-        let mut call = self
-            .blocking(move || {
+        let (call, out) = self
+            .infer(move || {
                 let call = kserve::parse_request(&bytes, json_len, &info);
                 drop((bytes, memory));
-                call
+                let mut call = call?;
+                Ok(ForModel {
+                    input: Input::Tensor(std::mem::take(&mut call.tensor)),
+                    images: call.n,
+                    kept: call,
+                })
             })
             .await?;
-        let tensor = std::mem::take(&mut call.tensor);
-        let out = self.infer(permit, Input::Tensor(tensor), call.n).await?;
         let rendered = kserve::render_response(
             &call,
             &out.outputs,
@@ -574,27 +587,21 @@ impl Service {
         })
     }
 
-    fn record_prepare(&self, prepared: &Prepared) {
-        self.inner
-            .slot
-            .observe_stage(Stage::Decode, prepared.decode);
-        self.inner
-            .slot
-            .observe_stage(Stage::Preprocess, prepared.preprocess);
-    }
-
-    async fn infer(&self, permit: Permit, input: Input, n: usize) -> Result<JobOutput, ApiError> {
-        let reply = self.inner.queue.submit(permit, input, n)?;
-        match reply.await {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "model run failed");
-                Err(ApiError::Internal(e))
-            }
-            Err(_) => Err(ApiError::Internal(
-                "the inference thread has stopped".to_owned(),
-            )),
-        }
+    /// The one path of every inference route: takes a place in the pipeline (or refuses at
+    /// once), waits for a place ahead of the model, runs `prepare` (decode, parse) on the
+    /// blocking pool, and runs what it prepared with the batch it joins. Returns what `prepare`
+    /// kept for the answer, and the outputs.
+    async fn infer<T, F>(&self, prepare: F) -> Result<(T, JobOutput), ApiError>
+    where
+        F: FnOnce() -> Result<ForModel<T>, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let queue = &self.inner.queue;
+        let mut permit = queue.admit()?;
+        queue.before_preparing(&mut permit).await?;
+        let prepared = self.blocking(prepare).await?;
+        let out = queue.run(permit, prepared.input, prepared.images).await?;
+        Ok((prepared.kept, out))
     }
 
     fn client_address(&self, headers: &HeaderMap, peer: Peer) -> String {

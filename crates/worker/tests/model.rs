@@ -5,8 +5,9 @@ mod common;
 
 use std::path::PathBuf;
 
+use arbiter_infer::Engine;
 use arbiter_infer::{Device, ModelOptions};
-use arbiter_worker::{Backend, OrtBackend};
+use arbiter_worker::Backend;
 use common::*;
 use serde_json::Value;
 
@@ -29,7 +30,7 @@ fn manifest() -> Value {
 fn real_server() -> TestServer {
     let opts = model_options();
     let (service, board, _slot, _thread) = service_with(
-        move || OrtBackend::load(&opts),
+        move || Engine::load(&opts),
         options("").batching,
         options("").limits,
     );
@@ -56,7 +57,7 @@ fn reference_tensor(pixels: &str) -> Vec<f32> {
 #[test]
 fn lanes_answer_like_the_whole_model() {
     let cache = tempfile::tempdir().unwrap();
-    let mut whole = OrtBackend::load_shared(&model_options(), Some(cache.path()), false)
+    let mut whole = Engine::load_shared(&model_options(), Some(cache.path()), false)
         .unwrap()
         .with_lanes(true);
     let manifest = manifest();
@@ -81,7 +82,7 @@ fn lanes_answer_like_the_whole_model() {
         .collect();
     assert_eq!(mapped.len(), 1, "{mapped:#?}");
     // Without `with_lanes(true)`, no lanes.
-    let mut plain = OrtBackend::load(&model_options()).unwrap();
+    let mut plain = Engine::load(&model_options()).unwrap();
     assert!(plain.lanes().is_none());
 }
 
@@ -110,7 +111,7 @@ fn every_photo_gets_the_seeds_answer() {
 #[test]
 fn kserve_outputs_equal_the_models() {
     let server = real_server();
-    let mut direct = OrtBackend::load(&model_options()).unwrap();
+    let mut direct = Engine::load(&model_options()).unwrap();
     let manifest = manifest();
     let images: Vec<&Value> = manifest["images"]
         .as_array()
@@ -198,6 +199,6 @@ fn kserve_outputs_equal_the_models() {
 fn a_missing_model_fails_to_load_with_its_path() {
     let mut opts = model_options();
     opts.path = PathBuf::from("/nonexistent/model.onnx");
-    let err = OrtBackend::load(&opts).unwrap_err();
+    let err = Engine::load(&opts).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/model.onnx"), "{err}");
 }

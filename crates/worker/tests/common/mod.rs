@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arbiter_config::Config;
-use arbiter_infer::Labels;
+use arbiter_infer::{InferError, Labels};
 use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use arbiter_worker::{
     Backend, Batching, InferenceQueue, InferenceThread, LaneLoader, Limits, Listener, ModelInfo,
@@ -86,7 +86,7 @@ impl Backend for Fake {
         }
     }
 
-    fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, String> {
+    fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
         // Counted before the work, so a test sees a run as soon as it starts.
         self.ran.fetch_add(n, Ordering::SeqCst);
         self.batches.lock().unwrap().push(n);
@@ -138,7 +138,7 @@ pub fn service<B: Backend>(
 
 /// Builds a service whose inference thread loads its backend with `load`.
 pub fn service_with<B: Backend>(
-    load: impl FnOnce() -> Result<B, String> + Send + 'static,
+    load: impl FnOnce() -> Result<B, InferError> + Send + 'static,
     batching: Batching,
     limits: Limits,
 ) -> (Service, Scoreboard, SlotRef, InferenceThread) {
@@ -161,7 +161,7 @@ pub fn config(limits: Limits) -> ServiceConfig {
 
 /// Builds a service with these settings.
 pub fn service_configured<B: Backend>(
-    load: impl FnOnce() -> Result<B, String> + Send + 'static,
+    load: impl FnOnce() -> Result<B, InferError> + Send + 'static,
     batching: Batching,
     config: ServiceConfig,
 ) -> (Service, Scoreboard, SlotRef, InferenceThread) {

@@ -1,0 +1,50 @@
+//! The real backend: `arbiter_infer`'s [`Engine`] (an ONNX Runtime session, loaded with shared
+//! weights where it can) run by the inference thread, its lanes on where the lane rule says.
+
+use std::path::Path;
+
+use arbiter_infer::{Device, Engine, InferError, ModelOptions};
+
+use crate::batcher::{Backend, LaneLoader, ModelInfo};
+
+/// Loads the worker's engine (see [`Engine::load_shared`]), with one single-thread lane per
+/// ONNX Runtime thread when `parallel_batches` is on and the rule of `arbiter_config::runs_lanes`
+/// allows it (a CPU, more than one thread).
+pub(crate) fn load_engine(
+    opts: &ModelOptions,
+    cache: Option<&Path>,
+    spinning: bool,
+    parallel_batches: bool,
+) -> Result<Engine, InferError> {
+    let on_cpu = opts.device == Device::Cpu;
+    let lanes = arbiter_config::runs_lanes(parallel_batches, on_cpu, opts.intra_threads);
+    Engine::load_shared(opts, cache, spinning).map(|engine| engine.with_lanes(lanes))
+}
+
+impl Backend for Engine {
+    fn info(&self) -> ModelInfo {
+        let model = self.model();
+        let (width, height) = model.input_size();
+        ModelInfo {
+            input_name: model.input_name().to_owned(),
+            output_name: model.output_name().to_owned(),
+            width,
+            height,
+            num_classes: model.num_classes(),
+            max_batch: model.max_batch(),
+            load_time: model.load_time(),
+        }
+    }
+
+    fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
+        Engine::run(self, batch, n)
+    }
+
+    /// One single-thread session per intra-op thread, from the same (prepared) model file: on a
+    /// CPU with shared weights they use the same mapping of the weights, so each costs only its
+    /// working memory.
+    fn lanes(&mut self) -> Option<LaneLoader<Engine>> {
+        let lanes = self.take_lanes()?;
+        Some(Box::new(move || lanes.load()))
+    }
+}
