@@ -152,4 +152,35 @@ mod tests {
         assert_eq!(r.status(), 413);
         assert!(r.headers().get(RETRY_AFTER).is_none());
     }
+
+    #[test]
+    fn inference_errors_keep_their_statuses_and_messages() {
+        let status = |e: InferenceError| ApiError::from(e).status();
+        assert_eq!(status(InferenceError::Overloaded), 503);
+        assert_eq!(status(InferenceError::ShuttingDown), 503);
+        assert_eq!(status(InferenceError::Stopped), 500);
+        assert_eq!(status(InferenceError::Panicked), 500);
+        assert_eq!(status(InferenceError::Outputs { got: 1, images: 1 }), 500);
+        let misfit = InferenceError::Misfit {
+            n: 2,
+            width: 224,
+            height: 224,
+        };
+        assert_eq!(status(misfit), 500);
+        let failed = InferenceError::Run(std::sync::Arc::new(arbiter_infer::InferError::Batch(
+            "n = 0".into(),
+        )));
+        assert_eq!(
+            ApiError::from(failed),
+            ApiError::Internal("inference failed: bad batch: n = 0".into())
+        );
+        assert_eq!(
+            ApiError::from(InferenceError::Stopped),
+            ApiError::Internal("the inference thread has stopped".into())
+        );
+        assert_eq!(
+            ApiError::from(InferenceError::ShuttingDown),
+            ApiError::Unavailable("the worker is shutting down".into())
+        );
+    }
 }

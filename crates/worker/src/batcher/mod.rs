@@ -236,3 +236,6 @@ impl InferenceQueue {
         reply.await.unwrap_or(Err(InferenceError::Stopped))
     }
 }
+
+#[cfg(test)]
+mod tests;
