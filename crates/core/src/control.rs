@@ -1,14 +1,28 @@
 //! The control socket: how `arbiter status|reload|stop|ttin|ttou` talk to a running arbiter.
 //!
 //! A unix socket with mode 0600 (only its owner may connect), one JSON line each way. The CLI
-//! falls back to the pidfile and signals when the socket cannot be reached.
+//! falls back to the pidfile and signals when the socket cannot be reached. The CLI's end is
+//! [`send`] and [`render`]; the arbiter's end is [`Server`], which accepts without blocking the
+//! arbiter's loop and hands each request on with the [`Client`] to answer.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::Error;
+
+/// How long the control socket is left alone after accept failed (out of descriptors), instead
+/// of spinning on a socket that stays readable.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a client may take to send its request line.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a client may take to read its answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A command sent to the arbiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +153,116 @@ pub fn send(socket: &Path, request: Request, timeout: Duration) -> std::io::Resu
     }
     serde_json::from_str(&answer)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// The arbiter's end of the control socket.
+#[derive(Debug)]
+pub(crate) struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+    /// Set after a failed accept: left alone until then.
+    paused_until: Option<Instant>,
+}
+
+/// A connected client, waiting for its answer.
+#[derive(Debug)]
+pub(crate) struct Client(UnixStream);
+
+impl Server {
+    /// Binds the socket at `path`, mode 0600, unless another arbiter answers on it.
+    pub(crate) fn bind(path: &Path) -> Result<Server, Error> {
+        let fail = |source| Error::Bind {
+            address: format!("control socket {}", path.display()),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(fail(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another arbiter answers on it",
+                )));
+            }
+            std::fs::remove_file(path).map_err(fail)?;
+        }
+        // Created with a umask that leaves only the owner's bits, so no other user can connect
+        // even in the instant before the chmod.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let listener = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = listener.map_err(fail)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        listener.set_nonblocking(true).map_err(fail)?;
+        Ok(Server {
+            listener,
+            path: path.to_path_buf(),
+            paused_until: None,
+        })
+    }
+
+    /// The socket to poll, unless accepting is paused.
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.paused_until.is_none().then(|| self.listener.as_fd())
+    }
+
+    /// The next request waiting, with its client; `None` when none waits. A line that is not a
+    /// request is answered here.
+    pub(crate) fn next(&mut self, now: Instant) -> Option<(Client, Request)> {
+        if let Some(until) = self.paused_until {
+            if now < until {
+                return None;
+            }
+            self.paused_until = None;
+        }
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // Out of descriptors, most likely: the socket stays readable, so polling it
+                    // again at once would spin.
+                    warn!(error = %e, pause_ms = ACCEPT_BACKOFF.as_millis() as u64, "control socket accept failed; backing off");
+                    self.paused_until = Some(now + ACCEPT_BACKOFF);
+                    return None;
+                }
+            };
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+            let mut line = String::new();
+            let request = BufReader::new(&stream)
+                .read_line(&mut line)
+                .ok()
+                .and_then(|_| serde_json::from_str::<Request>(&line).ok());
+            let client = Client(stream);
+            match request {
+                Some(request) => return Some((client, request)),
+                None => client.reply(&Response::error(format!(
+                    "not a control request: {:?}",
+                    line.trim()
+                ))),
+            }
+        }
+    }
+
+    /// Closes the socket and removes its file.
+    pub(crate) fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Client {
+    /// Answers, and hangs up.
+    pub(crate) fn reply(mut self, response: &Response) {
+        let _ = self.0.set_write_timeout(Some(WRITE_TIMEOUT));
+        if let Ok(mut line) = serde_json::to_string(response) {
+            line.push('\n');
+            let _ = self.0.write_all(line.as_bytes());
+        }
+    }
 }
 
 /// Formats a status as the table `arbiter status` prints.

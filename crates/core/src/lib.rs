@@ -26,13 +26,18 @@ mod backoff;
 pub mod budget;
 pub mod control;
 pub mod listeners;
+mod phase;
 pub mod pidfile;
 mod privileges;
+mod processes;
 pub mod programs;
+mod status;
+mod supervisor;
 mod sys;
 
-pub use arbiter::{Arbiter, Hooks, WorkerSpec};
+pub use arbiter::Arbiter;
 pub use listeners::Listener;
+pub use processes::{Hooks, WorkerSpec};
 pub use sys::{Daemon, daemonize, set_env};
 
 use std::path::PathBuf;

@@ -21,6 +21,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use crate::phase::Exit;
+
 /// supervisord's process states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -167,11 +169,11 @@ impl Programs {
     }
 
     /// Handles a reaped child; false if it was not a program.
-    pub fn on_exit(&mut self, pid: i32, code: Option<i32>, signal: Option<Signal>) -> bool {
+    pub(crate) fn on_exit(&mut self, pid: i32, exit: Exit) -> bool {
         let Some(p) = self.list.iter_mut().find(|p| p.pid == Some(pid)) else {
             return false;
         };
-        p.exited(code, signal);
+        p.exited(exit);
         true
     }
 
@@ -302,13 +304,16 @@ impl Supervised {
 
     fn failed_start(&mut self) {
         self.failures += 1;
-        if self.failures > self.spec.startretries {
-            self.state = State::Fatal;
-            error!(program = %self.spec.name, failures = self.failures, "program failed to start too many times: FATAL");
-        } else {
-            self.state = State::Backoff;
-            self.retry_at = Some(Instant::now() + Duration::from_secs(self.failures as u64));
-            warn!(program = %self.spec.name, retry_in_secs = self.failures, "program failed to start; retrying");
+        match retry_after(self.failures, self.spec.startretries) {
+            None => {
+                self.state = State::Fatal;
+                error!(program = %self.spec.name, failures = self.failures, "program failed to start too many times: FATAL");
+            }
+            Some(delay) => {
+                self.state = State::Backoff;
+                self.retry_at = Some(Instant::now() + delay);
+                warn!(program = %self.spec.name, retry_in_secs = delay.as_secs(), "program failed to start; retrying");
+            }
         }
     }
 
@@ -326,7 +331,7 @@ impl Supervised {
         }
     }
 
-    fn exited(&mut self, code: Option<i32>, signal: Option<Signal>) {
+    fn exited(&mut self, exit: Exit) {
         self.drain_output();
         self.outputs.clear();
         // supervisord's killasgroup: whatever the program left in its process group (nginx's
@@ -335,37 +340,25 @@ impl Supervised {
             let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
         self.pid = None;
-        let how = match (code, signal) {
-            (Some(c), _) => format!("exit code {c}"),
-            (_, Some(s)) => format!("signal {s}"),
-            _ => "unknown".into(),
-        };
+        let how = exit.to_string();
         self.last_exit = Some(how.clone());
-        let uptime = self.started.elapsed();
-        match self.state {
-            State::Stopping => {
+        match after_exit(self.state, self.started.elapsed(), exit, &self.spec) {
+            AfterExit::Stopped => {
                 info!(program = %self.spec.name, status = %how, "program stopped");
                 self.state = State::Stopped;
             }
-            State::Starting if uptime < self.spec.startsecs => {
+            AfterExit::FailedStart => {
                 warn!(program = %self.spec.name, status = %how, "program exited before startsecs");
                 self.failed_start();
             }
-            _ => {
-                let expected = code.is_some_and(|c| self.spec.exitcodes.contains(&c));
-                let restart = match self.spec.autorestart {
-                    Autorestart::Always => true,
-                    Autorestart::Unexpected => !expected,
-                    Autorestart::Never => false,
-                };
-                if restart {
-                    warn!(program = %self.spec.name, status = %how, expected, "program exited; restarting it");
-                    self.restarts += 1;
-                    self.spawn();
-                } else {
-                    info!(program = %self.spec.name, status = %how, expected, "program exited");
-                    self.state = State::Exited;
-                }
+            AfterExit::Restart { expected } => {
+                warn!(program = %self.spec.name, status = %how, expected, "program exited; restarting it");
+                self.restarts += 1;
+                self.spawn();
+            }
+            AfterExit::Exited { expected } => {
+                info!(program = %self.spec.name, status = %how, expected, "program exited");
+                self.state = State::Exited;
             }
         }
     }
@@ -395,6 +388,46 @@ impl Supervised {
     }
 }
 
+/// What a program's exit leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterExit {
+    /// It was told to stop.
+    Stopped,
+    /// It died before `startsecs`: a failed start.
+    FailedStart,
+    /// `autorestart` says to start it again; `expected` if its code is in `exitcodes`.
+    Restart { expected: bool },
+    /// `autorestart` says to leave it.
+    Exited { expected: bool },
+}
+
+/// The transition an exit after `uptime` in `state` makes, as `spec` says.
+fn after_exit(state: State, uptime: Duration, exit: Exit, spec: &Program) -> AfterExit {
+    match state {
+        State::Stopping => AfterExit::Stopped,
+        State::Starting if uptime < spec.startsecs => AfterExit::FailedStart,
+        _ => {
+            let expected = matches!(exit, Exit::Code(c) if spec.exitcodes.contains(&c));
+            let restart = match spec.autorestart {
+                Autorestart::Always => true,
+                Autorestart::Unexpected => !expected,
+                Autorestart::Never => false,
+            };
+            if restart {
+                AfterExit::Restart { expected }
+            } else {
+                AfterExit::Exited { expected }
+            }
+        }
+    }
+}
+
+/// How long to wait before retrying after the `failures`-th failed start in a row (a second
+/// more each time), or `None` once past `startretries`: FATAL.
+fn retry_after(failures: u32, startretries: u32) -> Option<Duration> {
+    (failures <= startretries).then(|| Duration::from_secs(failures as u64))
+}
+
 fn signal_named(name: &str) -> Signal {
     match name {
         "INT" => Signal::SIGINT,
@@ -403,5 +436,69 @@ fn signal_named(name: &str) -> Signal {
         "KILL" => Signal::SIGKILL,
         "USR1" => Signal::SIGUSR1,
         _ => Signal::SIGTERM,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program(toml: &str) -> Program {
+        let text = format!("[[program]]\nname = \"proxy\"\ncommand = [\"nginx\"]\n{toml}");
+        let config = arbiter_config::Config::parse(&text, std::path::Path::new("/etc/a.toml"))
+            .expect("a valid program");
+        config.programs[0].clone()
+    }
+
+    #[test]
+    fn failed_starts_retry_a_second_later_each_time_then_are_fatal() {
+        let startretries = program("startretries = 3\n").startretries;
+        assert_eq!(startretries, 3);
+        assert_eq!(retry_after(1, startretries), Some(Duration::from_secs(1)));
+        assert_eq!(retry_after(3, startretries), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(4, startretries), None);
+    }
+
+    #[test]
+    fn an_exit_before_startsecs_is_a_failed_start_and_a_stop_asked_for_is_not_restarted() {
+        let spec = program("startsecs = \"2s\"\n");
+        let early = Duration::from_millis(500);
+        let later = Duration::from_secs(5);
+        assert_eq!(
+            after_exit(State::Starting, early, Exit::Code(1), &spec),
+            AfterExit::FailedStart
+        );
+        assert_eq!(
+            after_exit(State::Stopping, early, Exit::Code(1), &spec),
+            AfterExit::Stopped
+        );
+        assert_eq!(
+            after_exit(State::Running, later, Exit::Signal(Signal::SIGKILL), &spec),
+            AfterExit::Restart { expected: false }
+        );
+    }
+
+    #[test]
+    fn autorestart_decides_after_a_run() {
+        let later = Duration::from_secs(60);
+        let unexpected = program("autorestart = \"unexpected\"\nexitcodes = [0, 2]\n");
+        assert_eq!(
+            after_exit(State::Running, later, Exit::Code(2), &unexpected),
+            AfterExit::Exited { expected: true }
+        );
+        assert_eq!(
+            after_exit(State::Running, later, Exit::Code(1), &unexpected),
+            AfterExit::Restart { expected: false }
+        );
+        let never = program("autorestart = \"never\"\n");
+        assert_eq!(
+            after_exit(State::Running, later, Exit::Code(1), &never),
+            AfterExit::Exited { expected: false }
+        );
+        let always = program("autorestart = \"always\"\n");
+        assert_eq!(
+            after_exit(State::Running, later, Exit::Code(0), &always),
+            AfterExit::Restart { expected: true }
+        );
     }
 }
