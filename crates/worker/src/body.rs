@@ -9,10 +9,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{CONTENT_LENGTH, HeaderMap};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep, timeout_at};
-
-use crate::error::ApiError;
 
 /// The error type bodies may carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,14 +36,15 @@ pub(crate) enum BodyError {
     Read(String),
 }
 
-impl From<BodyError> for ApiError {
-    fn from(e: BodyError) -> ApiError {
-        match e {
-            BodyError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
-            BodyError::Timeout { .. } => ApiError::Timeout(e.to_string()),
-            BodyError::Read(_) => ApiError::BadRequest(e.to_string()),
-        }
-    }
+/// The body length a request declares (`Content-Length`), if it is a number.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// How much of a body may be read, and until when.

@@ -8,6 +8,7 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use crate::batcher::InferenceError;
+use crate::body::BodyError;
 
 /// Why a request failed. Each variant has exactly one status code, chosen in [`ApiError::status`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +100,36 @@ impl ApiError {
             headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+impl From<BodyError> for ApiError {
+    /// 413 too large, 408 too slow, 400 cut off.
+    fn from(e: BodyError) -> ApiError {
+        match e {
+            BodyError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+            BodyError::Timeout { .. } => ApiError::Timeout(e.to_string()),
+            BodyError::Read(_) => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+impl From<multer::Error> for ApiError {
+    /// A body error as reading the body, a part over the limit 413, anything else 400.
+    fn from(e: multer::Error) -> ApiError {
+        match e {
+            multer::Error::StreamReadFailed(inner) => match inner.downcast::<BodyError>() {
+                Ok(body_error) => ApiError::from(*body_error),
+                Err(other) => {
+                    ApiError::BadRequest(format!("the request body could not be read: {other}"))
+                }
+            },
+            multer::Error::StreamSizeExceeded { limit }
+            | multer::Error::FieldSizeExceeded { limit, .. } => {
+                ApiError::from(BodyError::TooLarge { limit })
+            }
+            other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+        }
     }
 }
 

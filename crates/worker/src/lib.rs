@@ -27,8 +27,10 @@
 //! [`ApiError`] (one place), counts the request in the scoreboard, and writes one access-log event.
 //! `/metrics` renders the whole scoreboard, so any worker describes the whole service.
 
+mod access;
 pub mod batcher;
 mod body;
+mod client;
 mod engine;
 mod error;
 pub mod kserve;
@@ -37,6 +39,7 @@ mod pipeline;
 pub mod routes;
 pub mod server;
 mod service;
+mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,10 +54,11 @@ pub use batcher::{
     Backend, InferenceError, InferenceQueue, InferenceThread, JobOutput, LaneLoader, ModelInfo,
     StartError,
 };
+pub use client::Peer;
 pub use error::ApiError;
 pub use options::{Batching, CidrError, IpCidr, Limits, ReopenLogs, WorkerOptions, model_options};
 pub use server::{Listener, serve};
-pub use service::{OPENAPI_YAML, Peer, Service, ServiceConfig};
+pub use service::{OPENAPI_YAML, Service, ServiceConfig};
 
 /// Exit code after a clean stop (drain finished, or INT/QUIT).
 pub const EXIT_OK: i32 = 0;

@@ -34,8 +34,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, Semaphore, TryAcquireError, watch};
 use tokio::time::Instant;
 
+use crate::client::Peer;
 use crate::options::Limits;
-use crate::service::{Peer, Service};
+use crate::service::Service;
 
 /// A listening socket inherited from the arbiter, already bound and listening.
 #[derive(Debug)]

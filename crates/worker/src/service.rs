@@ -1,31 +1,34 @@
-//! The HTTP service: routing, handlers, the request deadline, metrics and the access log.
+//! The HTTP service: routing, handlers, the request deadline and metrics.
 //!
 //! [`Service::handle`] turns one request into one response and never fails: every error becomes
 //! a `{"error": ...}` response through [`ApiError::into_response`]. It is generic over the body
-//! type, so tests drive it with in-memory bodies and no socket.
+//! type, so tests drive it with in-memory bodies and no socket. Each request is counted and
+//! logged once (`access.rs`); the routes that run the model share one path, [`Service::infer`].
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use arbiter_infer::{Labels, classify};
 use arbiter_scoreboard::{Route, Scoreboard, SlotRef, Stage};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HeaderMap, HeaderValue};
+use hyper::header::{CONTENT_TYPE, EXPECT, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
+use crate::access::Record;
 use crate::batcher::{InferenceQueue, Input, JobOutput};
-use crate::body::{self, BodyBudget, BodyError, BoxError};
+use crate::body::{self, BodyBudget, BoxError, content_length};
+use crate::client::{Peer, client_address};
 use crate::error::ApiError;
 use crate::kserve;
 use crate::options::{IpCidr, Limits, WorkerOptions};
 use crate::pipeline::prepare_image;
 use crate::routes::{self, Endpoint, Matched};
+use crate::upload;
 
 /// The OpenAPI description served at `/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
@@ -51,15 +54,6 @@ struct ForModel<T> {
     images: usize,
     /// What the route needs besides the outputs to render its answer.
     kept: T,
-}
-
-/// Who sent a request, as seen on the socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
-    /// A TCP peer.
-    Tcp(SocketAddr),
-    /// A peer on a unix socket (no address).
-    Unix,
 }
 
 /// The service's settings, taken from [`WorkerOptions`].
@@ -181,16 +175,8 @@ impl Service {
     /// connection, before any routing).
     pub fn note_header_timeout(&self, peer: Peer) {
         let client = self.client_address(&HeaderMap::new(), peer);
-        let mut record = Record {
-            slot: &self.inner.slot,
-            route: Route::Other,
-            started: Instant::now() - self.inner.config.limits.header_read_timeout,
-            method: "-",
-            path: "-",
-            client: &client,
-            done: false,
-        };
-        self.inner.slot.add_in_flight(1);
+        let started = Instant::now() - self.inner.config.limits.header_read_timeout;
+        let mut record = Record::begin(&self.inner.slot, Route::Other, started, "-", "-", &client);
         record.finish(408, 0);
     }
 
@@ -211,16 +197,7 @@ impl Service {
             }
             Matched::NotFound => Route::Other,
         };
-        let mut record = Record {
-            slot: &self.inner.slot,
-            route,
-            started,
-            method: &method,
-            path: &path,
-            client: &client,
-            done: false,
-        };
-        self.inner.slot.add_in_flight(1);
+        let mut record = Record::begin(&self.inner.slot, route, started, &method, &path, &client);
 
         let deadline = self.inner.config.limits.request_deadline;
         let result = match tokio::time::timeout(deadline, self.dispatch(matched, req)).await {
@@ -365,7 +342,7 @@ impl Service {
     {
         let (parts, body) = req.into_parts();
         let mut body = self.metered_body(&parts.headers, body).await?;
-        let image = match self.read_image(&parts.headers, &mut body).await {
+        let image = match upload::read_image(&parts.headers, &mut body, self.budget()).await {
             Ok(image) => image,
             Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
         };
@@ -395,41 +372,6 @@ impl Service {
             self.inner.config.threshold,
         );
         Ok(json(StatusCode::OK, &prediction))
-    }
-
-    /// Reads the image: the multipart field `image`, or a raw `image/*` body.
-    async fn read_image<B>(&self, headers: &HeaderMap, body: &mut B) -> Result<Bytes, ApiError>
-    where
-        B: Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let content_type = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence == "multipart/form-data" {
-            let boundary = multer::parse_boundary(content_type).map_err(|_| {
-                ApiError::BadRequest("the multipart Content-Type has no boundary".to_owned())
-            })?;
-            read_multipart_image(body, boundary, self.budget(), content_length(headers)).await
-        } else if essence.starts_with("image/") || essence == "application/octet-stream" {
-            Ok(body::read_all(body, self.budget()).await?)
-        } else {
-            let got = if content_type.is_empty() {
-                "no Content-Type".to_owned()
-            } else {
-                format!("Content-Type {content_type}")
-            };
-            Err(ApiError::BadRequest(format!(
-                "expected a multipart/form-data body with an `image` file field (or an image/* body), got {got}"
-            )))
-        }
     }
 
     /// Before answering an error while the client may still be sending the body, reads and drops
@@ -615,103 +557,6 @@ impl Service {
     }
 }
 
-/// The client's address: the peer, or for a trusted proxy the first untrusted address from the
-/// right of `X-Forwarded-For` (else `X-Real-IP`).
-fn client_address(headers: &HeaderMap, peer: Peer, proxies: &[IpCidr], trust_unix: bool) -> String {
-    let trusted = |ip: IpAddr| proxies.iter().any(|net| net.contains(ip));
-    let (peer_trusted, peer_text) = match peer {
-        Peer::Tcp(addr) => (trusted(addr.ip()), addr.ip().to_string()),
-        Peer::Unix => (trust_unix, "unix".to_owned()),
-    };
-    if !peer_trusted {
-        return peer_text;
-    }
-    let forwarded: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if let Some(first) = forwarded.first() {
-        let mut client = *first;
-        for hop in forwarded.iter().rev() {
-            client = hop;
-            match hop.parse::<IpAddr>() {
-                Ok(ip) if trusted(ip) => continue,
-                _ => break,
-            }
-        }
-        return client.to_owned();
-    }
-    headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map_or(peer_text, str::to_owned)
-}
-
-/// Reads the `image` field of a multipart body, streaming, within the limits.
-async fn read_multipart_image<B>(
-    body: &mut B,
-    boundary: String,
-    budget: BodyBudget,
-    declared: Option<u64>,
-) -> Result<Bytes, ApiError>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
-{
-    // The image is most of the body: reserving its declared length up front saves the copies
-    // (and the twice-the-size peak) of growing the buffer.
-    let capacity = usize::try_from(declared.unwrap_or(0).min(budget.limit)).unwrap_or(0);
-    let constraints =
-        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(budget.limit));
-    let mut multipart =
-        multer::Multipart::with_constraints(body::stream(body, budget), boundary, constraints);
-    let mut image = None;
-    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
-        if image.is_some() || field.name() != Some("image") {
-            continue;
-        }
-        let mut buf = BytesMut::with_capacity(capacity);
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-            buf.extend_from_slice(&chunk);
-        }
-        image = Some(buf.freeze());
-    }
-    // The whole body was read, so the connection can be kept alive.
-    image.ok_or_else(|| ApiError::BadRequest("the multipart body has no `image` field".to_owned()))
-}
-
-fn multipart_error(e: multer::Error) -> ApiError {
-    match e {
-        multer::Error::StreamReadFailed(inner) => match inner.downcast::<BodyError>() {
-            Ok(body_error) => ApiError::from(*body_error),
-            Err(other) => {
-                ApiError::BadRequest(format!("the request body could not be read: {other}"))
-            }
-        },
-        multer::Error::StreamSizeExceeded { limit }
-        | multer::Error::FieldSizeExceeded { limit, .. } => {
-            ApiError::from(BodyError::TooLarge { limit })
-        }
-        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
-    }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 fn with_type(
     mut response: Response<Full<Bytes>>,
     content_type: &'static str,
@@ -731,96 +576,4 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Byt
     );
     *response.status_mut() = status;
     response
-}
-
-/// Counts and logs one request; if dropped unfinished (the client went away and the connection
-/// dropped the handler), counts it as 499.
-struct Record<'a> {
-    slot: &'a SlotRef,
-    route: Route,
-    started: Instant,
-    method: &'a str,
-    path: &'a str,
-    client: &'a str,
-    done: bool,
-}
-
-impl Record<'_> {
-    fn finish(&mut self, status: u16, bytes: u64) {
-        self.done = true;
-        let elapsed = self.started.elapsed();
-        self.slot.add_in_flight(-1);
-        self.slot.record_request(self.route, status, elapsed);
-        tracing::info!(
-            target: "arbiter::access",
-            method = self.method,
-            path = self.path,
-            route = self.route.as_str(),
-            status,
-            duration_ms = elapsed.as_secs_f64() * 1e3,
-            bytes,
-            client = self.client,
-            "request"
-        );
-    }
-}
-
-impl Drop for Record<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.finish(499, 0);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn forwarded_headers_are_believed_only_from_trusted_proxies() {
-        let proxies: Vec<IpCidr> = vec!["10.0.0.0/8".parse().unwrap()];
-        let proxy = Peer::Tcp("10.1.2.3:4000".parse().unwrap());
-        let stranger = Peer::Tcp("203.0.113.9:4000".parse().unwrap());
-        let xff = headers(&[("x-forwarded-for", "198.51.100.7, 10.9.9.9")]);
-        assert_eq!(client_address(&xff, proxy, &proxies, false), "198.51.100.7");
-        assert_eq!(
-            client_address(&xff, stranger, &proxies, false),
-            "203.0.113.9"
-        );
-        // A client cannot pass itself off as someone else by adding its own X-Forwarded-For.
-        let spoofed = headers(&[
-            ("x-forwarded-for", "1.1.1.1"),
-            ("x-forwarded-for", "198.51.100.7"),
-        ]);
-        assert_eq!(
-            client_address(&spoofed, proxy, &proxies, false),
-            "198.51.100.7"
-        );
-        let real_ip = headers(&[("x-real-ip", "198.51.100.8")]);
-        assert_eq!(
-            client_address(&real_ip, proxy, &proxies, false),
-            "198.51.100.8"
-        );
-        assert_eq!(
-            client_address(&real_ip, Peer::Unix, &proxies, true),
-            "198.51.100.8"
-        );
-        assert_eq!(
-            client_address(&real_ip, Peer::Unix, &proxies, false),
-            "unix"
-        );
-        assert_eq!(
-            client_address(&HeaderMap::new(), proxy, &proxies, false),
-            "10.1.2.3"
-        );
-    }
 }
