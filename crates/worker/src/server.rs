@@ -192,10 +192,10 @@ fn is_resource_error(e: &io::Error) -> bool {
 
 /// The errno values of resource exhaustion on Linux.
 mod libc_codes {
-    pub const ENOMEM: i32 = 12;
-    pub const ENFILE: i32 = 23;
-    pub const EMFILE: i32 = 24;
-    pub const ENOBUFS: i32 = 105;
+    pub(super) const ENOMEM: i32 = 12;
+    pub(super) const ENFILE: i32 = 23;
+    pub(super) const EMFILE: i32 = 24;
+    pub(super) const ENOBUFS: i32 = 105;
 }
 
 /// What a connection has been doing, for the keep-alive idle timer and the 408 decision.
