@@ -45,6 +45,7 @@ mod queue;
 mod run;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -107,7 +108,7 @@ impl InferenceThread {
         let since = c
             .busy_since
             .iter()
-            .map(|b| b.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|b| b.load(Relaxed))
             .filter(|&since| since != 0)
             .min()?;
         Some(Duration::from_nanos(c.now_ns().saturating_sub(since)))
