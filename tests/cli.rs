@@ -51,7 +51,11 @@ fn budget_refusal_names_the_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.toml");
     let memory = "[memory]\nlimit = \"12GiB\"\nper_worker = \"3GiB\"\n";
-    std::fs::write(&path, config_text(dir.path(), free_port(), 4, "", memory)).unwrap();
+    std::fs::write(
+        &path,
+        config_text(Model::ResNet50, dir.path(), free_port(), 4, "", memory),
+    )
+    .unwrap();
     let out = bin().args(["check", "-c"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -66,10 +70,9 @@ fn budget_refusal_names_the_numbers() {
 /// `arbiter predict` gives the Python reference's labels (the original service's answer).
 #[test]
 fn predict_matches_the_reference() {
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(setup_file("var/reference/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(var("reference/manifest.json")).unwrap())
+            .unwrap();
     let images: Vec<_> = manifest["images"]
         .as_array()
         .unwrap()

@@ -10,10 +10,9 @@ use crate::util::*;
 fn answers_equal_predict_for_every_photo() {
     let mut env = Env::new(2);
     env.start_ready(2);
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(setup_file("var/reference/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(var("reference/manifest.json")).unwrap())
+            .unwrap();
     let files: Vec<String> = manifest["images"]
         .as_array()
         .unwrap()
@@ -41,10 +40,9 @@ fn fast_jpeg_answers_like_pillows_draft() {
     // Keys at the start of `sections` land in the [model] table written just before them.
     let mut env = Env::with(1, "", "fast_jpeg = true\n");
     env.start_ready(1);
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(setup_file("var/reference/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(var("reference/manifest.json")).unwrap())
+            .unwrap();
     let big = manifest["images"]
         .as_array()
         .unwrap()
@@ -72,7 +70,7 @@ fn clients_send_it_their_own_way() {
     let data = std::fs::read(photo("grace_hopper.jpg")).unwrap();
     let expected = env.predict(&photo("grace_hopper.jpg")).json();
     for content_type in ["image/jpeg", "application/octet-stream"] {
-        let (header, body) = multipart("image", "grace_hopper.jpg", content_type, &data);
+        let (header, body) = multipart::curl("image", "grace_hopper.jpg", content_type, &data);
         let r = request(
             env.addr(),
             "POST",
@@ -111,7 +109,7 @@ fn bad_requests_get_clear_json_errors() {
         b"hello",
     );
     assert_eq!(r.status, 400, "{}", r.text());
-    let (header, body) = multipart(
+    let (header, body) = multipart::curl(
         "picture",
         "a.jpg",
         "image/jpeg",

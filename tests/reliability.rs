@@ -9,8 +9,9 @@
 //! `ARBITER_FUZZ_CASES` override the two sizes directly.
 //!
 //! This file holds what the tests share: a load loop that timestamps every request (to tell
-//! which failures a kill caused), raw HTTP exchanges that survive a server closing early, and
-//! readers of `/proc` (process tree, uid, RSS, CPU time, the TCP connections a process holds).
+//! which failures a kill caused), the corpus's and the fuzzer's requests (built with
+//! `arbiter-testkit`), and readers of `/proc` (process tree, uid, RSS, CPU time, the TCP
+//! connections a process holds).
 
 mod chaos;
 mod corpus;
@@ -19,13 +20,13 @@ mod fuzz;
 mod privilege;
 mod reload;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use arbiter_testkit::http;
 use serde_json::Value;
 
 use crate::util::*;
@@ -124,106 +125,41 @@ pub fn percentile(values: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Writes `head` then `body` on a fresh connection and reads the answer's status and body.
-///
-/// A server may answer and close before the whole body is sent (a 413); a failed write then
-/// stops sending, and the answer is read all the same, as a careful client does.
-pub fn exchange(
-    addr: SocketAddr,
-    head: &[u8],
-    body: &mut dyn Iterator<Item = Vec<u8>>,
-) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-    let mut sent = stream.write_all(head);
-    if sent.is_ok() {
-        for chunk in body {
-            sent = stream.write_all(&chunk);
-            if sent.is_err() {
-                break;
-            }
-        }
-    }
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if let Err(e) = reader.read_line(&mut line) {
-        return Err(sent.err().unwrap_or(e));
-    }
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("no status line: {line:?} (write: {sent:?})"),
-            )
-        })?;
-    let mut length = None;
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse::<usize>().ok();
-        }
-    }
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            reader.read_exact(&mut body)?;
-        }
-        None => {
-            let _ = reader.read_to_end(&mut body);
-        }
-    }
-    Ok((status, body))
-}
-
 /// One multipart part: field name, filename (if a file), data.
 pub type Part<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
 
-/// A multipart body with the given parts and boundary.
+/// A multipart body with the given parts and boundary, every part declared
+/// `application/octet-stream`.
 pub fn multipart_body(boundary: &[u8], parts: &[Part<'_>]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, filename, data) in parts {
-        body.extend_from_slice(b"--");
-        body.extend_from_slice(boundary);
-        body.extend_from_slice(b"\r\nContent-Disposition: form-data; name=\"");
-        body.extend_from_slice(name);
-        body.push(b'"');
-        if let Some(f) = filename {
-            body.extend_from_slice(b"; filename=\"");
-            body.extend_from_slice(f);
-            body.push(b'"');
-        }
-        body.extend_from_slice(b"\r\nContent-Type: application/octet-stream\r\n\r\n");
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"--");
-    body.extend_from_slice(boundary);
-    body.extend_from_slice(b"--\r\n");
-    body
+    parts
+        .iter()
+        .fold(
+            multipart::Form::new(boundary),
+            |form, (name, filename, data)| {
+                form.part(name, *filename, Some(b"application/octet-stream"), data)
+            },
+        )
+        .finish()
 }
 
 /// The head of a `POST /model_predict` with this Content-Type and Content-Length.
 pub fn post_head(content_type: Option<&str>, length: usize) -> Vec<u8> {
-    let mut head = format!(
-        "POST /model_predict HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {length}\r\n"
-    );
-    if let Some(t) = content_type {
-        head.push_str(&format!("Content-Type: {t}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.into_bytes()
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|t| ("Content-Type", t))
+        .into_iter()
+        .collect();
+    http::head("POST", "/model_predict", &headers, length)
+}
+
+/// Writes `head` then the pieces of `body` on a fresh connection and reads the answer's status
+/// and body; a server that answers before the end still has its answer read
+/// ([`http::send_streamed`]).
+pub fn exchange(
+    addr: SocketAddr,
+    head: &[u8],
+    body: impl IntoIterator<Item = Vec<u8>>,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    http::send_streamed(addr, head, body).map(|r| (r.status, r.body))
 }
 
 /// The worker pids `arbiter status` lists in `state`.

@@ -44,7 +44,7 @@ fn with_model(env: &Env, model: &Path, share: bool) {
     let cache = env.dir.path().join("cache");
     let text = text
         .replace(
-            &format!("{}/var/models/resnet50-voc20.onnx", root().display()),
+            &resnet50().display().to_string(),
             &model.display().to_string(),
         )
         .replace(
@@ -72,7 +72,7 @@ fn workers_map_one_prepared_copy_and_answer_the_same() {
     .iter()
     .map(|p| photo(p))
     .collect();
-    let model = setup_file("var/models/resnet50-voc20.onnx");
+    let model = var("models/resnet50-voc20.onnx");
 
     let mut unshared = Env::new(2);
     with_model(&unshared, &model, false);
@@ -123,7 +123,7 @@ fn workers_map_one_prepared_copy_and_answer_the_same() {
 fn a_new_model_gets_a_new_entry_old_ones_go_and_damage_is_rebuilt() {
     let mut env = Env::new(1);
     let model = env.dir.path().join("model.onnx");
-    std::fs::copy(setup_file("var/models/resnet50-voc20.onnx"), &model).unwrap();
+    std::fs::copy(var("models/resnet50-voc20.onnx"), &model).unwrap();
     with_model(&env, &model, true);
     let cache = env.dir.path().join("cache");
     env.start_ready(1);
@@ -132,7 +132,7 @@ fn a_new_model_gets_a_new_entry_old_ones_go_and_damage_is_rebuilt() {
     let old_answer = env.predict(&photo("grace_hopper.jpg")).json();
 
     // A different model (zero-bias head) at the same path, then a reload.
-    let out = std::process::Command::new(root().join("var/venv/bin/python"))
+    let out = std::process::Command::new(var("venv/bin/python"))
         .arg(root().join("scripts/make_model.py"))
         .arg("--no-calibration")
         .arg(env.dir.path().join("next.onnx"))
@@ -197,7 +197,7 @@ fn a_cache_left_by_root_serves_unprivileged_workers() {
         eprintln!("skipped: needs root to switch users (CI runs as root)");
         return;
     }
-    let model = setup_file("var/models/resnet50-voc20.onnx");
+    let model = var("models/resnet50-voc20.onnx");
     let mut env = Env::new(1);
     with_model(&env, &model, true);
     env.start_ready(1);

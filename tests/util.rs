@@ -1,13 +1,13 @@
 //! The integration tests' harness: a fresh directory per test, a config written into it, the
-//! real `arbiter` binary started on it, and a small HTTP/1.1 client over real sockets.
+//! real `arbiter` binary started on it; the HTTP client, the multipart bodies and the files
+//! `scripts/setup` makes come from `arbiter-testkit`, re-exported here.
 //!
 //! Tests that start an arbiter take a process-wide lock: each loads real models, and running
 //! several at once on a 2-core machine would turn timing margins into flakes.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -17,27 +17,17 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+pub use arbiter_testkit::http::{Response, request, try_request};
+pub use arbiter_testkit::multipart;
+pub use arbiter_testkit::setup::{
+    ONNXRUNTIME, RESNET50, onnxruntime, photo, resnet50, var, var_dir,
+};
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A file made by `scripts/setup`; a missing one fails the test with what to run.
-pub fn setup_file(relative: &str) -> PathBuf {
-    let path = root().join(relative);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup first (the README's test command does)",
-        path.display()
-    );
-    path
-}
-
-/// A photo from `var/photos`.
-pub fn photo(name: &str) -> PathBuf {
-    setup_file(&format!("var/photos/{name}"))
 }
 
 /// The `arbiter` binary under test.
@@ -59,20 +49,75 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub config: PathBuf,
+    pub model: Model,
     pub arbiter: Option<Child>,
     _serial: MutexGuard<'static, ()>,
 }
 
-/// The `[server]`, `[model]`... sections every test config starts from; `extra` is appended
-/// inside `[server]` (so it can override keys there) and `sections` after everything.
+/// The model a test's workers load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// The ResNet50 that `scripts/setup` makes, with the seed's labels: for the tests that
+    /// check its answers, its memory or its load time.
+    ResNet50,
+    /// `crates/infer/tests/data/tiny_ok.onnx` (a 4 x 4 input, 5 classes), with 5 labels written
+    /// next to the config: it loads and answers at once, for the tests of supervision alone
+    /// (signals, replacement, reloads, programs), which only need a worker that serves.
+    Tiny,
+}
+
+impl Model {
+    /// The model file.
+    pub fn path(self) -> PathBuf {
+        match self {
+            Model::ResNet50 => var_dir().join(RESNET50),
+            Model::Tiny => root().join("crates/infer/tests/data/tiny_ok.onnx"),
+        }
+    }
+
+    /// Its label file, written into `dir` when it is not a repository file.
+    fn labels(self, dir: &Path) -> PathBuf {
+        match self {
+            Model::ResNet50 => root().join("etc/class_name.json"),
+            Model::Tiny => {
+                let path = dir.join("tiny_labels.json");
+                std::fs::write(
+                    &path,
+                    r#"{"0": "Zero", "1": "One", "2": "Two", "3": "Three", "4": "Four"}"#,
+                )
+                .unwrap();
+                path
+            }
+        }
+    }
+
+    /// Fails, naming what to run, when the files this model's workers need are missing.
+    fn require(self) {
+        onnxruntime();
+        match self {
+            Model::ResNet50 => {
+                resnet50();
+            }
+            Model::Tiny => assert!(
+                self.path().is_file(),
+                "{} is missing",
+                self.path().display()
+            ),
+        }
+    }
+}
+
+/// The `[server]` and `[model]` sections every test config starts from, for `model`;
+/// `server_extra` is appended inside `[server]` (so it can override keys there) and `sections`
+/// after everything.
 pub fn config_text(
+    model: Model,
     dir: &Path,
     port: u16,
     workers: usize,
     server_extra: &str,
     sections: &str,
 ) -> String {
-    let root = root();
     format!(
         r#"[server]
 bind = ["127.0.0.1:{port}"]
@@ -86,51 +131,67 @@ heartbeat_timeout = "3s"
 {server_extra}
 
 [model]
-path = "{root}/var/models/resnet50-voc20.onnx"
-labels = "{root}/etc/class_name.json"
-runtime_library = "{root}/var/onnxruntime/libonnxruntime.so.1.32.0"
+path = "{model}"
+labels = "{labels}"
+runtime_library = "{runtime}"
 threads = 1
 
 {sections}
 "#,
         dir = dir.display(),
-        root = root.display(),
+        model = model.path().display(),
+        labels = model.labels(dir).display(),
+        runtime = var_dir().join(ONNXRUNTIME).display(),
     )
 }
 
 impl Env {
-    /// A fresh directory with a config for `workers` workers.
+    /// A fresh directory with a config for `workers` workers of the ResNet50.
     pub fn new(workers: usize) -> Env {
         Env::with(workers, "", "")
     }
 
-    /// A fresh directory with a config for `workers` workers and extra keys.
+    /// A fresh directory with a config for `workers` workers of the ResNet50 and extra keys.
     pub fn with(workers: usize, server_extra: &str, sections: &str) -> Env {
+        Env::with_model(Model::ResNet50, workers, server_extra, sections)
+    }
+
+    /// A fresh directory with a config for `workers` workers of the tiny model.
+    pub fn tiny(workers: usize) -> Env {
+        Env::with_model(Model::Tiny, workers, "", "")
+    }
+
+    /// A fresh directory with a config for `workers` workers of `model` and extra keys.
+    pub fn with_model(model: Model, workers: usize, server_extra: &str, sections: &str) -> Env {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        setup_file("var/models/resnet50-voc20.onnx");
-        setup_file("var/onnxruntime/libonnxruntime.so.1.32.0");
+        model.require();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("arbiter.toml");
-        std::fs::write(
-            &config,
-            config_text(dir.path(), port, workers, server_extra, sections),
-        )
-        .unwrap();
-        Env {
+        let env = Env {
             dir,
             port,
             config,
+            model,
             arbiter: None,
             _serial: serial,
-        }
+        };
+        env.write_config(workers, server_extra, sections);
+        env
     }
 
     /// Rewrites the config (for reload tests).
     pub fn write_config(&self, workers: usize, server_extra: &str, sections: &str) {
         std::fs::write(
             &self.config,
-            config_text(self.dir.path(), self.port, workers, server_extra, sections),
+            config_text(
+                self.model,
+                self.dir.path(),
+                self.port,
+                workers,
+                server_extra,
+                sections,
+            ),
         )
         .unwrap();
     }
@@ -287,140 +348,12 @@ impl Drop for Env {
     }
 }
 
-/// An HTTP response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Sends one request on a fresh connection (`Connection: close`) and reads the whole answer.
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
-    try_request(addr, method, path, headers, body)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-/// Like [`request`], but an I/O failure is returned, for load loops that count failures.
-pub fn try_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    read_response(stream)
-}
-
-fn read_response(stream: TcpStream) -> std::io::Result<Response> {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("bad status line {line:?}"),
-            )
-        })?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = trimmed.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let mut body = Vec::new();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
-        loop {
-            line.clear();
-            reader.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk)?;
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        reader.read_to_end(&mut body)?;
-    }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// The multipart body curl sends for `-F field=@file`.
-pub fn multipart(
-    field: &str,
-    filename: &str,
-    content_type: &str,
-    data: &[u8],
-) -> (String, Vec<u8>) {
-    let boundary = "------------------------arbitertestboundary7d3f";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
+/// Posts `file` the way `curl -F field=@file` does; panics on an I/O failure.
 pub fn post_multipart(addr: SocketAddr, path: &str, field: &str, file: &Path) -> Response {
     try_post_multipart(addr, path, field, file).unwrap_or_else(|e| panic!("POST {path}: {e}"))
 }
 
+/// Like [`post_multipart`], but an I/O failure is returned, for load loops that count failures.
 pub fn try_post_multipart(
     addr: SocketAddr,
     path: &str,
@@ -429,7 +362,7 @@ pub fn try_post_multipart(
 ) -> std::io::Result<Response> {
     let data = std::fs::read(file)?;
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
-    let (content_type, body) = multipart(field, &name, "application/octet-stream", &data);
+    let (content_type, body) = multipart::curl(field, &name, "application/octet-stream", &data);
     try_request(
         addr,
         "POST",

@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use arbiter_testkit::http;
+
 use super::*;
 use crate::util::*;
 
@@ -57,7 +59,7 @@ fn tiny_png() -> Vec<u8> {
 }
 
 fn simple(addr: SocketAddr, head: Vec<u8>, body: Vec<u8>) -> std::io::Result<(u16, Vec<u8>)> {
-    exchange(addr, &head, &mut std::iter::once(body))
+    exchange(addr, &head, [body])
 }
 
 /// A 100 MB image part, sent in 1 MiB pieces: with its Content-Length, or chunked.
@@ -82,7 +84,7 @@ fn huge_part(addr: SocketAddr, chunked: bool) -> std::io::Result<(u16, Vec<u8>)>
             "POST /model_predict HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
             mp_type()
         );
-        let mut framed = pieces
+        let framed = pieces
             .filter(|p| !p.is_empty())
             .map(|p| {
                 let mut c = format!("{:x}\r\n", p.len()).into_bytes();
@@ -91,17 +93,15 @@ fn huge_part(addr: SocketAddr, chunked: bool) -> std::io::Result<(u16, Vec<u8>)>
                 c
             })
             .chain(std::iter::once(b"0\r\n\r\n".to_vec()));
-        exchange(addr, head.as_bytes(), &mut framed)
+        exchange(addr, head.as_bytes(), framed)
     } else {
         let head = post_head(Some(&mp_type()), total);
-        exchange(addr, &head, &mut pieces.into_iter())
+        exchange(addr, &head, pieces)
     }
 }
 
-fn get(addr: SocketAddr, path: &str, extra: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    let head =
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n");
-    simple(addr, head.into_bytes(), Vec::new())
+fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, Vec<u8>)> {
+    simple(addr, http::head("GET", path, headers, 0), Vec::new())
 }
 
 /// Sends one case and returns the status and body.
@@ -150,12 +150,11 @@ fn send(addr: SocketAddr, case: &Case) -> std::io::Result<(u16, Vec<u8>)> {
         "@bad-utf8-filename" => mp(&[(b"image", Some(b"\xff\xfe\xc3(.png"), &image)]),
         "@bad-utf8-field-name" => mp(&[(b"im\xffage", Some(b"a.png"), &image)]),
         "@huge-header" => {
-            return get(addr, "/healthz", &format!("X-Big: {}\r\n", "a".repeat(MIB)));
+            return get(addr, "/healthz", &[("X-Big", &"a".repeat(MIB))]);
         }
         "@ten-thousand-headers" => {
-            let headers: String = (0..10_000)
-                .map(|i| format!("X-Header-{i}: v\r\n"))
-                .collect();
+            let names: Vec<String> = (0..10_000).map(|i| format!("X-Header-{i}")).collect();
+            let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
             return get(addr, "/healthz", &headers);
         }
         "@garbage-request-line" => (
@@ -167,8 +166,8 @@ fn send(addr: SocketAddr, case: &Case) -> std::io::Result<(u16, Vec<u8>)> {
                 .to_vec(),
             Vec::new(),
         ),
-        "@get-predict" => return get(addr, "/model_predict", ""),
-        "@path-traversal" => return get(addr, "/../../etc/passwd", ""),
+        "@get-predict" => return get(addr, "/model_predict", &[]),
+        "@path-traversal" => return get(addr, "/../../etc/passwd", &[]),
         name if name.starts_with('@') => panic!("no request is built for {name}"),
         name => {
             let data = std::fs::read(corpus_dir().join(name)).unwrap();

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use arbiter_testkit::http::read_response;
+
 use super::*;
 use crate::util::*;
 
@@ -196,37 +198,21 @@ fn two_thousand_idle_keepalive_connections() {
     let workers = pids_in(&env, "ready");
     let rss_before: u64 = workers.iter().filter_map(|p| rss_kib(*p)).sum();
     let started = Instant::now();
-    let mut conns: Vec<BufReader<TcpStream>> = (0..2000)
+    let mut conns: Vec<TcpStream> = (0..2000)
         .map(|_| {
             let mut s = TcpStream::connect(env.addr()).unwrap();
             s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 .unwrap();
             s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-            BufReader::new(s)
+            s
         })
         .collect();
-    // Read each answer (keep-alive: status line, headers, a body of Content-Length bytes).
-    let mut answered = 0;
-    for reader in &mut conns {
-        let mut line = String::new();
-        if reader.read_line(&mut line).is_err() || !line.starts_with("HTTP/1.1 200") {
-            continue;
-        }
-        let mut length = 0;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_ok() {
-            answered += 1;
-        }
-    }
+    // Read each whole answer; the connections stay open (keep-alive).
+    let answered = conns
+        .iter_mut()
+        .map(|s| read_response(s).is_ok_and(|r| r.status == 200))
+        .filter(|&ok| ok)
+        .count();
     let all_open = started.elapsed();
     let rss_held: u64 = workers.iter().filter_map(|p| rss_kib(*p)).sum();
     // A new client meanwhile: the workers are at their connection limit, so they close idle
@@ -237,13 +223,12 @@ fn two_thousand_idle_keepalive_connections() {
     assert_eq!(r.status, 200, "{}", r.text());
     // The idle connections are closed by the server after keepalive (5 s).
     let mut closed = 0;
-    for reader in &mut conns {
-        reader
-            .get_ref()
+    for stream in &mut conns {
+        stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let mut rest = Vec::new();
-        if matches!(reader.read_to_end(&mut rest), Ok(0)) {
+        if matches!(stream.read_to_end(&mut rest), Ok(0)) {
             closed += 1;
         }
     }

@@ -236,8 +236,7 @@ fn fuzz_image_path_with_mutated_corpus() {
 #[test]
 fn fuzz_jpeg_scans_of_a_photo() {
     let _lock = exclusive();
-    let photo =
-        std::fs::read(root().join("var/photos/grace_hopper.jpg")).expect("run scripts/setup");
+    let photo = std::fs::read(photo("grace_hopper.jpg")).unwrap();
     // Each case decodes a 512 x 600 photo twice: fewer cases than the other targets.
     let n = sized("ARBITER_FUZZ_JPEG_CASES", 60, 600) as u32;
     let started = Instant::now();
@@ -497,7 +496,7 @@ fn fuzz_multipart_against_a_worker() {
                 let mut body = multipart_body(&boundary, &parts);
                 apply(&mut body, &mutations);
                 let head = post_head(Some(content_type), body.len());
-                let answer = exchange(addr, &head, &mut std::iter::once(body));
+                let answer = exchange(addr, &head, [body]);
                 let (status, text) =
                     answer.map_err(|e| TestCaseError::fail(format!("no answer: {e}")))?;
                 *statuses.borrow_mut().entry(status).or_insert(0u32) += 1;

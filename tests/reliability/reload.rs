@@ -113,7 +113,7 @@ fn reload_onto_another_model_switches_answers_with_no_failure() {
     let mut env = Env::new(2);
     // A different model file: the same graph with the fc biases left at zero.
     let other = env.dir.path().join("other-model.onnx");
-    let python = setup_file("var/venv/bin/python");
+    let python = var("venv/bin/python");
     let made = std::process::Command::new(python)
         .arg(root().join("scripts/make_model.py"))
         .arg("--no-calibration")
@@ -130,10 +130,7 @@ fn reload_onto_another_model_switches_answers_with_no_failure() {
     let old = env.predict(&image).json();
     let original = std::fs::read_to_string(&env.config).unwrap();
     let swapped = original.replace(
-        &root()
-            .join("var/models/resnet50-voc20.onnx")
-            .display()
-            .to_string(),
+        &resnet50().display().to_string(),
         &other.display().to_string(),
     );
     assert_ne!(original, swapped);
