@@ -50,7 +50,7 @@ fn starts_workers_lists_them_and_answers() {
 /// 2. A SIGKILLed worker is replaced; the other keeps serving; restarts are counted.
 #[test]
 fn killed_worker_is_replaced() {
-    let mut env = Env::new(2);
+    let mut env = Env::tiny(2);
     env.start_ready(2);
     let before = pids(&env);
     let killed_at = Instant::now();
@@ -82,7 +82,7 @@ fn killed_worker_is_replaced() {
 /// 3. A stopped (hung) worker misses its heartbeats and is killed and replaced.
 #[test]
 fn hung_worker_is_killed_by_the_heartbeat_timeout() {
-    let mut env = Env::new(1);
+    let mut env = Env::tiny(1);
     env.start_ready(1);
     let hung = pids(&env)[0];
     let stopped_at = Instant::now();
@@ -110,10 +110,10 @@ fn hung_worker_is_killed_by_the_heartbeat_timeout() {
 /// 4. A missing model file stops the arbiter with a non-zero code and the path (no restart loop).
 #[test]
 fn missing_model_exits_non_zero_naming_the_path() {
-    let mut env = Env::new(2);
+    let mut env = Env::tiny(2);
     let text = std::fs::read_to_string(&env.config)
         .unwrap()
-        .replace("resnet50-voc20.onnx", "missing-model.onnx");
+        .replace("tiny_ok.onnx", "missing-model.onnx");
     // The budget reads the model's size too: declare it so the workers get to try.
     std::fs::write(
         &env.config,
@@ -132,7 +132,8 @@ fn missing_model_exits_non_zero_naming_the_path() {
 #[test]
 fn term_lets_the_in_flight_request_finish() {
     // A long batching delay holds the request in the worker for a second.
-    let mut env = Env::with(
+    let mut env = Env::with_model(
+        Model::Tiny,
         1,
         "",
         "[batching]\nmax_delay = \"1500ms\"\nmax_batch_size = 8\n",
@@ -209,7 +210,7 @@ fn reload_under_load_loses_nothing() {
 /// The old workers keep serving; `arbiter reload` prints the error with its line, exits non-zero.
 #[test]
 fn broken_config_reload_changes_nothing() {
-    let mut env = Env::new(1);
+    let mut env = Env::tiny(1);
     env.start_ready(1);
     let before = pids(&env);
     let good = std::fs::read_to_string(&env.config).unwrap();
@@ -238,7 +239,7 @@ fn broken_config_reload_changes_nothing() {
 /// 8. TTIN adds a worker, TTOU removes one.
 #[test]
 fn ttin_and_ttou_scale() {
-    let mut env = Env::new(1);
+    let mut env = Env::tiny(1);
     env.start_ready(1);
     env.signal(Signal::SIGTTIN);
     env.wait_ready(2, Duration::from_secs(30));
@@ -293,7 +294,12 @@ fn budget_refuses_four_and_accepts_three() {
 /// 10. max_requests recycles a worker gracefully; no request fails.
 #[test]
 fn max_requests_recycles_workers() {
-    let mut env = Env::with(1, "max_requests = 3\nmax_requests_jitter = 0", "");
+    let mut env = Env::with_model(
+        Model::Tiny,
+        1,
+        "max_requests = 3\nmax_requests_jitter = 0",
+        "",
+    );
     env.start_ready(1);
     let first = pids(&env)[0];
     for i in 0..8 {
@@ -325,7 +331,7 @@ fn pid1_reaps_orphans_and_stops_on_term() {
     // (An orphan made from outside with nsenter would go to any child subreaper above the test
     // instead, which depends on what runs the tests.)
     let program = "[[program]]\nname = \"orphaner\"\ncommand = [\"sh\", \"-c\", \"setsid sleep 2 & sleep 0.3\"]\nautorestart = \"never\"\nstartsecs = \"0s\"\n";
-    let mut env = Env::with(1, "", program);
+    let mut env = Env::with_model(Model::Tiny, 1, "", program);
     let log = std::fs::File::create(env.log_path()).unwrap();
     let child = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
@@ -438,7 +444,7 @@ fn core_is_free_of_tokio_hyper_and_ort() {
 /// `arbiter stop` drains and returns once the arbiter is gone; nothing is left behind.
 #[test]
 fn stop_leaves_nothing_behind() {
-    let mut env = Env::new(2);
+    let mut env = Env::tiny(2);
     env.start_ready(2);
     let workers = pids(&env);
     let out = env.cli(&["stop"]);
@@ -464,7 +470,7 @@ fn stop_leaves_nothing_behind() {
 /// `--daemon` returns once the arbiter listens; USR1 reopens the log file (for logrotate).
 #[test]
 fn daemon_and_log_reopen() {
-    let env = Env::new(1);
+    let env = Env::tiny(1);
     let log = env.dir.path().join("daemon.log");
     let text = std::fs::read_to_string(&env.config).unwrap();
     std::fs::write(
@@ -529,7 +535,7 @@ fn arbiter_alive(pid: i32) -> bool {
 /// systemd's socket activation does (`LISTEN_FDS`).
 #[test]
 fn unix_socket_and_socket_activation() {
-    let mut env = Env::new(1);
+    let mut env = Env::tiny(1);
     let sock = env.dir.path().join("http.sock");
     let text = std::fs::read_to_string(&env.config).unwrap();
     std::fs::write(

@@ -29,7 +29,7 @@ command = ["sh", "-c", "echo broken fails >&2; exit 1"]
 startsecs = "1s"
 startretries = 2
 "#;
-    let mut env = Env::with(1, "", sections);
+    let mut env = Env::with_model(Model::Tiny, 1, "", sections);
     env.start_ready(1);
     wait_until(Duration::from_secs(20), "flaky to be restarted", || {
         program(&env, "flaky")["restarts"].as_u64().unwrap_or(0) >= 1
@@ -64,7 +64,7 @@ command = ["sh", "-c", "trap 'echo proxy-got-term; exit 0' TERM; echo proxy-up; 
 startsecs = "0s"
 stopwaitsecs = "5s"
 "#;
-    let mut env = Env::with(1, "", sections);
+    let mut env = Env::with_model(Model::Tiny, 1, "", sections);
     env.start_ready(1);
     wait_until(Duration::from_secs(10), "the program to run", || {
         program(&env, "proxy")["state"] == "RUNNING"
@@ -95,7 +95,7 @@ stopwaitsecs = "5s"
 #[test]
 fn reload_applies_changed_programs() {
     let one = "[[program]]\nname = \"a\"\ncommand = [\"sleep\", \"300\"]\nstartsecs = \"0s\"\n";
-    let mut env = Env::with(1, "", one);
+    let mut env = Env::with_model(Model::Tiny, 1, "", one);
     env.start_ready(1);
     wait_until(Duration::from_secs(10), "a to run", || {
         program(&env, "a")["state"] == "RUNNING"
