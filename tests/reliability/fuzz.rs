@@ -133,9 +133,32 @@ fn fix_png_crcs(data: &mut [u8]) {
     }
 }
 
+/// How far the cases of one target got: how many decoded (and went on through resize and
+/// normalize, whose values were checked), and how many decoded on both paths (whose pixels were
+/// compared). A target whose cases are all refused checks only that refusals do not panic, so
+/// each target asserts a floor on these counts.
+#[derive(Debug, Default)]
+struct Reached {
+    decoded: std::cell::Cell<u32>,
+    compared: std::cell::Cell<u32>,
+}
+
+impl Reached {
+    /// Asserts that at least `decoded` cases decoded and `compared` were compared.
+    fn assert_at_least(&self, target: &str, decoded: u32, compared: u32) {
+        assert!(
+            self.decoded.get() >= decoded && self.compared.get() >= compared,
+            "{target}: {} cases decoded (at least {decoded} expected), {} compared on both paths \
+             (at least {compared} expected): the generators no longer reach the decoders",
+            self.decoded.get(),
+            self.compared.get(),
+        );
+    }
+}
+
 /// Decode, and on success resize and normalize: must return, never panic, and give finite
-/// values of the right size.
-fn image_path(bytes: &[u8]) -> Result<(), TestCaseError> {
+/// values of the right size. Counts in `reached` how far the case got.
+fn image_path(bytes: &[u8], reached: &Reached) -> Result<(), TestCaseError> {
     let limits = arbiter_vision::Limits {
         max_pixels: 4_000_000,
     };
@@ -146,15 +169,37 @@ fn image_path(bytes: &[u8]) -> Result<(), TestCaseError> {
         (small, tensor)
     });
     if let Ok((_, tensor)) = &whole {
+        reached.decoded.set(reached.decoded.get() + 1);
         prop_assert!(tensor.iter().all(|v| v.is_finite()));
     }
     // The worker's path (a JPEG resized as it decodes, with Arbiter's Huffman decoder): when
     // both decode, the same pixels.
     let resized = arbiter_vision::decode_resized(bytes, &limits, 224, 224, false);
     if let (Ok((small, _)), Ok((banded, _))) = (&whole, &resized) {
+        reached.compared.set(reached.compared.get() + 1);
         prop_assert_eq!(small, banded);
     }
     Ok(())
+}
+
+/// The headers of an 8 x 8, 24-bit, uncompressed BMP (14 bytes of file header, 40 of
+/// BITMAPINFOHEADER): the random bytes behind them are its pixels, so that some random cases
+/// decode and go on through resize and normalize.
+fn bmp_8x8_header() -> Vec<u8> {
+    let pixels: u32 = 8 * 8 * 3;
+    let mut header = b"BM".to_vec();
+    for field in [54 + pixels, 0, 54] {
+        header.extend_from_slice(&field.to_le_bytes());
+    }
+    for field in [40u32, 8, 8] {
+        header.extend_from_slice(&field.to_le_bytes());
+    }
+    header.extend_from_slice(&1u16.to_le_bytes()); // planes
+    header.extend_from_slice(&24u16.to_le_bytes()); // bits per pixel
+    for field in [0u32, pixels, 2835, 2835, 0, 0] {
+        header.extend_from_slice(&field.to_le_bytes());
+    }
+    header
 }
 
 /// Holds the harness's lock so that CPU-heavy fuzzing never overlaps a timing test.
@@ -165,8 +210,8 @@ fn exclusive() -> Env {
 #[test]
 fn fuzz_image_path_with_random_bytes() {
     let _lock = exclusive();
-    let magic: Vec<&[u8]> = vec![
-        b"",
+    let magic: Vec<Vec<u8>> = [
+        &b""[..],
         b"\x89PNG\r\n\x1a\n",
         b"\xff\xd8\xff",
         b"GIF89a",
@@ -174,24 +219,35 @@ fn fuzz_image_path_with_random_bytes() {
         b"RIFF\x00\x00\x00\x00WEBPVP8 ",
         b"II*\x00",
         b"MM\x00*",
-    ];
+        &bmp_8x8_header(),
+    ]
+    .iter()
+    .map(|m| m.to_vec())
+    .collect();
     let strategy = (
         prop::sample::select(magic),
         prop::collection::vec(any::<u8>(), 0..1024),
     );
     let started = Instant::now();
     let n = cases();
+    let reached = Reached::default();
     runner(n)
         .run(&strategy, |(magic, tail)| {
-            let mut bytes = magic.to_vec();
+            let mut bytes = magic;
             bytes.extend_from_slice(&tail);
-            image_path(&bytes)
+            image_path(&bytes, &reached)
         })
         .unwrap();
     println!(
-        "fuzz image path, random bytes behind each format's magic: {n} cases in {:.1} s, no panic",
-        started.elapsed().as_secs_f64()
+        "fuzz image path, random bytes behind each format's magic: {n} cases in {:.1} s, no panic, \
+         {} decoded, {} compared",
+        started.elapsed().as_secs_f64(),
+        reached.decoded.get(),
+        reached.compared.get(),
     );
+    // One case in nine has the BMP's headers, and 832 tails in 1024 carry its 192 bytes of
+    // pixels: by design about one case in eleven decodes. The floor is a quarter of that.
+    reached.assert_at_least("random bytes", n / 40, n / 40);
 }
 
 #[test]
@@ -215,6 +271,7 @@ fn fuzz_image_path_with_mutated_corpus() {
     );
     let started = Instant::now();
     let n = cases();
+    let reached = Reached::default();
     runner(n)
         .run(&strategy, |((_, seed), mutations, fix_crc)| {
             let mut bytes = seed.clone();
@@ -222,13 +279,20 @@ fn fuzz_image_path_with_mutated_corpus() {
             if fix_crc {
                 fix_png_crcs(&mut bytes);
             }
-            image_path(&bytes)
+            image_path(&bytes, &reached)
         })
         .unwrap();
     println!(
-        "fuzz image path, mutated corpus files: {n} cases in {:.1} s, no panic",
-        started.elapsed().as_secs_f64()
+        "fuzz image path, mutated corpus files: {n} cases in {:.1} s, no panic, {} decoded, \
+         {} compared",
+        started.elapsed().as_secs_f64(),
+        reached.decoded.get(),
+        reached.compared.get(),
     );
+    // A third of the seeds are valid images (the rest are the corpus's bad inputs), and one to
+    // five edits break most of them; the floor, one case in 200, sits far below the count a run
+    // prints, so that chance alone never trips it.
+    reached.assert_at_least("mutated corpus", n / 200, n / 200);
 }
 
 /// A real photo's scan mutated (the worker's JPEG path: Arbiter's Huffman decoder, libjpeg's
@@ -240,17 +304,24 @@ fn fuzz_jpeg_scans_of_a_photo() {
     // Each case decodes a 512 x 600 photo twice: fewer cases than the other targets.
     let n = sized("ARBITER_FUZZ_JPEG_CASES", 60, 600) as u32;
     let started = Instant::now();
+    let reached = Reached::default();
     runner(n)
         .run(&prop::collection::vec(mutation(), 1..4), |mutations| {
             let mut bytes = photo.clone();
             apply(&mut bytes, &mutations);
-            image_path(&bytes)
+            image_path(&bytes, &reached)
         })
         .unwrap();
     println!(
-        "fuzz JPEG scans of a photo: {n} cases in {:.1} s, no panic, the same pixels",
-        started.elapsed().as_secs_f64()
+        "fuzz JPEG scans of a photo: {n} cases in {:.1} s, no panic, {} decoded, {} with the \
+         same pixels on both paths",
+        started.elapsed().as_secs_f64(),
+        reached.decoded.get(),
+        reached.compared.get(),
     );
+    // One to three edits of a photo seldom stop the decoders (libjpeg fills in what is
+    // missing); the floor is a quarter of the cases.
+    reached.assert_at_least("JPEG scans", n / 4, n / 4);
 }
 
 /// TOML-ish text: lines of known sections and keys with values of every kind, and noise.
