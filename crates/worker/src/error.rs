@@ -115,7 +115,8 @@ impl From<BodyError> for ApiError {
 }
 
 impl From<multer::Error> for ApiError {
-    /// A body error as reading the body, a part over the limit 413, anything else 400.
+    /// A failed read as its [`BodyError`] says, a body or part over the limit 413, anything
+    /// else (a malformed body) 400.
     fn from(e: multer::Error) -> ApiError {
         match e {
             multer::Error::StreamReadFailed(inner) => match inner.downcast::<BodyError>() {
