@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arbiter_infer::{Device, InferError, Model, ModelOptions, init_runtime};
+use arbiter_infer::{Device, Engine, InferError, Model, ModelOptions, init_runtime};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -239,4 +239,46 @@ fn runtime_init_is_idempotent_and_checks_the_file() {
         "{err}"
     );
     assert!(err.to_string().contains("run scripts/setup"), "{err}");
+}
+
+/// An engine's lanes are off unless asked for; asked for, they are one single-thread session
+/// per intra-op thread that answers like the engine, handed out once.
+#[test]
+fn engine_lanes_answer_like_the_engine() {
+    runtime();
+    let three = ModelOptions {
+        intra_threads: 3,
+        ..opts("tiny_ok.onnx")
+    };
+    let mut plain = Engine::load(&three).unwrap();
+    assert!(plain.take_lanes().is_none(), "no lanes unless asked for");
+    let mut engine = Engine::load(&three).unwrap().with_lanes(true);
+    let lanes = engine.take_lanes().expect("lanes on").load().unwrap();
+    assert!(engine.take_lanes().is_none(), "handed out once");
+    assert_eq!(lanes.len(), 3);
+    let batch = images(2);
+    let expected = engine.run(&batch, 2).unwrap();
+    for mut lane in lanes {
+        assert_close(&lane.run(&batch, 2).unwrap(), &expected, 1e-6);
+    }
+}
+
+/// A cache folder that cannot be made only costs the shared weights: the original model loads.
+#[test]
+fn engine_falls_back_to_the_original_model_when_it_cannot_prepare() {
+    runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_folder = dir.path().join("file");
+    std::fs::write(&not_a_folder, b"").unwrap();
+    let cache = not_a_folder.join("cache");
+    let mut engine = Engine::load_shared(&opts("tiny_ok.onnx"), Some(&cache), false).unwrap();
+    let batch = images(1);
+    assert_close(
+        &engine.run(&batch, 1).unwrap(),
+        &tiny_expected(&batch),
+        1e-5,
+    );
+    let err = Engine::load_shared(&opts("missing.onnx"), Some(&cache), false).unwrap_err();
+    assert!(matches!(err, InferError::ModelMissing { .. }), "{err}");
+    assert!(err.to_string().contains("missing.onnx"), "{err}");
 }
