@@ -1,12 +1,22 @@
 //! The command line without a running server: check, predict, reload's validation.
 
+use std::path::PathBuf;
+
 use crate::util::*;
+
+/// `etc/arbiter.toml`, after checking that the model and ONNX Runtime it names (made by
+/// `scripts/setup`) are there: `check` sizes the model, `predict` runs it.
+fn etc_config() -> PathBuf {
+    resnet50();
+    onnxruntime();
+    root().join("etc/arbiter.toml")
+}
 
 #[test]
 fn check_prints_the_effective_config_and_budget() {
     let out = bin()
         .args(["check", "-c"])
-        .arg(root().join("etc/arbiter.toml"))
+        .arg(etc_config())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -83,7 +93,7 @@ fn predict_matches_the_reference() {
         .iter()
         .map(|i| photo(i["file"].as_str().unwrap()))
         .collect();
-    let answers = predict_cli(&root().join("etc/arbiter.toml"), &paths);
+    let answers = predict_cli(&etc_config(), &paths);
     assert_eq!(answers.len(), images.len());
     for (image, answer) in images.iter().zip(&answers) {
         assert_eq!(answer, &image["prediction"], "{}", image["file"]);
@@ -93,7 +103,7 @@ fn predict_matches_the_reference() {
 #[test]
 fn predict_reports_a_broken_image_and_goes_on() {
     let answers = predict_cli(
-        &root().join("etc/arbiter.toml"),
+        &etc_config(),
         &[photo("bad/truncated.jpg"), photo("grace_hopper.jpg")],
     );
     assert!(
