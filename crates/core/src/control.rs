@@ -2,8 +2,8 @@
 //!
 //! A unix socket with mode 0600 (only its owner may connect), one JSON line each way. The CLI
 //! falls back to the pidfile and signals when the socket cannot be reached. The CLI's end is
-//! [`send`] and [`render`]; the arbiter's end is [`Server`], which accepts without blocking the
-//! arbiter's loop and hands each request on with the [`Client`] to answer.
+//! [`send`] and [`render`]; the arbiter's end is `Server`, which accepts without blocking the
+//! arbiter's loop and hands each request on with the `Client` to answer.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, BorrowedFd};

@@ -509,3 +509,15 @@ fn ttou_retires_the_newest_worker_and_ttin_adds_one() {
     world.tick();
     assert_eq!(world.processes.spawned.last(), Some(&(1002, 2, 1)));
 }
+
+#[test]
+fn a_worker_recycling_itself_is_replaced_at_once_and_retires_without_a_restart() {
+    let mut world = World::running(CONFIG);
+    world.write(1000, |s| s.state = SlotState::Draining);
+    world.tick();
+    assert!(matches!(world.phase(1000), Phase::Draining { .. }));
+    assert_eq!(world.processes.spawned.last(), Some(&(1002, 2, 1)));
+    assert!(world.processes.signals.is_empty(), "it stops on its own");
+    world.exit(1000, Exit::Code(0));
+    assert_eq!(world.slots.restarts.get(), 0);
+}
