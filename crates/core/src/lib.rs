@@ -8,6 +8,12 @@
 //! through their scoreboard slot; the arbiter reads the slots on every 100 ms tick, and acts on
 //! signals (TERM, INT, QUIT, HUP, TTIN, TTOU, USR1, CHLD) and control-socket commands.
 //!
+//! The loop (`arbiter`) owns what is a descriptor or a file: listeners, the control socket
+//! (`control`), the signal pipe, the programs (`programs`). The workers' phases, the rolling
+//! reload and the stop are a state machine (`supervisor`, `phase`) that reaches processes and
+//! the scoreboard only through two small traits, so its transitions are unit-tested with a fake
+//! process table; `processes` holds the real fork, kill and waitpid.
+//!
 //! This crate knows the config and the OS, nothing of HTTP, tokio or ONNX Runtime, and never
 //! starts a thread: a child forked from a process with threads can deadlock on a lock some
 //! thread held at the fork.
