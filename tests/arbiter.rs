@@ -574,13 +574,12 @@ fn unix_socket_and_socket_activation() {
         "through the inherited TCP socket"
     );
     let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    use std::io::{Read, Write};
+    use std::io::Write;
     stream
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(&arbiter_testkit::http::encode("GET", "/readyz", &[], b""))
         .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = arbiter_testkit::http::read_response(&mut stream).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
     env.signal(Signal::SIGTERM);
     assert_eq!(env.wait_exit(Duration::from_secs(20)), Some(0));
     assert!(!sock.exists(), "the socket file is removed at exit");
