@@ -3,8 +3,8 @@
 //! differs), so their results are identical to each other and to Pillow's.
 //!
 //! The AVX2 horizontal pass multiplies 16-bit numbers (`vpmaddwd`: 16 products a
-//! instruction, summed in pairs into 32 bits). A weight has up to 23 bits, so each is split
-//! into `hi * 2^SPLIT + lo`, two 16-bit numbers, and the pass keeps two sums, recombined once
+//! instruction, summed in pairs into 32 bits). A weight has up to 23 bits and a sign, so each is
+//! split into `hi * 2^SPLIT + lo`, two 16-bit numbers, and the pass keeps two sums, recombined once
 //! per output pixel: the same integers as `pixel * weight`, with no rounding. Taps go four at a
 //! time: 16 bytes loaded from the group's first pixel are copied to both halves of a vector and
 //! shuffled into 16-bit lanes `[r0 r1 g0 g1 b0 b1 0 0 | r2 r3 g2 g3 b2 b3 0 0]`, so each channel
@@ -23,8 +23,9 @@ use std::ops::Range;
 
 use crate::coefficients::{Coefficients, PRECISION_BITS};
 
-/// A split weight is `hi * 2^SPLIT + lo`, `lo` in `0..2^SPLIT`: both fit 16 bits for any weight
-/// of magnitude up to `2^22` (Pillow's 1.0).
+/// A split weight is `hi * 2^SPLIT + lo`, `lo` in `0..2^SPLIT` and `hi` carrying the sign
+/// (an arithmetic shift): both fit 16 bits for any weight of magnitude below `2^26`, sixteen
+/// times Pillow's 1.0. Bicubic and lanczos weights go negative, and near an edge above 1.0.
 const SPLIT: i32 = 11;
 /// Taps per group of the split layout.
 const TAPS: usize = 4;
@@ -112,7 +113,7 @@ impl Horizontal {
             .zip(&windows)
         {
             for (t, &w) in k[..n].iter().enumerate() {
-                debug_assert!(w.abs() <= 1 << PRECISION_BITS, "weight {w} above 1.0");
+                debug_assert!(w.abs() < 1 << (SPLIT + 15), "weight {w} does not split");
                 let (hi, lo) = ((w >> SPLIT) as i16, (w & ((1 << SPLIT) - 1)) as i16);
                 let at = split_index(t);
                 for c in 0..3 {
@@ -394,47 +395,100 @@ fn vertical_row_portable(
 mod tests {
     use super::*;
     use crate::coefficients::coefficients;
+    use crate::recipe::Filter;
 
     /// The portable kernel (either layout) and the AVX2 kernel agree, downscaling and
-    /// upscaling, on random and on saturated pixels, over blocks of rows and single rows,
-    /// including the last rows, which the AVX2 kernel reads through a padded copy.
+    /// upscaling with every filter (negative weights and weights above 1.0 included), on
+    /// random, saturated and striped pixels (whose overshoot the clipping must cut as Pillow's
+    /// `clip8` does), over blocks of rows and single rows, including the last rows, which the
+    /// AVX2 kernel reads through a padded copy.
     #[test]
     fn kernels_agree() {
         let mut state = 7u32;
-        for (w, h, out_w) in [
-            (203usize, 5usize, 37usize),
-            (13, 4, 50),
-            (9, 3, 2),
-            (1, 2, 7),
-            (4000, 9, 224),
-            (512, 7, 224),
-            (600, 11, 600),
+        for filter in [
+            Filter::Nearest,
+            Filter::Bilinear,
+            Filter::Bicubic,
+            Filter::Lanczos,
         ] {
-            for saturated in [false, true] {
-                let src: Vec<u8> = (0..w * h * 3)
-                    .map(|_| {
-                        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                        if saturated { 255 } else { (state >> 16) as u8 }
-                    })
-                    .collect();
-                let compact = Horizontal::new(coefficients(w, out_w), w, false);
-                let mut portable = vec![0u8; h * out_w * 3];
-                horizontal_portable(&src, w * 3, 0..h, &compact, 1 << 21, &mut portable);
-                let split = Horizontal::new(coefficients(w, out_w), w, true);
-                assert!(matches!(split.weights, Weights::Split { .. }));
-                for plan in [&compact, &split] {
-                    let mut dispatched = vec![0u8; h * out_w * 3];
-                    horizontal(&src, w * 3, 0..h, plan, 1 << 21, &mut dispatched);
-                    assert_eq!(portable, dispatched, "{w} -> {out_w}, {plan:?}");
-                    let mut portable_too = vec![0u8; h * out_w * 3];
-                    horizontal_portable(&src, w * 3, 0..h, plan, 1 << 21, &mut portable_too);
-                    assert_eq!(portable, portable_too, "portable, {w} -> {out_w}");
+            for (w, h, out_w) in [
+                (203usize, 5usize, 37usize),
+                (13, 4, 50),
+                (9, 3, 2),
+                (1, 2, 7),
+                (4000, 9, 224),
+                (512, 7, 224),
+                (600, 11, 600),
+            ] {
+                for pattern in 0..3 {
+                    let src: Vec<u8> = (0..w * h * 3)
+                        .map(|i| {
+                            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                            match pattern {
+                                0 => (state >> 16) as u8,
+                                1 => 255,
+                                _ => [0, 255][i / 3 % 2],
+                            }
+                        })
+                        .collect();
+                    let coeffs = || coefficients(w, out_w, filter, 0..out_w);
+                    let expected = reference(&src, w, h, &coeffs());
+                    let compact = Horizontal::new(coeffs(), w, false);
+                    let mut portable = vec![0u8; h * out_w * 3];
+                    horizontal_portable(&src, w * 3, 0..h, &compact, 1 << 21, &mut portable);
+                    assert_eq!(portable, expected, "{filter:?} {w} -> {out_w}");
+                    let split = Horizontal::new(coeffs(), w, true);
+                    assert!(matches!(split.weights, Weights::Split { .. }));
+                    for plan in [&compact, &split] {
+                        let mut dispatched = vec![0u8; h * out_w * 3];
+                        horizontal(&src, w * 3, 0..h, plan, 1 << 21, &mut dispatched);
+                        assert_eq!(portable, dispatched, "{filter:?} {w} -> {out_w}, {plan:?}");
+                        let mut portable_too = vec![0u8; h * out_w * 3];
+                        horizontal_portable(&src, w * 3, 0..h, plan, 1 << 21, &mut portable_too);
+                        assert_eq!(portable, portable_too, "portable, {w} -> {out_w}");
+                    }
+                    // Rows 1.. only: blocks that start elsewhere than the first row.
+                    let mut tail = vec![0u8; (h - 1) * out_w * 3];
+                    horizontal(&src, w * 3, 1..h, &split, 1 << 21, &mut tail);
+                    assert_eq!(&portable[out_w * 3..], &tail[..]);
                 }
-                // Rows 1.. only: blocks that start elsewhere than the first row.
-                let mut tail = vec![0u8; (h - 1) * out_w * 3];
-                horizontal(&src, w * 3, 1..h, &split, 1 << 21, &mut tail);
-                assert_eq!(&portable[out_w * 3..], &tail[..]);
             }
         }
+    }
+
+    /// Pillow's horizontal pass written plainly, in 64-bit sums: `clip8` of each.
+    fn reference(src: &[u8], w: usize, h: usize, coeffs: &Coefficients) -> Vec<u8> {
+        let mut out = Vec::new();
+        for y in 0..h {
+            for x in 0..coeffs.bounds.len() {
+                let (start, k) = coeffs.window(x);
+                for c in 0..3 {
+                    let sum: i64 = k
+                        .iter()
+                        .enumerate()
+                        .map(|(t, &k)| i64::from(src[(y * w + start + t) * 3 + c]) * i64::from(k))
+                        .sum();
+                    out.push(((sum + (1 << 21)) >> 22).clamp(0, 255) as u8);
+                }
+            }
+        }
+        out
+    }
+
+    /// Bicubic and lanczos overshoot on stripes: both ends of the clipping are reached.
+    #[test]
+    fn stripes_overshoot_and_clip() {
+        let src: Vec<u8> = (0..64 * 3).map(|i| [0, 0, 255, 255][i / 3 % 4]).collect();
+        let c = coefficients(64, 150, Filter::Lanczos, 0..150);
+        let sums: Vec<i64> = (0..150)
+            .map(|x| {
+                let (start, k) = c.window(x);
+                k.iter()
+                    .enumerate()
+                    .map(|(t, &k)| i64::from(src[(start + t) * 3]) * i64::from(k))
+                    .sum::<i64>()
+            })
+            .collect();
+        assert!(sums.iter().any(|&s| s < 0) && sums.iter().any(|&s| s > 255 << 22));
     }
 }

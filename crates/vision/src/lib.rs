@@ -1,6 +1,9 @@
 //! Image decoding and preprocessing that reproduce, bit for bit, what the seed service computes
 //! in Python: `Image.open(p).convert("RGB")`, torchvision's `Resize([224, 224])` (Pillow's
-//! `resize((224, 224), BILINEAR)`), `ToTensor` and `Normalize(ImageNet mean, std)`.
+//! `resize((224, 224), BILINEAR)`), `ToTensor` and `Normalize(ImageNet mean, std)`; and the
+//! other resize recipes of image classifiers' Python pipelines ([`Resize`]): Pillow's NEAREST,
+//! BILINEAR, BICUBIC and LANCZOS filters, squashed to the model's size or resized by the shorter
+//! side then center-cropped as torchvision and timm do.
 //!
 //! # Theory of operation
 //!
@@ -15,12 +18,15 @@
 //!    (see `convert`): alpha is dropped, not composited; 16-bit gray is clipped; CMYK goes
 //!    through Pillow's integer `cmyk2rgb`. Truncated or corrupt input is a typed error, not a
 //!    panic and not a half-gray picture (Pillow without `LOAD_TRUNCATED_IMAGES` refuses too).
-//! 3. [`resize_bilinear`] is Pillow's two-pass fixed-point convolution (see `resize`), which
-//!    makes the 224 x 224 pixels identical to Pillow's, not merely close.
+//! 3. [`resize`] is Pillow's two-pass fixed-point convolution (see `resize`), which makes the
+//!    pixels identical to Pillow's, not merely close, for every filter; the crop of a recipe's
+//!    geometry (see `recipe`) is computed alone, not cut from a whole resize.
+//!    [`resize_bilinear`] is the seed's recipe.
 //! 4. [`normalize_chw`] divides by 255 and normalizes in `f32`, the operations torchvision does,
 //!    through a 256-entry table per channel, writing planar CHW.
 //!
-//! [`preprocess`] is all of it. Errors carry an [`ErrorKind`] that maps to an HTTP status.
+//! [`preprocess`] is all of it ([`preprocess_with`] for any recipe). Errors carry an
+//! [`ErrorKind`] that maps to an HTTP status.
 //!
 //! # Parity, and where it stops
 //!
@@ -50,6 +56,7 @@ mod jpeg;
 mod kernels;
 mod limits;
 mod png;
+mod recipe;
 mod resize;
 mod rgb_image;
 mod spare;
@@ -58,7 +65,8 @@ mod tiff;
 pub use error::{ErrorKind, VisionError};
 pub use format::Format;
 pub use limits::Limits;
-pub use resize::resize_bilinear;
+pub use recipe::{Filter, Geometry, Layout, RecipeError, Resize, Span};
+pub use resize::{resize, resize_bilinear};
 pub use rgb_image::RgbImage;
 pub use spare::{keep_spare_buffers, recycle};
 
@@ -131,12 +139,12 @@ pub fn decode_rgb_draft(
     min_width: u32,
     min_height: u32,
 ) -> Result<RgbImage, VisionError> {
-    decode(bytes, limits, Some((min_width.max(1), min_height.max(1))))
+    decode(bytes, limits, Some(Draft::AtLeast(min_width, min_height)))
 }
 
 /// Decodes an image for a model whose input is `width x height`: [`decode_rgb`], or with
 /// `fast_jpeg` [`decode_rgb_draft`] keeping at least twice the input's size (Pillow's
-/// `reducing_gap` of 2).
+/// `reducing_gap` of 2). The seed's recipe of [`decode_for_input_with`].
 pub fn decode_for_input(
     bytes: &[u8],
     limits: &Limits,
@@ -144,18 +152,59 @@ pub fn decode_for_input(
     height: u32,
     fast_jpeg: bool,
 ) -> Result<RgbImage, VisionError> {
-    decode(bytes, limits, draft_size(width, height, fast_jpeg))
+    decode_for_input_with(bytes, limits, width, height, &Resize::SEED, fast_jpeg)
 }
 
-/// The least size a `fast_jpeg` decode keeps: twice the model's input (Pillow's `reducing_gap`
-/// of 2); `None` without `fast_jpeg`.
-fn draft_size(width: u32, height: u32, fast_jpeg: bool) -> Option<(u32, u32)> {
-    fast_jpeg.then(|| {
-        (
-            width.saturating_mul(2).max(1),
-            height.saturating_mul(2).max(1),
-        )
-    })
+/// Decodes an image for `recipe`'s `width x height` input: [`decode_rgb`], or with `fast_jpeg`
+/// [`decode_rgb_draft`] keeping at least twice the size the recipe resizes the image to (Pillow's
+/// `reducing_gap` of 2), computed from the header's size. The recipe then applies to the reduced
+/// image: Pillow's `img.draft("RGB", 2 x resized)` followed by the recipe.
+pub fn decode_for_input_with(
+    bytes: &[u8],
+    limits: &Limits,
+    width: u32,
+    height: u32,
+    recipe: &Resize,
+    fast_jpeg: bool,
+) -> Result<RgbImage, VisionError> {
+    let draft = fast_jpeg.then_some(Draft::For {
+        recipe,
+        width,
+        height,
+    });
+    decode(bytes, limits, draft)
+}
+
+/// The least size a reduced JPEG decode keeps.
+#[derive(Clone, Copy, Debug)]
+enum Draft<'a> {
+    /// At least this `(width, height)`.
+    AtLeast(u32, u32),
+    /// Twice what `recipe` resizes the image to for a `width x height` input (Pillow's
+    /// `reducing_gap` of 2).
+    For {
+        recipe: &'a Resize,
+        width: u32,
+        height: u32,
+    },
+}
+
+impl Draft<'_> {
+    /// The least size kept from an `in_w x in_h` image.
+    fn size(self, in_w: u32, in_h: u32) -> (u32, u32) {
+        let (w, h) = match self {
+            Draft::AtLeast(w, h) => (w, h),
+            Draft::For {
+                recipe,
+                width,
+                height,
+            } => {
+                let (w, h) = recipe.layout(in_w, in_h, width, height).resized();
+                (w.saturating_mul(2), h.saturating_mul(2))
+            }
+        };
+        (w.max(1), h.max(1))
+    }
 }
 
 /// A JPEG's header, walked to its end, after checking its size against `limits`.
@@ -166,8 +215,9 @@ fn jpeg_header(bytes: &[u8], limits: &Limits) -> Result<jpeg::Header, VisionErro
 }
 
 /// The DCT scaling divisor for a draft decode keeping at least `draft` pixels (1: none).
-fn draft_divisor(header: &jpeg::Header, draft: Option<(u32, u32)>) -> u32 {
-    draft.map_or(1, |(w, h)| {
+fn draft_divisor(header: &jpeg::Header, draft: Option<Draft<'_>>) -> u32 {
+    draft.map_or(1, |draft| {
+        let (w, h) = draft.size(header.width, header.height);
         let scale = (header.width / w).min(header.height / h);
         // Below 16 pixels a side, TurboJPEG could pick one of its other factors (5/8...) for
         // the same output size: no reduction there.
@@ -181,7 +231,7 @@ fn draft_divisor(header: &jpeg::Header, draft: Option<(u32, u32)>) -> u32 {
 fn decode(
     bytes: &[u8],
     limits: &Limits,
-    draft: Option<(u32, u32)>,
+    draft: Option<Draft<'_>>,
 ) -> Result<RgbImage, VisionError> {
     let format = sniff(bytes)?;
     let image = match format {
@@ -204,10 +254,7 @@ fn decode(
 }
 
 /// [`decode_for_input`] then [`resize_bilinear`] to `width x height`, with the time the resizing
-/// took. The same pixels, bit for bit; but an RGB JPEG is resized as it is decoded, a band of
-/// rows at a time, so the whole decoded image is never held (a 12-megapixel photo's 36 MB), which
-/// is also faster (the rows are resized while still in the CPU's cache). Other images are decoded
-/// whole, then resized.
+/// took: [`decode_resized_with`] the seed's recipe.
 pub fn decode_resized(
     bytes: &[u8],
     limits: &Limits,
@@ -215,21 +262,67 @@ pub fn decode_resized(
     height: u32,
     fast_jpeg: bool,
 ) -> Result<(RgbImage, std::time::Duration), VisionError> {
+    let done = decode_resized_with(bytes, limits, width, height, &Resize::SEED, fast_jpeg)?;
+    Ok((done.image, done.resizing))
+}
+
+/// What [`decode_resized_with`] made, and how.
+#[derive(Debug)]
+pub struct Resized {
+    /// The model's `width x height` input.
+    pub image: RgbImage,
+    /// The time spent resizing.
+    pub resizing: std::time::Duration,
+    /// Whether the image was resized as it was decoded, a band of rows at a time. `false` for
+    /// formats other than JPEG, and for the JPEGs that path does not take: those not RGB (gray,
+    /// CMYK) and those whose height Pillow shrinks so much more than their width that it
+    /// resamples vertically first; they are decoded whole, then resized, with the same pixels.
+    pub banded: bool,
+}
+
+/// [`decode_for_input_with`] then [`resize`] by `recipe` to `width x height`, with the time the
+/// resizing took. The same pixels, bit for bit; but an RGB JPEG is resized as it is decoded, a
+/// band of rows at a time, so the whole decoded image is never held (a 12-megapixel photo's 36
+/// MB), which is also faster (the rows are resized while still in the CPU's cache). Other images
+/// are decoded whole, then resized ([`Resized::banded`] says which way was taken).
+pub fn decode_resized_with(
+    bytes: &[u8],
+    limits: &Limits,
+    width: u32,
+    height: u32,
+    recipe: &Resize,
+    fast_jpeg: bool,
+) -> Result<Resized, VisionError> {
     let rgb = if sniff(bytes)? == Format::Jpeg {
         let header = jpeg_header(bytes, limits)?;
-        let divisor = draft_divisor(&header, draft_size(width, height, fast_jpeg));
-        if let Some(done) = jpeg::decode_resized(bytes, &header, divisor, width, height)? {
-            return Ok(done);
+        let draft = fast_jpeg.then_some(Draft::For {
+            recipe,
+            width,
+            height,
+        });
+        let divisor = draft_divisor(&header, draft);
+        if let Some((image, resizing)) =
+            jpeg::decode_resized(bytes, &header, divisor, recipe, (width, height))?
+        {
+            return Ok(Resized {
+                image,
+                resizing,
+                banded: true,
+            });
         }
         // Decoded whole, with the header already walked.
         jpeg::decode(bytes, &header, divisor)?
     } else {
-        decode_for_input(bytes, limits, width, height, fast_jpeg)?
+        decode_for_input_with(bytes, limits, width, height, recipe, fast_jpeg)?
     };
     let started = std::time::Instant::now();
-    let resized = resize_bilinear(&rgb, width, height);
+    let image = resize(&rgb, recipe, width, height);
     recycle(rgb);
-    Ok((resized, started.elapsed()))
+    Ok(Resized {
+        image,
+        resizing: started.elapsed(),
+        banded: false,
+    })
 }
 
 /// Writes `img` as a normalized CHW float tensor: `(v / 255 - MEAN[c]) / STD[c]` in `f32`, as
@@ -281,8 +374,21 @@ pub fn preprocess_for_input(
     height: u32,
     fast_jpeg: bool,
 ) -> Result<Vec<f32>, VisionError> {
-    let (resized, _) = decode_resized(bytes, limits, width, height, fast_jpeg)?;
+    preprocess_with(bytes, limits, width, height, &Resize::SEED, fast_jpeg)
+}
+
+/// [`preprocess_for_input`] with `recipe`'s resize: decoded, resized and cropped by
+/// [`decode_resized_with`], then normalized with ImageNet's mean and std.
+pub fn preprocess_with(
+    bytes: &[u8],
+    limits: &Limits,
+    width: u32,
+    height: u32,
+    recipe: &Resize,
+    fast_jpeg: bool,
+) -> Result<Vec<f32>, VisionError> {
+    let done = decode_resized_with(bytes, limits, width, height, recipe, fast_jpeg)?;
     let mut out = vec![0f32; 3 * width as usize * height as usize];
-    normalize_chw(&resized, &mut out);
+    normalize_chw(&done.image, &mut out);
     Ok(out)
 }

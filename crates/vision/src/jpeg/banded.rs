@@ -5,20 +5,21 @@ use super::markers::Header;
 use super::rows;
 use crate::error::VisionError;
 use crate::format::Format;
+use crate::recipe::{Filter, Layout, Resize};
 use crate::resize::RowResizer;
 use crate::rgb_image::RgbImage;
 
-/// Decodes an RGB JPEG (3 components) scaled down by `divisor` and resizes it to `out_w x
-/// out_h` as it is decoded, a few rows at a time, without holding the whole decoded image: the
-/// result of [`super::whole::decode`] then [`crate::resize::resize_bilinear`], bit for bit, and
-/// the time spent resizing. `None` when the image must be decoded whole: not 3 components, or a
-/// size Pillow resizes vertically first.
+/// Decodes an RGB JPEG (3 components) scaled down by `divisor` and makes `recipe`'s `out_w x
+/// out_h` input of it as it is decoded, a few rows at a time, without holding the whole decoded
+/// image: the result of [`super::whole::decode`] then [`crate::resize::resize`], bit for bit,
+/// and the time spent resizing. `None` when the image must be decoded whole: not 3 components,
+/// or a size Pillow resizes vertically first.
 pub(crate) fn decode_resized(
     bytes: &[u8],
     header: &Header,
     divisor: u32,
-    out_w: u32,
-    out_h: u32,
+    recipe: &Resize,
+    (out_w, out_h): (u32, u32),
 ) -> Result<Option<(RgbImage, std::time::Duration)>, VisionError> {
     header.require_complete()?;
     let divisor = divisor.clamp(1, 8);
@@ -28,10 +29,11 @@ pub(crate) fn decode_resized(
     }
     // Arbiter's Huffman decoder (the same coefficients, sooner); when it gives up on corrupt or
     // cut data, libjpeg's own decodes the image again from the start, with its own rules for it.
-    let out = (out_w, out_h);
-    let mut banded = resize_while_decoding(bytes, divisor, size, out, rows::Huffman::Arbiter)?;
+    let layout = recipe.layout(size.0, size.1, out_w, out_h);
+    let resize = (recipe.filter, &layout);
+    let mut banded = resize_while_decoding(bytes, divisor, size, resize, rows::Huffman::Arbiter)?;
     if let Banded::GaveUp = banded {
-        banded = resize_while_decoding(bytes, divisor, size, out, rows::Huffman::Libjpeg)?;
+        banded = resize_while_decoding(bytes, divisor, size, resize, rows::Huffman::Libjpeg)?;
     }
     match banded {
         Banded::Done(image, resizing) => Ok(Some((image, resizing))),
@@ -50,15 +52,16 @@ enum Banded {
     GaveUp,
 }
 
-/// [`decode_resized`]'s work with the given Huffman decoder, for a `width x height` decoding.
+/// [`decode_resized`]'s work with the given Huffman decoder, for a `width x height` decoding
+/// resampled by a filter to a layout.
 fn resize_while_decoding(
     bytes: &[u8],
     divisor: u32,
     (width, height): (u32, u32),
-    (out_w, out_h): (u32, u32),
+    (filter, layout): (Filter, &Layout),
     huffman: rows::Huffman,
 ) -> Result<Banded, VisionError> {
-    let Some(mut resizer) = RowResizer::new(width, height, out_w, out_h) else {
+    let Some(mut resizer) = RowResizer::new(width, height, filter, layout) else {
         return Ok(Banded::Whole);
     };
     let mut rows = rows::Decoder::start(bytes, divisor, huffman)?;
@@ -103,23 +106,44 @@ mod tests {
     use crate::jpeg::whole::decode;
 
     /// RGB photos take the row-by-row path (not the whole decode), with the whole path's pixels,
-    /// at full and reduced scale.
+    /// at full and reduced scale, with every filter and geometry.
     #[test]
     fn rgb_photos_are_resized_while_decoding() {
+        use crate::recipe::Geometry;
         let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../var/photos"));
+        let filters = [
+            Filter::Nearest,
+            Filter::Bilinear,
+            Filter::Bicubic,
+            Filter::Lanczos,
+        ];
+        let geometries = [
+            Geometry::Squash,
+            Geometry::ShorterSide(256),
+            Geometry::CropPct(0.875),
+        ];
+        let all: Vec<Resize> = filters
+            .iter()
+            .flat_map(|&filter| geometries.map(|geometry| Resize { filter, geometry }))
+            .collect();
         // (grace_hopper.jpg at 1/2, 256 x 300, shrinks its height first in Pillow: decoded whole.)
-        for (name, divisors) in [("big_12mp.jpg", &[1, 2, 4][..]), ("grace_hopper.jpg", &[1])] {
+        for (name, divisor, recipes) in [
+            ("big_12mp.jpg", 1, &[Resize::SEED][..]),
+            ("big_12mp.jpg", 2, &[Resize::SEED]),
+            ("big_12mp.jpg", 4, &all),
+            ("grace_hopper.jpg", 1, &all),
+        ] {
             let bytes = std::fs::read(root.join(name)).expect("run scripts/setup");
             let header = scan(&bytes, true).unwrap();
-            for &divisor in divisors {
-                let (rows, _) = decode_resized(&bytes, &header, divisor, 224, 224)
+            let whole = decode(&bytes, &header, divisor).unwrap();
+            for recipe in recipes {
+                let (rows, _) = decode_resized(&bytes, &header, divisor, recipe, (224, 224))
                     .unwrap()
-                    .unwrap_or_else(|| panic!("{name} / {divisor} {header:?}: not row by row"));
-                let whole = decode(&bytes, &header, divisor).unwrap();
+                    .unwrap_or_else(|| panic!("{name} / {divisor} {recipe:?}: not row by row"));
                 assert_eq!(
                     rows,
-                    crate::resize::resize_bilinear(&whole, 224, 224),
-                    "{name} / {divisor}"
+                    crate::resize::resize(&whole, recipe, 224, 224),
+                    "{name} / {divisor} {recipe:?}"
                 );
             }
         }
@@ -135,7 +159,8 @@ mod tests {
     ) -> Result<Option<RgbImage>, String> {
         let header = scan(bytes, true).map_err(|e| format!("{:?}", e.kind()))?;
         let size = header.scaled_size(divisor);
-        match resize_while_decoding(bytes, divisor, size, out, huffman) {
+        let layout = Resize::SEED.layout(size.0, size.1, out.0, out.1);
+        match resize_while_decoding(bytes, divisor, size, (Filter::Bilinear, &layout), huffman) {
             Ok(Banded::Done(image, _)) => Ok(Some(image)),
             Ok(Banded::Whole) => Err("decoded whole".into()),
             Ok(Banded::GaveUp) => Ok(None),
@@ -293,7 +318,7 @@ mod tests {
                 }
                 // The public path, with its fallback, ends as libjpeg alone does.
                 if let Ok(header) = scan(&bytes, true) {
-                    let public = decode_resized(&bytes, &header, 1, 32, 32)
+                    let public = decode_resized(&bytes, &header, 1, &Resize::SEED, (32, 32))
                         .map(|done| done.map(|(image, _)| image))
                         .map_err(|e| format!("{:?}", e.kind()));
                     assert_eq!(public, theirs, "{label}");
@@ -314,7 +339,7 @@ mod tests {
         let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
         bytes[sos + 6] = 0x77;
         let header = scan(&bytes, true).unwrap();
-        let err = decode_resized(&bytes, &header, 1, 224, 224).unwrap_err();
+        let err = decode_resized(&bytes, &header, 1, &Resize::SEED, (224, 224)).unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::Invalid, "{err}");
         assert!(err.to_string().contains("Huffman table"), "{err}");
     }
