@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{
-    Amount, Autorestart, Batching, Bind, Device, IpCidr, Limits, Log, Memory, Model, Program,
-    Server, TrustedProxy,
+    Amount, Autorestart, Batching, Bind, ChannelOrder, Device, ElementType, Filter, Geometry,
+    IpCidr, Limits, Log, Memory, Model, Output, Postprocess, Preprocess, Program, Server,
+    TensorLayout, TrustedProxy,
 };
 
 /// The most pixels an image may declare by default: Pillow's `Image.MAX_IMAGE_PIXELS`, its
@@ -18,6 +19,16 @@ pub const MAX_PIXELS: u64 = 89_478_485;
 
 /// How often a worker writes its heartbeat; `server.heartbeat_timeout` must allow a missed one.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// ImageNet's per-channel mean (RGB), torchvision's `Normalize` of the seed and of most
+/// classifiers trained on ImageNet. As `f32`, the values torchvision's `float32` tensor holds.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet's per-channel standard deviation (RGB), with [`IMAGENET_MEAN`].
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// How many classes a softmax answer keeps when `model.postprocess.top_k` is left out: the
+/// one class of a single-label classifier.
+pub const SOFTMAX_TOP_K: usize = 1;
 
 /// The default control socket, relative to the config file's folder.
 const CONTROL_SOCKET: &str = "../var/run/arbiter.sock";
@@ -79,6 +90,38 @@ impl Model {
             parallel_batches: true,
             // Off keeps the seed's pixels exactly.
             fast_jpeg: false,
+            preprocess: Preprocess::defaults(),
+            postprocess: Postprocess::defaults(),
+        }
+    }
+}
+
+impl Preprocess {
+    /// `[model.preprocess]` with every key left out: the seed's recipe, torchvision's
+    /// `Resize([h, w])`, `ToTensor()` and `Normalize(IMAGENET_MEAN, IMAGENET_STD)`, at the
+    /// model's own input size.
+    pub(crate) fn defaults() -> Preprocess {
+        Preprocess {
+            resize: Geometry::Squash,
+            interpolation: Filter::Bilinear,
+            divide_by: 255.0,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            channels: ChannelOrder::Rgb,
+            layout: TensorLayout::Nchw,
+            input_type: ElementType::Float32,
+            input_size: None,
+        }
+    }
+}
+
+impl Postprocess {
+    /// `[model.postprocess]` with every key left out: the seed's answer, the labels whose raw
+    /// output is above `model.threshold`, and nothing else.
+    pub(crate) fn defaults() -> Postprocess {
+        Postprocess {
+            output: Output::Threshold,
+            scores: false,
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use crate::{Amount, Autorestart, Config, TrustedProxy, units};
+use crate::{
+    Amount, Autorestart, Config, ElementType, Geometry, Model, Output, TrustedProxy, units,
+};
 
 impl Config {
     /// The effective config as TOML, every default filled in.
@@ -40,7 +42,7 @@ impl Config {
         let mut out = format!(
             "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
              graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\n\n\
-             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\n\n\
+             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\n\n{}\
              [batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\npreprocess_threads = {}\n\n\
              [limits]\nmax_body = \"{}\"\nmax_pixels = {}\nheader_timeout = \"{}\"\nbody_timeout = \"{}\"\nrequest_deadline = \"{}\"\nkeepalive = \"{}\"\nmax_connections = {}\n\n\
              [memory]\nlimit = {}\nper_worker = {}\n\n[log]\n{}\nformat = \"{}\"\nlevel = {}\n",
@@ -70,6 +72,7 @@ impl Config {
             m.spinning,
             m.parallel_batches,
             m.fast_jpeg,
+            recipe(m),
             b.max_batch_size,
             d(b.max_delay),
             b.queue_size,
@@ -115,6 +118,62 @@ impl Config {
         }
         out
     }
+}
+
+/// `[model.preprocess]` and `[model.postprocess]`, each key that its form does not use written as
+/// a comment (the file refuses it there).
+fn recipe(m: &Model) -> String {
+    let p = &m.preprocess;
+    let (resize, shorter_side, crop_pct) = match p.resize {
+        Geometry::Squash => ("squash", None, None),
+        Geometry::ShorterSide(s) => ("shorter_side", Some(s), None),
+        Geometry::CropPct(c) => ("crop_pct", None, Some(c)),
+    };
+    let only = |key: &str, value: Option<String>, form: &str| match value {
+        Some(v) => format!("{key} = {v}\n"),
+        None => format!("# {key} is only for {form}\n"),
+    };
+    let channel = |v: [f32; 3]| format!("[{}, {}, {}]", v[0], v[1], v[2]);
+    let float = p.input_type == ElementType::Float32;
+    let mut out = format!("[model.preprocess]\nresize = \"{resize}\"\n");
+    out += &only(
+        "shorter_side",
+        shorter_side.map(|s| s.to_string()),
+        "resize = \"shorter_side\"",
+    );
+    out += &only(
+        "crop_pct",
+        crop_pct.map(|c| c.to_string()),
+        "resize = \"crop_pct\"",
+    );
+    out += &format!("interpolation = \"{}\"\n", p.interpolation.name());
+    let uint8 = "input_type = \"float32\"";
+    out += &only("divide_by", float.then(|| p.divide_by.to_string()), uint8);
+    out += &only("mean", float.then(|| channel(p.mean)), uint8);
+    out += &only("std", float.then(|| channel(p.std)), uint8);
+    out += &format!(
+        "channels = \"{}\"\nlayout = \"{}\"\ninput_type = \"{}\"\n",
+        p.channels.name(),
+        p.layout.name(),
+        p.input_type.name()
+    );
+    out += &match p.input_size {
+        Some(s) => format!("input_size = [{}, {}]\n", s.height, s.width),
+        None => "# input_size is not set: the model's own\n".to_string(),
+    };
+    let (output, top_k) = match m.postprocess.output {
+        Output::Threshold => ("threshold", None),
+        Output::Sigmoid => ("sigmoid", None),
+        Output::Softmax { top_k } => ("softmax", Some(top_k)),
+    };
+    out += &format!("\n[model.postprocess]\noutput = \"{output}\"\n");
+    out += &only(
+        "top_k",
+        top_k.map(|k| k.to_string()),
+        "output = \"softmax\"",
+    );
+    out += &format!("scores = {}\n\n", m.postprocess.scores);
+    out
 }
 
 /// A TOML basic string: what `{:?}` would write is not always TOML (`\u{590}`, `\0`).

@@ -10,7 +10,8 @@
 //! Relative paths in the file are resolved against the directory of the file itself, so a
 //! config works the same whatever directory the arbiter is started from.
 //!
-//! The modules: [`error`] (what can be wrong), [`read`] and [`programs`] (validation),
+//! The modules: [`error`] (what can be wrong), [`read`], [`recipe`] (the model's pre- and
+//! postprocessing) and [`programs`] (validation),
 //! [`emit`] (the effective config written back as TOML), [`rules`] (values derived from the
 //! config and the machine, like threads per worker), [`net`] (IP networks) and [`units`]
 //! (durations and sizes).
@@ -22,6 +23,7 @@ mod net;
 mod programs;
 mod read;
 mod reader;
+mod recipe;
 mod rules;
 mod types;
 pub mod units;
@@ -32,8 +34,9 @@ pub use programs::STOP_SIGNALS;
 pub use read::locate;
 pub use rules::runs_lanes;
 pub use types::{
-    Amount, Autorestart, Batching, Bind, Config, Device, Limits, Log, Memory, Model, Program,
-    Server, TrustedProxy,
+    Amount, Autorestart, Batching, Bind, ChannelOrder, Config, Device, ElementType, Filter,
+    Geometry, InputSize, Limits, Log, Memory, Model, Output, Postprocess, Preprocess, Program,
+    Server, TensorLayout, TrustedProxy,
 };
 
 #[cfg(test)]

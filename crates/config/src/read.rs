@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use crate::defaults::{HEARTBEAT_INTERVAL, control_socket_and_pidfile};
 use crate::programs::read_programs;
 use crate::reader::{Errors, Table};
+use crate::recipe::{read_postprocess, read_preprocess};
 use crate::units::format_duration;
 use crate::{
     Amount, Batching, Bind, Config, ConfigError, Device, IpCidr, Limits, LoadError, Log, Memory,
-    Model, Server, TrustedProxy,
+    Model, Output, Server, TrustedProxy,
 };
 
 impl Config {
@@ -269,9 +270,10 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
     if let Some((p, _)) = t.string("labels", errs) {
         model.labels = resolve(base, &p);
     }
-    if let Some((x, field)) = t.float("threshold", errs) {
+    let threshold = t.float("threshold", errs);
+    if let Some((x, field)) = &threshold {
         if x.is_finite() {
-            model.threshold = x as f32;
+            model.threshold = *x as f32;
         } else {
             errs.at(&field.path, &field.span, "must be a finite number");
         }
@@ -306,6 +308,21 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
     }
     if let Some(b) = t.boolean("fast_jpeg", errs) {
         model.fast_jpeg = b;
+    }
+    model.preprocess = read_preprocess(&mut t, errs);
+    model.postprocess = read_postprocess(&mut t, errs);
+    if model.postprocess.output == Output::Sigmoid
+        && let Some((x, field)) = &threshold
+        && !(*x > 0.0 && *x < 1.0)
+    {
+        errs.at(
+            &field.path,
+            &field.span,
+            format!(
+                "with model.postprocess.output = \"sigmoid\" must lie between 0 and 1 \
+                 (a sigmoid never reaches {x})"
+            ),
+        );
     }
     t.finish(errs);
     model

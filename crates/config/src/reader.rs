@@ -197,16 +197,7 @@ impl<'a, 'i> Table<'a, 'i> {
 
     pub(crate) fn float(&mut self, key: &str, errs: &mut Errors) -> Option<(f64, Field<'a, 'i>)> {
         let field = self.field(key)?;
-        let number = if let Some(f) = field.value.as_float() {
-            f.as_str().replace('_', "").parse::<f64>().ok()
-        } else {
-            field
-                .value
-                .as_integer()
-                .and_then(|i| i64::from_str_radix(i.as_str(), i.radix()).ok())
-                .map(|i| i as f64)
-        };
-        match number {
+        match number(field.value) {
             Some(n) => Some((n, field)),
             None => {
                 errs.at(
@@ -320,6 +311,18 @@ impl<'a, 'i> Table<'a, 'i> {
                 errs.at(&path, &key.span(), format!("unknown key{hint}"));
             }
         }
+    }
+}
+
+/// A TOML float or integer as an `f64`.
+pub(crate) fn number(value: &DeValue) -> Option<f64> {
+    if let Some(f) = value.as_float() {
+        f.as_str().replace('_', "").parse::<f64>().ok()
+    } else {
+        value
+            .as_integer()
+            .and_then(|i| i64::from_str_radix(i.as_str(), i.radix()).ok())
+            .map(|i| i as f64)
     }
 }
 

@@ -267,17 +267,23 @@ fn etc_arbiter_toml_shows_the_defaults() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(shipped, minimal);
+    fn leaves(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value.as_table() {
+                Some(t) => leaves(&path, t, out),
+                None => out.push(path),
+            }
+        }
+    }
     let keys = |text: &str| -> Vec<String> {
-        let doc: toml::Table = text.parse().unwrap();
-        doc.iter()
-            .flat_map(|(section, table)| {
-                let keys: Vec<String> = match table.as_table() {
-                    Some(t) => t.keys().map(|k| format!("{section}.{k}")).collect(),
-                    None => vec![section.clone()],
-                };
-                keys
-            })
-            .collect()
+        let mut out = Vec::new();
+        leaves("", &text.parse().unwrap(), &mut out);
+        out
     };
     let written = keys(&std::fs::read_to_string(&path).unwrap());
     let effective = keys(&minimal.to_toml());

@@ -105,7 +105,8 @@ pub struct Model {
     pub name: String,
     /// The ONNX file.
     pub path: PathBuf,
-    /// The class-name JSON file (`{"0": "Aeroplane", ...}`).
+    /// The class names: the seed's JSON object (`{"0": "Aeroplane", ...}`), a JSON list, or a
+    /// text file with one name a line.
     pub labels: PathBuf,
     /// Outputs above this are labels.
     pub threshold: f32,
@@ -127,6 +128,123 @@ pub struct Model {
     /// Decode big JPEGs at a reduced scale (libjpeg's DCT scaling, as Pillow's `draft`) when
     /// they stay at least twice the model's input: faster, but not the seed's exact pixels.
     pub fast_jpeg: bool,
+    /// `[model.preprocess]`: how an image becomes the model's input.
+    pub preprocess: Preprocess,
+    /// `[model.postprocess]`: how the model's outputs become the answer.
+    pub postprocess: Postprocess,
+}
+
+/// One of Pillow's resampling filters (`Image.resize(size, filter)`); the names of
+/// `arbiter_vision::Filter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// `Image.NEAREST`.
+    Nearest,
+    /// `Image.BILINEAR`: the seed's.
+    Bilinear,
+    /// `Image.BICUBIC`.
+    Bicubic,
+    /// `Image.LANCZOS`.
+    Lanczos,
+}
+
+/// The geometry from the decoded image to the model's input; the names of
+/// `arbiter_vision::Geometry`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Geometry {
+    /// Resized to exactly the input's size, the aspect ratio lost: torchvision's
+    /// `Resize([h, w])`. The seed's.
+    Squash,
+    /// The shorter side resized to this many pixels, then the center cut out: torchvision's
+    /// `Resize(s)` then `CenterCrop((h, w))`.
+    ShorterSide(u32),
+    /// timm's `crop_pct`, in (0, 1]: resized to `floor(side / crop_pct)`, then `CenterCrop`.
+    CropPct(f64),
+}
+
+/// The order of the color channels in the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelOrder {
+    /// Red, green, blue: PIL's and torchvision's.
+    Rgb,
+    /// Blue, green, red: OpenCV's, and Keras's `caffe` models.
+    Bgr,
+}
+
+/// Where the channel axis sits in the model's 4-dimensional input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorLayout {
+    /// `[N, C, H, W]`: PyTorch's.
+    Nchw,
+    /// `[N, H, W, C]`: TensorFlow's and Keras's.
+    Nhwc,
+}
+
+/// The element type of the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementType {
+    /// Normalized floats: `(pixel / divide_by - mean) / std`.
+    Float32,
+    /// The 0..=255 pixels as they are, for a model that normalizes inside its graph.
+    Uint8,
+}
+
+/// The model's input size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputSize {
+    /// Rows.
+    pub height: u32,
+    /// Columns.
+    pub width: u32,
+}
+
+/// `[model.preprocess]`: the recipe of the model's own Python pipeline, from the decoded RGB image
+/// to the input tensor. The defaults are the seed's: squashed with Pillow's bilinear filter, then
+/// torchvision's `ToTensor` and `Normalize` with ImageNet's mean and std, RGB, NCHW, `float32`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// The geometry around the resize.
+    pub resize: Geometry,
+    /// The resampling filter.
+    pub interpolation: Filter,
+    /// Each 0..=255 value is divided by this first, in `f32` (`ToTensor`: 255).
+    pub divide_by: f32,
+    /// Subtracted per channel, in RGB order whatever `channels` says, after the division.
+    pub mean: [f32; 3],
+    /// Divided by per channel, in RGB order, after the mean.
+    pub std: [f32; 3],
+    /// The input's channel order.
+    pub channels: ChannelOrder,
+    /// The input's axes.
+    pub layout: TensorLayout,
+    /// The input's element type.
+    pub input_type: ElementType,
+    /// The input's size; `None` takes it from the model, which must then have a static one.
+    pub input_size: Option<InputSize>,
+}
+
+/// How the model's outputs become an answer's labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The seed's: every class whose raw output is above `model.threshold`.
+    Threshold,
+    /// Multi-label: every class whose sigmoid is above `model.threshold`.
+    Sigmoid,
+    /// Single-label: the `top_k` classes of highest softmax, most likely first.
+    Softmax {
+        /// How many classes an answer keeps, at least 1.
+        top_k: usize,
+    },
+}
+
+/// `[model.postprocess]`: what the answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Postprocess {
+    /// How outputs become labels.
+    pub output: Output,
+    /// Answers also give each kept class's index and score (an opt-in: the seed's answer is
+    /// the labels alone).
+    pub scores: bool,
 }
 
 /// `[batching]`: how a worker groups requests for the model.
