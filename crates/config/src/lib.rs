@@ -40,4 +40,6 @@ pub use types::{
 };
 
 #[cfg(test)]
+mod recipe_tests;
+#[cfg(test)]
 mod tests;
