@@ -32,12 +32,12 @@ use serde_json::Value;
 use crate::util::*;
 
 /// Whether the long versions run (`ARBITER_SLOW=1`, set by `scripts/test --slow`).
-pub fn slow_mode() -> bool {
+pub(crate) fn slow_mode() -> bool {
     std::env::var("ARBITER_SLOW").is_ok_and(|v| v == "1")
 }
 
 /// A size from the environment variable `name`, else `fast` (or `slow` in slow mode).
-pub fn sized(name: &str, fast: u64, slow: u64) -> u64 {
+pub(crate) fn sized(name: &str, fast: u64, slow: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -46,7 +46,7 @@ pub fn sized(name: &str, fast: u64, slow: u64) -> u64 {
 
 /// One request of a [`TimedLoad`].
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub start: Instant,
     pub end: Instant,
     /// The answer's JSON on a 200; otherwise what went wrong.
@@ -55,7 +55,7 @@ pub struct Outcome {
 
 /// A failed request.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// An HTTP answer other than 200.
     Status(u16, String),
     /// No answer: the connection failed (reset, closed early, refused).
@@ -63,14 +63,19 @@ pub enum Failure {
 }
 
 /// Clients posting an image in a loop, each request timestamped.
-pub struct TimedLoad {
+pub(crate) struct TimedLoad {
     stop: Arc<AtomicBool>,
     handles: Vec<std::thread::JoinHandle<Vec<Outcome>>>,
 }
 
 impl TimedLoad {
     /// Starts `clients` threads; each runs until [`TimedLoad::finish`] or `limit`.
-    pub fn start(addr: SocketAddr, image: &Path, clients: usize, limit: Duration) -> TimedLoad {
+    pub(crate) fn start(
+        addr: SocketAddr,
+        image: &Path,
+        clients: usize,
+        limit: Duration,
+    ) -> TimedLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let handles = (0..clients)
             .map(|_| {
@@ -102,7 +107,7 @@ impl TimedLoad {
     }
 
     /// Stops the clients; every outcome, in order of start.
-    pub fn finish(self) -> Vec<Outcome> {
+    pub(crate) fn finish(self) -> Vec<Outcome> {
         self.stop.store(true, Ordering::Relaxed);
         let mut all: Vec<Outcome> = self
             .handles
@@ -115,7 +120,7 @@ impl TimedLoad {
 }
 
 /// Percentile `p` (0..=100) of `values`, nearest rank.
-pub fn percentile(values: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(values: &[Duration], p: f64) -> Duration {
     let mut sorted = values.to_vec();
     sorted.sort();
     if sorted.is_empty() {
@@ -126,11 +131,11 @@ pub fn percentile(values: &[Duration], p: f64) -> Duration {
 }
 
 /// One multipart part: field name, filename (if a file), data.
-pub type Part<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+pub(crate) type Part<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
 
 /// A multipart body with the given parts and boundary, every part declared
 /// `application/octet-stream`.
-pub fn multipart_body(boundary: &[u8], parts: &[Part<'_>]) -> Vec<u8> {
+pub(crate) fn multipart_body(boundary: &[u8], parts: &[Part<'_>]) -> Vec<u8> {
     parts
         .iter()
         .fold(
@@ -143,7 +148,7 @@ pub fn multipart_body(boundary: &[u8], parts: &[Part<'_>]) -> Vec<u8> {
 }
 
 /// The head of a `POST /model_predict` with this Content-Type and Content-Length.
-pub fn post_head(content_type: Option<&str>, length: usize) -> Vec<u8> {
+pub(crate) fn post_head(content_type: Option<&str>, length: usize) -> Vec<u8> {
     let headers: Vec<(&str, &str)> = content_type
         .map(|t| ("Content-Type", t))
         .into_iter()
@@ -154,7 +159,7 @@ pub fn post_head(content_type: Option<&str>, length: usize) -> Vec<u8> {
 /// Writes `head` then the pieces of `body` on a fresh connection and reads the answer's status
 /// and body; a server that answers before the end still has its answer read
 /// ([`http::send_streamed`]).
-pub fn exchange(
+pub(crate) fn exchange(
     addr: SocketAddr,
     head: &[u8],
     body: impl IntoIterator<Item = Vec<u8>>,
@@ -163,7 +168,7 @@ pub fn exchange(
 }
 
 /// The worker pids `arbiter status` lists in `state`.
-pub fn pids_in(env: &Env, state: &str) -> Vec<i32> {
+pub(crate) fn pids_in(env: &Env, state: &str) -> Vec<i32> {
     env.workers(state)
         .iter()
         .map(|w| w["pid"].as_i64().unwrap() as i32)
@@ -181,19 +186,19 @@ fn stat_field(pid: i32, index: usize) -> Option<String> {
 }
 
 /// The process state letter (R, S, T, Z...), `None` if there is no such process.
-pub fn proc_state(pid: i32) -> Option<char> {
+pub(crate) fn proc_state(pid: i32) -> Option<char> {
     stat_field(pid, 0)?.chars().next()
 }
 
 /// User plus system CPU time, in clock ticks (1/100 s here).
-pub fn cpu_ticks(pid: i32) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: i32) -> Option<u64> {
     let user: u64 = stat_field(pid, 11)?.parse().ok()?;
     let system: u64 = stat_field(pid, 12)?.parse().ok()?;
     Some(user + system)
 }
 
 /// The children of `pid`.
-pub fn children(pid: i32) -> Vec<i32> {
+pub(crate) fn children(pid: i32) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
@@ -202,7 +207,7 @@ pub fn children(pid: i32) -> Vec<i32> {
 }
 
 /// A `Key:` line of `/proc/PID/status`, split in words.
-pub fn proc_status(pid: i32, key: &str) -> Option<Vec<String>> {
+pub(crate) fn proc_status(pid: i32, key: &str) -> Option<Vec<String>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -211,13 +216,13 @@ pub fn proc_status(pid: i32, key: &str) -> Option<Vec<String>> {
 }
 
 /// Resident memory in KiB.
-pub fn rss_kib(pid: i32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: i32) -> Option<u64> {
     proc_status(pid, "VmRSS")?.first()?.parse().ok()
 }
 
 /// Every process whose command line mentions `needle` (a test's config path): the arbiter and
 /// its workers, or orphans left behind.
-pub fn processes_mentioning(needle: &Path) -> Vec<i32> {
+pub(crate) fn processes_mentioning(needle: &Path) -> Vec<i32> {
     let needle = needle.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .map(|dir| {
@@ -232,7 +237,7 @@ pub fn processes_mentioning(needle: &Path) -> Vec<i32> {
 }
 
 /// The TCP connections (not listeners) on local `port` that `pid` holds open.
-pub fn held_connections(pid: i32, port: u16) -> usize {
+pub(crate) fn held_connections(pid: i32, port: u16) -> usize {
     let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|dir| {
             dir.filter_map(|e| {
@@ -271,11 +276,11 @@ pub fn held_connections(pid: i32, port: u16) -> usize {
 
 /// A small deterministic generator (xorshift64*), seeded and printed so a run can be replayed.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// From `ARBITER_SEED`, else from the clock; prints the seed.
-    pub fn from_env(what: &str) -> Rng {
+    pub(crate) fn from_env(what: &str) -> Rng {
         let seed = std::env::var("ARBITER_SEED")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -288,7 +293,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -296,18 +301,18 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
 
 /// The corpus directory.
-pub fn corpus_dir() -> PathBuf {
+pub(crate) fn corpus_dir() -> PathBuf {
     root().join("tests/corpus")
 }
 
 /// Runs `arbiter` as another user (`setpriv`), returning its output.
-pub fn as_user(uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
+pub(crate) fn as_user(uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
     std::process::Command::new("setpriv")
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={gid}"))

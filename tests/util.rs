@@ -17,26 +17,26 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-pub use arbiter_testkit::http::{Response, request, try_request};
-pub use arbiter_testkit::multipart;
-pub use arbiter_testkit::setup::{
+pub(crate) use arbiter_testkit::http::{Response, request, try_request};
+pub(crate) use arbiter_testkit::multipart;
+pub(crate) use arbiter_testkit::setup::{
     ONNXRUNTIME, RESNET50, onnxruntime, photo, resnet50, var, var_dir,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The repository root.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The `arbiter` binary under test.
-pub fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_arbiter"))
 }
 
 /// A free loopback port (bound and released; the kernel does not hand it out again at once).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -45,7 +45,7 @@ pub fn free_port() -> u16 {
 }
 
 /// One test's world: a directory with a config, and maybe a running arbiter.
-pub struct Env {
+pub(crate) struct Env {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub config: PathBuf,
@@ -56,7 +56,7 @@ pub struct Env {
 
 /// The model a test's workers load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Model {
+pub(crate) enum Model {
     /// The ResNet50 that `scripts/setup` makes, with the seed's labels: for the tests that
     /// check its answers, its memory or its load time.
     ResNet50,
@@ -68,7 +68,7 @@ pub enum Model {
 
 impl Model {
     /// The model file.
-    pub fn path(self) -> PathBuf {
+    pub(crate) fn path(self) -> PathBuf {
         match self {
             Model::ResNet50 => var_dir().join(RESNET50),
             Model::Tiny => root().join("crates/infer/tests/data/tiny_ok.onnx"),
@@ -110,7 +110,7 @@ impl Model {
 /// The `[server]` and `[model]` sections every test config starts from, for `model`;
 /// `server_extra` is appended inside `[server]` (so it can override keys there) and `sections`
 /// after everything.
-pub fn config_text(
+pub(crate) fn config_text(
     model: Model,
     dir: &Path,
     port: u16,
@@ -147,22 +147,27 @@ threads = 1
 
 impl Env {
     /// A fresh directory with a config for `workers` workers of the ResNet50.
-    pub fn new(workers: usize) -> Env {
+    pub(crate) fn new(workers: usize) -> Env {
         Env::with(workers, "", "")
     }
 
     /// A fresh directory with a config for `workers` workers of the ResNet50 and extra keys.
-    pub fn with(workers: usize, server_extra: &str, sections: &str) -> Env {
+    pub(crate) fn with(workers: usize, server_extra: &str, sections: &str) -> Env {
         Env::with_model(Model::ResNet50, workers, server_extra, sections)
     }
 
     /// A fresh directory with a config for `workers` workers of the tiny model.
-    pub fn tiny(workers: usize) -> Env {
+    pub(crate) fn tiny(workers: usize) -> Env {
         Env::with_model(Model::Tiny, workers, "", "")
     }
 
     /// A fresh directory with a config for `workers` workers of `model` and extra keys.
-    pub fn with_model(model: Model, workers: usize, server_extra: &str, sections: &str) -> Env {
+    pub(crate) fn with_model(
+        model: Model,
+        workers: usize,
+        server_extra: &str,
+        sections: &str,
+    ) -> Env {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         model.require();
         let dir = tempfile::tempdir().unwrap();
@@ -181,7 +186,7 @@ impl Env {
     }
 
     /// Rewrites the config (for reload tests).
-    pub fn write_config(&self, workers: usize, server_extra: &str, sections: &str) {
+    pub(crate) fn write_config(&self, workers: usize, server_extra: &str, sections: &str) {
         std::fs::write(
             &self.config,
             config_text(
@@ -196,12 +201,12 @@ impl Env {
         .unwrap();
     }
 
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.path().join("arbiter.log")
     }
 
     /// Starts `arbiter start -c CONFIG` in the foreground, its output going to a log file.
-    pub fn start(&mut self) -> &mut Self {
+    pub(crate) fn start(&mut self) -> &mut Self {
         let log = std::fs::File::create(self.log_path()).unwrap();
         let child = bin()
             .args(["start", "-c"])
@@ -217,26 +222,26 @@ impl Env {
     }
 
     /// Starts, and waits until `n` workers are ready.
-    pub fn start_ready(&mut self, n: usize) -> &mut Self {
+    pub(crate) fn start_ready(&mut self, n: usize) -> &mut Self {
         self.start();
         self.wait_ready(n, Duration::from_secs(60));
         self
     }
 
-    pub fn pid(&self) -> Pid {
+    pub(crate) fn pid(&self) -> Pid {
         Pid::from_raw(self.arbiter.as_ref().expect("arbiter started").id() as i32)
     }
 
-    pub fn signal(&self, signal: Signal) {
+    pub(crate) fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).unwrap();
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Runs an `arbiter` subcommand against this config.
-    pub fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         bin()
             .args(args)
             .arg("-c")
@@ -246,7 +251,7 @@ impl Env {
     }
 
     /// `arbiter status --json`, parsed.
-    pub fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let out = self.cli(&["status", "--json"]);
         assert!(
             out.status.success(),
@@ -257,7 +262,7 @@ impl Env {
     }
 
     /// The workers in `state` (ready, booting, draining), from `arbiter status`.
-    pub fn workers(&self, state: &str) -> Vec<Value> {
+    pub(crate) fn workers(&self, state: &str) -> Vec<Value> {
         self.status()["workers"]
             .as_array()
             .unwrap()
@@ -268,7 +273,7 @@ impl Env {
     }
 
     /// Waits until exactly `n` workers are ready and none is booting or draining.
-    pub fn wait_ready(&self, n: usize, timeout: Duration) {
+    pub(crate) fn wait_ready(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(child) = &self.arbiter
@@ -302,7 +307,7 @@ impl Env {
     }
 
     /// Waits for the arbiter to exit and returns its exit code.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let child = self.arbiter.as_mut().expect("arbiter started");
         let deadline = Instant::now() + timeout;
         loop {
@@ -318,16 +323,16 @@ impl Env {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// Posts an image the way curl -F image=@photo does.
-    pub fn predict(&self, image: &Path) -> Response {
+    pub(crate) fn predict(&self, image: &Path) -> Response {
         post_multipart(self.addr(), "/model_predict", "image", image)
     }
 
-    pub fn get(&self, path: &str) -> Response {
+    pub(crate) fn get(&self, path: &str) -> Response {
         request(self.addr(), "GET", path, &[], &[])
     }
 }
@@ -349,12 +354,12 @@ impl Drop for Env {
 }
 
 /// Posts `file` the way `curl -F field=@file` does; panics on an I/O failure.
-pub fn post_multipart(addr: SocketAddr, path: &str, field: &str, file: &Path) -> Response {
+pub(crate) fn post_multipart(addr: SocketAddr, path: &str, field: &str, file: &Path) -> Response {
     try_post_multipart(addr, path, field, file).unwrap_or_else(|e| panic!("POST {path}: {e}"))
 }
 
 /// Like [`post_multipart`], but an I/O failure is returned, for load loops that count failures.
-pub fn try_post_multipart(
+pub(crate) fn try_post_multipart(
     addr: SocketAddr,
     path: &str,
     field: &str,
@@ -373,7 +378,7 @@ pub fn try_post_multipart(
 }
 
 /// `arbiter predict` on images, one JSON value per image.
-pub fn predict_cli(config: &Path, images: &[PathBuf]) -> Vec<Value> {
+pub(crate) fn predict_cli(config: &Path, images: &[PathBuf]) -> Vec<Value> {
     let out = bin()
         .arg("predict")
         .arg("-c")
@@ -390,7 +395,7 @@ pub fn predict_cli(config: &Path, images: &[PathBuf]) -> Vec<Value> {
 
 /// A bounded load loop on its own thread: `clients` connections posting `image` until `stop`
 /// is set or `limit` passes. Returns (ok, failures as descriptions).
-pub struct Load {
+pub(crate) struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     handles: Vec<std::thread::JoinHandle<Tally>>,
 }
@@ -399,7 +404,7 @@ pub struct Load {
 type Tally = (u64, Vec<String>, Vec<Value>);
 
 impl Load {
-    pub fn start(addr: SocketAddr, image: PathBuf, clients: usize, limit: Duration) -> Load {
+    pub(crate) fn start(addr: SocketAddr, image: PathBuf, clients: usize, limit: Duration) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handles = (0..clients)
             .map(|_| {
@@ -428,7 +433,7 @@ impl Load {
     }
 
     /// Stops the load and returns (successes, failures, answers in order of completion per client).
-    pub fn finish(self) -> (u64, Vec<String>, Vec<Value>) {
+    pub(crate) fn finish(self) -> (u64, Vec<String>, Vec<Value>) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (mut ok, mut failures, mut answers) = (0, Vec::new(), Vec::new());
         for h in self.handles {
@@ -442,7 +447,7 @@ impl Load {
 }
 
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(

@@ -11,13 +11,13 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// The installed logger's handle.
 #[derive(Debug, Clone)]
-pub struct Logs {
+pub(crate) struct Logs {
     file: Option<(PathBuf, Arc<Mutex<File>>)>,
 }
 
 impl Logs {
     /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
-    pub fn init(config: &Log) -> anyhow::Result<Logs> {
+    pub(crate) fn init(config: &Log) -> anyhow::Result<Logs> {
         let filter =
             EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.level))?;
         let file = match &config.file {
@@ -41,7 +41,7 @@ impl Logs {
     }
 
     /// Reopens the log file, after logrotate moved it away.
-    pub fn reopen(&self) -> std::io::Result<()> {
+    pub(crate) fn reopen(&self) -> std::io::Result<()> {
         if let Some((path, file)) = &self.file {
             let fresh = open(path)?;
             *file.lock().unwrap_or_else(|e| e.into_inner()) = fresh;

@@ -10,7 +10,7 @@ use arbiter_vision::Limits;
 
 /// Prints one JSON line per image: the prediction, or `{"error": ...}` for an image that
 /// cannot be read. Exits non-zero if any image failed.
-pub fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
     init_runtime(config.model.runtime_library.as_deref())?;
     let labels = Labels::load(&config.model.labels)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -16,7 +16,7 @@ use crate::logging::Logs;
 const EXIT_WORKERS_FAILED: u8 = EXIT_BOOT_FAILURE as u8;
 
 /// Starts the arbiter; returns when it stops.
-pub fn start(config: Config, daemon: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn start(config: Config, daemon: bool) -> anyhow::Result<ExitCode> {
     if daemon {
         return start_daemon(config);
     }

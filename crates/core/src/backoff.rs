@@ -12,13 +12,13 @@ const MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// Recent crashes and the delay they imply.
 #[derive(Debug, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     crashes: VecDeque<Instant>,
 }
 
 impl Backoff {
     /// Records a crash at `now`.
-    pub fn record(&mut self, now: Instant) {
+    pub(crate) fn record(&mut self, now: Instant) {
         self.crashes.push_back(now);
         while self
             .crashes
@@ -31,7 +31,7 @@ impl Backoff {
 
     /// How long to wait, from the last crash, before the next replacement: none for the first
     /// two crashes in the window, then 250 ms doubling up to 10 s.
-    pub fn delay(&self) -> Duration {
+    pub(crate) fn delay(&self) -> Duration {
         match self.crashes.len() {
             0..=2 => Duration::ZERO,
             n => (Duration::from_millis(250) * 2u32.saturating_pow((n - 3) as u32).min(1 << 10))
@@ -40,7 +40,7 @@ impl Backoff {
     }
 
     /// When the next replacement may start.
-    pub fn next_start(&self) -> Option<Instant> {
+    pub(crate) fn next_start(&self) -> Option<Instant> {
         self.crashes.back().map(|last| *last + self.delay())
     }
 }

@@ -7,7 +7,7 @@ use nix::unistd::{Group, Uid, User, setgid, setgroups, setuid};
 use crate::Error;
 
 /// Refuses, before anything starts, a config whose workers would run as root.
-pub fn check_start(config: &Config) -> Result<(), Error> {
+pub(crate) fn check_start(config: &Config) -> Result<(), Error> {
     if !Uid::effective().is_root() || config.server.user.is_some() {
         return Ok(());
     }
@@ -24,7 +24,7 @@ pub fn check_start(config: &Config) -> Result<(), Error> {
 
 /// Creates the folders workers write to (the prepared-weights cache) and, when workers switch
 /// user, hands them to that user: a worker that dropped root could not create them itself.
-pub fn prepare_dirs(config: &Config) -> Result<(), Error> {
+pub(crate) fn prepare_dirs(config: &Config) -> Result<(), Error> {
     if !config.model.share_weights {
         return Ok(());
     }
@@ -75,7 +75,7 @@ fn chown_tree(
 
 /// Switches the calling process to the configured user and group; refuses to go on as root
 /// unless allowed.
-pub fn drop_to(config: &Config) -> Result<(), Error> {
+pub(crate) fn drop_to(config: &Config) -> Result<(), Error> {
     let server = &config.server;
     let fail = |what: String| Error::Privileges(what);
     if let Some(name) = &server.user {

@@ -11,7 +11,7 @@ use nix::sys::signal::{
 use nix::unistd::ForkResult;
 
 /// How many threads this process has, from `/proc/self/status`.
-pub fn thread_count() -> usize {
+pub(crate) fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -24,7 +24,7 @@ pub fn thread_count() -> usize {
 }
 
 /// Forks. The caller must be single-threaded, which the arbiter checks before it ever forks.
-pub fn fork() -> nix::Result<ForkResult> {
+pub(crate) fn fork() -> nix::Result<ForkResult> {
     debug_assert_eq!(
         thread_count(),
         1,
@@ -38,7 +38,7 @@ pub fn fork() -> nix::Result<ForkResult> {
 
 /// Puts every signal the arbiter handles back to its default action and unblocks all signals,
 /// so a freshly forked worker starts with a clean slate (its runtime installs its own).
-pub fn reset_signals(signals: &[Signal]) {
+pub(crate) fn reset_signals(signals: &[Signal]) {
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for &signal in signals {
         // SAFETY: installing SIG_DFL runs no code of ours in signal context.
@@ -73,7 +73,7 @@ extern "C" fn on_signal(signal: nix::libc::c_int) {
 /// inherits. Once the child reset a signal to its default, the inherited registry would still
 /// believe its handler installed, and the worker runtime's own registration (tokio goes through
 /// that registry) would silently never reach the kernel. Plain `sigaction` leaves no such state.
-pub fn install_handlers(signals: &[Signal], wake_fd: RawFd) -> nix::Result<()> {
+pub(crate) fn install_handlers(signals: &[Signal], wake_fd: RawFd) -> nix::Result<()> {
     WAKE_FD.store(wake_fd, Ordering::SeqCst);
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -89,7 +89,7 @@ pub fn install_handlers(signals: &[Signal], wake_fd: RawFd) -> nix::Result<()> {
 }
 
 /// Whether `signal` arrived since the last call.
-pub fn take_signal(signal: Signal) -> bool {
+pub(crate) fn take_signal(signal: Signal) -> bool {
     PENDING[signal as usize].swap(false, Ordering::SeqCst)
 }
 
@@ -99,7 +99,7 @@ pub fn take_signal(signal: Signal) -> bool {
 ///
 /// glibc raises its mmap threshold to the size of every mapped block it frees, up to 32 MB, after
 /// which such buffers are carved from arenas that keep them; setting the threshold disables that.
-pub fn tune_malloc() {
+pub(crate) fn tune_malloc() {
     // SAFETY: mallopt only changes allocator parameters; called in a freshly forked,
     // single-threaded worker before it starts any thread or allocates its working buffers.
     unsafe {
@@ -109,21 +109,21 @@ pub fn tune_malloc() {
 }
 
 /// Borrows a descriptor this process holds open for the duration of one call.
-pub fn borrow_fd(fd: RawFd) -> BorrowedFd<'static> {
+pub(crate) fn borrow_fd(fd: RawFd) -> BorrowedFd<'static> {
     // SAFETY: callers pass descriptors they just checked are open (inherited listeners), and
     // use the borrow only within the call; `'static` is never stored.
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 /// Takes ownership of an inherited descriptor that nothing else in the process owns.
-pub fn own_fd(fd: RawFd) -> OwnedFd {
+pub(crate) fn own_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: only called for descriptors handed to this process by its parent (`fd://N`,
     // `LISTEN_FDS`), after checking they are open sockets; no other owner exists.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// Removes systemd's socket-activation variables once the sockets are adopted.
-pub fn clear_listen_env() {
+pub(crate) fn clear_listen_env() {
     for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         // SAFETY: the arbiter is single-threaded, so nothing reads the environment concurrently.
         unsafe { std::env::remove_var(name) };
@@ -138,7 +138,7 @@ pub fn set_env(name: &str, value: &str) {
 }
 
 /// The total memory of a CUDA device, read through NVML (`libnvidia-ml.so.1`).
-pub fn nvml_total_memory(index: u32) -> Result<u64, String> {
+pub(crate) fn nvml_total_memory(index: u32) -> Result<u64, String> {
     type Init = unsafe extern "C" fn() -> i32;
     type ByIndex = unsafe extern "C" fn(u32, *mut *mut std::ffi::c_void) -> i32;
     #[repr(C)]

@@ -19,30 +19,30 @@ use tokio::sync::watch;
 
 // Each test file uses some of these.
 #[allow(unused_imports)]
-pub use arbiter_testkit::http::{Response, encode, get, read_response, request, send};
-pub use arbiter_testkit::multipart;
+pub(crate) use arbiter_testkit::http::{Response, encode, get, read_response, request, send};
+pub(crate) use arbiter_testkit::multipart;
 #[allow(unused_imports)]
-pub use arbiter_testkit::setup::{onnxruntime, repo_root, resnet50, var};
+pub(crate) use arbiter_testkit::setup::{onnxruntime, repo_root, resnet50, var};
 
 /// The seed's class names.
-pub const LABELS: &str = r#"{"0": "Aeroplane", "1": "Bicycle", "2": "Bird", "3": "Boat", "4": "Bottle", "5": "Bus", "6": "Car", "7": "Cat", "8": "Chair", "9": "Cow", "10": "Dining Table", "11": "Dog", "12": "Horse", "13": "Motorbike", "14": "Person", "15": "Potted Plant", "16": "Sheep", "17": "Sofa", "18": "Train", "19": "TV Monitor"}"#;
+pub(crate) const LABELS: &str = r#"{"0": "Aeroplane", "1": "Bicycle", "2": "Bird", "3": "Boat", "4": "Bottle", "5": "Bus", "6": "Car", "7": "Cat", "8": "Chair", "9": "Cow", "10": "Dining Table", "11": "Dog", "12": "Horse", "13": "Motorbike", "14": "Person", "15": "Potted Plant", "16": "Sheep", "17": "Sofa", "18": "Train", "19": "TV Monitor"}"#;
 
 /// A worker's options from a config file holding `toml`: the built-in defaults for every key it
 /// leaves out, relative paths against `etc/`, one ONNX Runtime thread.
-pub fn options(toml: &str) -> WorkerOptions {
+pub(crate) fn options(toml: &str) -> WorkerOptions {
     let config =
         Config::parse(toml, &repo_root().join("etc/test.toml")).unwrap_or_else(|e| panic!("{e}"));
     WorkerOptions::from_config(&config, 1, None)
 }
 
 /// One run of a fake engine: its name and the engines already running when it started.
-pub type Run = (&'static str, Vec<&'static str>);
+pub(crate) type Run = (&'static str, Vec<&'static str>);
 
 /// A fake model: 20 outputs per image, output `c` = the image's value at index `c` (so the
 /// answer depends on the pixels), after `delay`; counts the images it ran. With `lanes > 0` it
 /// offers that many lanes, and records which engine ran each batch and what ran beside it.
 #[derive(Debug, Clone)]
-pub struct Fake {
+pub(crate) struct Fake {
     pub delay: Duration,
     pub ran: Arc<AtomicUsize>,
     pub batches: Arc<std::sync::Mutex<Vec<usize>>>,
@@ -58,7 +58,7 @@ pub struct Fake {
 }
 
 impl Fake {
-    pub fn new(delay: Duration) -> Fake {
+    pub(crate) fn new(delay: Duration) -> Fake {
         Fake {
             delay,
             ran: Arc::default(),
@@ -128,7 +128,7 @@ impl Backend for Fake {
 }
 
 /// Builds a service around `backend` in slot 0 of a fresh scoreboard.
-pub fn service<B: Backend>(
+pub(crate) fn service<B: Backend>(
     backend: B,
     batching: Batching,
     limits: Limits,
@@ -137,7 +137,7 @@ pub fn service<B: Backend>(
 }
 
 /// Builds a service whose inference thread loads its backend with `load`.
-pub fn service_with<B: Backend>(
+pub(crate) fn service_with<B: Backend>(
     load: impl FnOnce() -> Result<B, InferError> + Send + 'static,
     batching: Batching,
     limits: Limits,
@@ -146,7 +146,7 @@ pub fn service_with<B: Backend>(
 }
 
 /// The test services' settings.
-pub fn config(limits: Limits) -> ServiceConfig {
+pub(crate) fn config(limits: Limits) -> ServiceConfig {
     ServiceConfig {
         model_name: "resnet50".into(),
         threshold: 0.5,
@@ -160,7 +160,7 @@ pub fn config(limits: Limits) -> ServiceConfig {
 }
 
 /// Builds a service with these settings.
-pub fn service_configured<B: Backend>(
+pub(crate) fn service_configured<B: Backend>(
     load: impl FnOnce() -> Result<B, InferError> + Send + 'static,
     batching: Batching,
     config: ServiceConfig,
@@ -188,7 +188,7 @@ pub fn service_configured<B: Backend>(
 }
 
 /// A server on 127.0.0.1 running in its own thread and tokio runtime.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub service: Service,
     pub board: Scoreboard,
@@ -197,7 +197,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub fn start(service: Service, board: Scoreboard, limits: Limits) -> TestServer {
+    pub(crate) fn start(service: Service, board: Scoreboard, limits: Limits) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = watch::channel(false);
@@ -225,7 +225,7 @@ impl TestServer {
     }
 
     /// Starts draining; returns a handle that ends when the server has.
-    pub fn drain(&mut self) -> std::thread::JoinHandle<()> {
+    pub(crate) fn drain(&mut self) -> std::thread::JoinHandle<()> {
         self.service.start_drain();
         self.stop.send(true).unwrap();
         self.thread.take().unwrap()
@@ -239,7 +239,7 @@ impl Drop for TestServer {
 }
 
 /// A solid-colour PNG.
-pub fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
     let img = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
@@ -247,7 +247,7 @@ pub fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
 }
 
 /// POSTs an image as curl's multipart on a new connection.
-pub fn predict(addr: SocketAddr, image: &[u8]) -> Response {
+pub(crate) fn predict(addr: SocketAddr, image: &[u8]) -> Response {
     let (ct, body) = multipart::curl("image", "photo.png", "image/png", image);
     request(
         addr,
@@ -259,7 +259,7 @@ pub fn predict(addr: SocketAddr, image: &[u8]) -> Response {
 }
 
 /// Reads a sample's value from a Prometheus page.
-pub fn metric(page: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(page: &str, series: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
