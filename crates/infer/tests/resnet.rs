@@ -4,36 +4,19 @@
 //! The input is computed here from the reference's resized pixels (NAME.rgb), so this test does not
 //! depend on the vision crate: x = (p / 255 - mean) / std, HWC to CHW.
 
-use std::path::{Path, PathBuf};
-
 use arbiter_infer::{Device, Labels, Model, ModelOptions, classify, init_runtime};
+use arbiter_testkit::setup;
 use serde_json::Value;
 
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
 const SIDE: usize = 224;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A file scripts/setup makes, or a failure that says so.
-fn var_file(rel: &str) -> PathBuf {
-    let path = repo_root().join("var").join(rel);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/setup",
-        path.display()
-    );
-    path
-}
-
 fn load_model(max_batch: usize) -> Model {
-    init_runtime(Some(&var_file("onnxruntime/libonnxruntime.so.1.32.0")))
-        .expect("ONNX Runtime loads");
+    init_runtime(Some(&setup::onnxruntime())).expect("ONNX Runtime loads");
     Model::load(
         &ModelOptions {
-            path: var_file("models/resnet50-voc20.onnx"),
+            path: setup::resnet50(),
             runtime_library: None,
             device: Device::Cpu,
             intra_threads: 1,
@@ -54,7 +37,7 @@ struct Reference {
 }
 
 fn references() -> Vec<Reference> {
-    let manifest_path = var_file("reference/manifest.json");
+    let manifest_path = setup::var("reference/manifest.json");
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
     let images = manifest["images"].as_array().expect("manifest has images");
@@ -110,7 +93,7 @@ fn outputs_and_predictions_match_the_python_reference() {
         (model.input_name(), model.output_name()),
         ("input", "output")
     );
-    let labels = Labels::load(&repo_root().join("etc/class_name.json")).unwrap();
+    let labels = Labels::load(&setup::repo_root().join("etc/class_name.json")).unwrap();
     for r in references() {
         let out = model.run(&r.input, 1).unwrap();
         let diff = max_diff(&out, &r.output);

@@ -2,23 +2,14 @@
 //!
 //! They need the ONNX Runtime library that scripts/setup fetches into var/onnxruntime/.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arbiter_infer::{Device, Engine, InferError, Model, ModelOptions, init_runtime};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use arbiter_testkit::setup;
 
 /// Loads ONNX Runtime from var/, or fails telling how to get it.
 fn runtime() {
-    let lib = repo_root().join("var/onnxruntime/libonnxruntime.so.1.32.0");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run scripts/setup",
-        lib.display()
-    );
-    init_runtime(Some(&lib)).expect("ONNX Runtime loads");
+    init_runtime(Some(&setup::onnxruntime())).expect("ONNX Runtime loads");
 }
 
 fn opts(model: &str) -> ModelOptions {
@@ -229,7 +220,7 @@ fn cuda_fails_clearly_without_fallback() {
 #[test]
 fn runtime_init_is_idempotent_and_checks_the_file() {
     runtime();
-    let lib = repo_root().join("var/onnxruntime/libonnxruntime.so.1.32.0");
+    let lib = setup::onnxruntime();
     let first = init_runtime(Some(&lib)).unwrap();
     assert_eq!(init_runtime(Some(&lib)).unwrap(), first);
     assert_eq!(init_runtime(None).unwrap(), first);
