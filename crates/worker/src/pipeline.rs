@@ -46,15 +46,13 @@ mod tests {
     /// reference `scripts/setup` writes); without it, Pillow's full decode.
     #[test]
     fn fast_jpeg_queues_pillows_draft_pixels() {
-        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../var"));
-        let photo = std::fs::read(root.join("photos/big_12mp.jpg"))
-            .expect("var/photos/big_12mp.jpg (run scripts/setup)");
+        use arbiter_testkit::setup;
+        let photo = std::fs::read(setup::photo("big_12mp.jpg")).unwrap();
         for (fast, reference) in [
             (true, "big_12mp.jpg.draft.rgb"),
             (false, "big_12mp.jpg.rgb"),
         ] {
-            let expected = std::fs::read(root.join("reference").join(reference))
-                .expect("the Python reference (run scripts/setup)");
+            let expected = std::fs::read(setup::var(&format!("reference/{reference}"))).unwrap();
             let prepared = prepare_image(
                 &photo,
                 arbiter_config::defaults::MAX_PIXELS,
