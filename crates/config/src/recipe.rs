@@ -108,7 +108,7 @@ fn per_channel(
             &field.path,
             &field.span,
             format!(
-                "expected 3 numbers, one per channel in RGB order, found {}",
+                "expected 3 numbers, one per channel in the order of `channels`, found {}",
                 field.value.type_str()
             ),
         );
@@ -119,7 +119,7 @@ fn per_channel(
             &field.path,
             &field.span,
             format!(
-                "expected 3 numbers, one per channel in RGB order, found {}",
+                "expected 3 numbers, one per channel in the order of `channels`, found {}",
                 items.len()
             ),
         );

@@ -105,15 +105,16 @@ fn a_timm_recipe_is_read() {
 
 #[test]
 fn keras_recipes_are_read() {
-    // A caffe-mode float model: BGR, NHWC, the mean in pixel levels.
+    // A caffe-mode float model: BGR, NHWC, the mean in pixel levels, in BGR order as Keras
+    // writes it.
     let c = parse(
         "[model.preprocess]\ninterpolation = \"nearest\"\ndivide_by = 1\n\
-         mean = [123.68, 116.779, 103.939]\nstd = [1, 1, 1]\nchannels = \"bgr\"\nlayout = \"nhwc\"\n",
+         mean = [103.939, 116.779, 123.68]\nstd = [1, 1, 1]\nchannels = \"bgr\"\nlayout = \"nhwc\"\n",
     )
     .unwrap();
     let p = &c.model.preprocess;
     assert_eq!(p.divide_by, 1.0);
-    assert_eq!(p.mean, [123.68, 116.779, 103.939]);
+    assert_eq!(p.mean, [103.939, 116.779, 123.68]);
     assert_eq!(p.std, [1.0; 3]);
     assert_eq!(p.channels, ChannelOrder::Bgr);
     assert_eq!(p.layout, TensorLayout::Nhwc);

@@ -209,9 +209,10 @@ pub struct Preprocess {
     pub interpolation: Filter,
     /// Each 0..=255 value is divided by this first, in `f32` (`ToTensor`: 255).
     pub divide_by: f32,
-    /// Subtracted per channel, in RGB order whatever `channels` says, after the division.
+    /// Subtracted per channel after the division, in the input's channel order (`channels`):
+    /// `mean[0]` is blue's in a BGR input, as Keras and OpenCV write it.
     pub mean: [f32; 3],
-    /// Divided by per channel, in RGB order, after the mean.
+    /// Divided by per channel after the mean, in the input's channel order.
     pub std: [f32; 3],
     /// The input's channel order.
     pub channels: ChannelOrder,
