@@ -208,14 +208,11 @@ fn main() {
         .unwrap();
     });
 
-    let boundary = "benchboundary7d1c";
-    let mut body =
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n")
-            .into_bytes();
-    body.extend_from_slice(&photo);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (content_type, body) =
+        arbiter_testkit::multipart::curl("image", "p.jpg", "image/jpeg", &photo);
+    // Keep-alive: the clients send this request again and again on one connection.
     let mut request = format!(
-        "POST /model_predict HTTP/1.1\r\nHost: b\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        "POST /model_predict HTTP/1.1\r\nHost: b\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
