@@ -37,7 +37,7 @@ NUM_CLASSES = 1000
 # Output channels and stride of each 3x3 convolution.
 CONVS = ((8, 2), (16, 2), (32, 2))
 # The fc weight is normal with std FC_SCALE / sqrt(fan-in), centered per class.
-FC_SCALE = 4.0
+FC_SCALE = 40.0
 # Keras's `caffe` preprocessing: the ImageNet mean in pixel levels, BGR order.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -52,11 +52,17 @@ def body(g: Builder, x: str) -> str:
     cin = 3
     for i, (cout, stride) in enumerate(CONVS):
         x = g.relu(f"/conv{i}", g.conv(f"conv{i}", f"/conv{i}", x, cin, cout, 3, stride))
+        # Each filter's weights sum to 0: it answers to edges and colors, not to how bright the
+        # image is, so that photos get different classes (not the one a bright image favours).
+        w = next(j for j, t in enumerate(g.inits) if t.name == f"conv{i}.weight")
+        data = numpy_helper.to_array(g.inits[w])
+        data = data - data.mean(axis=(1, 2, 3), keepdims=True)
+        g.inits[w] = numpy_helper.from_array(data.astype(np.float32), f"conv{i}.weight")
         cin = cout
     g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["/pool"], name="/pool"))
     g.nodes.append(helper.make_node("Flatten", ["/pool"], ["/flat"], name="/flatten", axis=1))
     # Each class's weights sum to 0, so a logit answers to which features an image has, not to
-    # how bright it is (the pooled features after a Relu are all positive and rise together).
+    # how strong they all are (the pooled features after a Relu are all positive).
     w = g.rng.standard_normal((NUM_CLASSES, cin), dtype=np.float32)
     w -= w.mean(axis=1, keepdims=True)
     w *= np.float32(FC_SCALE / np.sqrt(cin))
