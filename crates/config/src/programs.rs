@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use crate::read::resolve;
-use crate::reader::{Errors, Table};
+use crate::reader::{Errors, Table, resolve};
 use crate::{Autorestart, Program};
 
 /// The signal names `stopsignal` accepts.

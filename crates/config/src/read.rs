@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::defaults::{HEARTBEAT_INTERVAL, control_socket_and_pidfile};
 use crate::programs::read_programs;
-use crate::reader::{Errors, Table};
+use crate::reader::{Errors, Table, resolve};
 use crate::recipe::{read_postprocess, read_preprocess};
 use crate::units::format_duration;
 use crate::{
@@ -90,16 +90,6 @@ pub fn locate(file: &Path) -> (PathBuf, PathBuf) {
         pidfile = get("pidfile").unwrap_or(pidfile);
     }
     (control, pidfile)
-}
-
-/// `path` as written in the file: relative to the file's folder `base`.
-pub(crate) fn resolve(base: &Path, path: &str) -> PathBuf {
-    let path = Path::new(path);
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    }
 }
 
 fn read_server(root: &mut Table, base: &Path, errs: &mut Errors) -> Server {
