@@ -15,6 +15,11 @@ resizer must reproduce) and OUT_DIR/manifest.json with the raw outputs and the p
 For JPEGs it also writes what `fast_jpeg` must reproduce: OUT_DIR/NAME.draft.rgb, the same pipeline
 after `img.draft("RGB", (448, 448))` (libjpeg's DCT scaling, twice the model's input at least),
 with its outputs and prediction in the manifest ("draft_*").
+
+For the other resize recipes (RECIPES, see recipes.py) it writes OUT_DIR/recipes/NAME.RECIPE.rgb,
+each recipe's input pixels, and for JPEGs NAME.RECIPE.draft.rgb, the same after
+`img.draft("RGB", twice the size the recipe resizes to)`, listed in OUT_DIR/recipes/manifest.json.
+`--recipes-only` writes only those.
 """
 
 from __future__ import annotations
@@ -30,11 +35,24 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+import recipes
+
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 SIZE = (224, 224)
 DRAFT = (2 * SIZE[0], 2 * SIZE[1])
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+# The resize recipes beyond the seed's checked on every photo (crates/vision/tests/recipes.rs):
+# name -> (recipe, (width, height)).
+RECIPES = {
+    "bicubic_shorter256_crop224": ({"filter": "bicubic", "shorter_side": 256}, (224, 224)),
+    "bilinear_shorter256_crop224": ({"filter": "bilinear", "shorter_side": 256}, (224, 224)),
+    "lanczos_squash224": ({"filter": "lanczos"}, (224, 224)),
+    "nearest_squash224": ({"filter": "nearest"}, (224, 224)),
+    "bicubic_crop_pct0.875_240": ({"filter": "bicubic", "crop_pct": 0.875}, (240, 240)),
+    # A crop wider than the resized image on most photos: zeros padded.
+    "lanczos_shorter160_crop224x200": ({"filter": "lanczos", "shorter_side": 160}, (224, 200)),
+}
 
 
 def sha256(path: Path) -> str:
@@ -69,6 +87,39 @@ def calibration(outputs: np.ndarray, threshold: float = 0.5) -> list[float]:
     return biases
 
 
+def write_recipes(photos: list[Path], out: Path) -> None:
+    """Each recipe's input pixels for every photo (and after a draft for JPEGs), and a manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for p in photos:
+        pixels, drafts = {}, {}
+        for name, (recipe, (width, height)) in RECIPES.items():
+            with Image.open(p) as img:
+                fmt, size = img.format, img.size
+                rgb = recipes.apply(img.convert("RGB"), recipe, width, height)
+            pixels[name] = f"{p.name}.{name}.rgb"
+            (out / pixels[name]).write_bytes(np.asarray(rgb, dtype=np.uint8).tobytes())
+            if fmt == "JPEG":
+                resized = recipes.resized_size(size, recipe, width, height)
+                with Image.open(p) as img:
+                    img.draft("RGB", (2 * resized[0], 2 * resized[1]))
+                    rgb = recipes.apply(img.convert("RGB"), recipe, width, height)
+                drafts[name] = f"{p.name}.{name}.draft.rgb"
+                (out / drafts[name]).write_bytes(np.asarray(rgb, dtype=np.uint8).tobytes())
+        images.append({"file": p.name, "pixels": pixels, "draft_pixels": drafts})
+    manifest = {
+        "pillow": Image.__version__,
+        "recipes": [
+            {"name": name, **recipe, "width": size[0], "height": size[1]}
+            for name, (recipe, size) in RECIPES.items()
+        ],
+        "images": images,
+    }
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(out / "manifest.json")
+
+
 def main() -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -79,6 +130,8 @@ def main() -> int:
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--print-calibration", action="store_true",
                     help="print per-class fc biases (0.5 - median output) for make_model.py")
+    ap.add_argument("--recipes-only", action="store_true",
+                    help="write only OUT/recipes (the other resize recipes' pixels), no model run")
     args = ap.parse_args()
 
     names = json.loads(args.classes.read_text())
@@ -87,6 +140,9 @@ def main() -> int:
     if not photos:
         print(f"reference.py: no photos in {args.photos}", file=sys.stderr)
         return 1
+    if args.recipes_only:
+        write_recipes(photos, args.out / "recipes")
+        return 0
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(args.model), opts, providers=["CPUExecutionProvider"])
@@ -149,6 +205,7 @@ def main() -> int:
     tmp = args.out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     tmp.replace(args.out / "manifest.json")
+    write_recipes(photos, args.out / "recipes")
     elapsed = time.monotonic() - started
     labelled = sum(1 for i in images if i["prediction"]["status"] == 1)
     print(f"reference.py: {len(images)} photos ({labelled} with labels) in {elapsed:.1f} s")

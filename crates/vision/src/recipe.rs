@@ -10,9 +10,11 @@
 //!   crop is first padded with zeros, `(crop - size) // 2` before and the rest after.
 //! - timm's evaluation transform (`timm/data/transforms_factory.py`,
 //!   `transforms_imagenet_eval`, the default `center` crop mode): `scale = floor(size / crop_pct)`
-//!   per axis; when both axes get the same scale, torchvision's `Resize(scale)`, else timm's
-//!   `ResizeKeepRatio(scale)` (`timm/data/transforms.py`: `ratio = min(h / scale_h, w /
-//!   scale_w)`, each side `round(side / ratio)`); then `CenterCrop`.
+//!   per axis; when both axes get the same scale, torchvision's `Resize(scale)`, then
+//!   `CenterCrop`. For a non-square input, timm versions differ (older ones squash to both
+//!   scales; timm 1.x calls its `ResizeKeepRatio`, `ratio = min(h / scale_h, w / scale_w)` and
+//!   each side `round(side / ratio)`, with the bilinear filter whatever the recipe's): there
+//!   [`Resize::check`] refuses `crop_pct`, and [`Resize::layout`] gives timm 1.x's sizes.
 //!
 //! [`Resize::layout`] turns these rules into a [`Layout`]: the size Pillow resizes to, and where
 //! the model's input lies in it. The resampler computes only the rows and columns inside the crop
@@ -76,6 +78,17 @@ pub enum RecipeError {
     NothingLeft {
         /// The `crop_pct` asked for.
         crop_pct: f64,
+        /// The input's width.
+        width: u32,
+        /// The input's height.
+        height: u32,
+    },
+    /// A `crop_pct` for a non-square input, which timm versions resize differently.
+    #[error(
+        "crop_pct needs a square input, not {width} x {height} (timm versions resize a \
+         non-square one differently); use the shorter side and a center crop instead"
+    )]
+    NonSquareCropPct {
         /// The input's width.
         width: u32,
         /// The input's height.
@@ -184,6 +197,9 @@ impl Resize {
             Geometry::CropPct(p) if !(p.is_finite() && p > 0.0) => Err(RecipeError::CropPct(p)),
             Geometry::CropPct(crop_pct) => {
                 let (w, h) = timm_scale(width, height, crop_pct);
+                if w != h {
+                    return Err(RecipeError::NonSquareCropPct { width, height });
+                }
                 if w == 0 || h == 0 {
                     return Err(RecipeError::NothingLeft {
                         crop_pct,
@@ -391,6 +407,10 @@ mod tests {
             Err(RecipeError::EmptyInput { .. })
         ));
         assert!(crop_pct(0.875).check(240, 240).is_ok());
+        assert!(matches!(
+            crop_pct(0.875).check(320, 256),
+            Err(RecipeError::NonSquareCropPct { .. })
+        ));
         // Refused recipes still lay out without panicking.
         let layout = shorter(0).layout(100, 50, 224, 224);
         assert!(layout.x.covered().is_empty() || layout.y.covered().is_empty());
