@@ -220,6 +220,7 @@ fn options(path: &Path, threads: usize, max_batch: usize) -> ModelOptions {
         intra_threads: threads,
         max_batch,
         expected_classes: Some(20),
+        input: arbiter_infer::InputRecipe::SEED,
     }
 }
 

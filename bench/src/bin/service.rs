@@ -78,6 +78,7 @@ fn model_options(threads: usize, batch: usize) -> ModelOptions {
         intra_threads: threads,
         max_batch: batch.max(1),
         expected_classes: Some(20),
+        input: arbiter_infer::InputRecipe::SEED,
     }
 }
 

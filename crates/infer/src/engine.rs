@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::prepare::Prepared;
 use crate::weights::MappedWeights;
-use crate::{Device, InferError, Model, ModelOptions, SessionTuning, error_chain};
+use crate::{Device, InferError, InputElement, Model, ModelOptions, SessionTuning, error_chain};
 
 /// A loaded model and the prepared cache entry it was loaded from, held for as long as the
 /// engine lives, with what its lanes are to be loaded from.
@@ -155,8 +155,8 @@ impl Engine {
         &self.model
     }
 
-    /// Runs `n` CHW images laid end to end (see [`Model::run`]).
-    pub fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
+    /// Runs `n` images laid end to end (see [`Model::run`]).
+    pub fn run<T: InputElement>(&mut self, batch: &[T], n: usize) -> Result<Vec<f32>, InferError> {
         self.model.run(batch, n)
     }
 

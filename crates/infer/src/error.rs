@@ -45,13 +45,22 @@ pub enum InferError {
         #[source]
         source: ort::Error,
     },
-    /// The model's inputs or outputs are not one `[N, 3, H, W]` float input and one `[N, C]` output.
+    /// The model's inputs or outputs are not one image input (`[N, 3, H, W]` or `[N, H, W, 3]`,
+    /// float32 or uint8) and one `[N, C]` float32 output.
     #[error("{found}; expected {expected}")]
     Shape {
         /// What the model should have, e.g. "[N, 3, H, W]".
         expected: String,
         /// What it has, e.g. "model input `x` has shape [1, 224, 224, 3]".
         found: String,
+    },
+    /// The preprocessing recipe asks for an input the model does not take.
+    #[error("model input {input} but {conflict}")]
+    Recipe {
+        /// The model's input, e.g. "`input` is uint8 [N, 224, 224, 3] (NHWC)".
+        input: String,
+        /// The recipe's key that disagrees, e.g. `model.preprocess.layout = "nchw"`.
+        conflict: String,
     },
     /// The model's class count differs from the label file's.
     #[error("the model has {model} classes but the label file has {labels} names")]

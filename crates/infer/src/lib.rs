@@ -33,11 +33,13 @@ mod labels;
 mod model;
 pub mod prepare;
 mod runtime;
+pub mod signature;
 pub mod weights;
 
 pub use classify::{Prediction, classify};
 pub use engine::Engine;
 pub use error::{InferError, error_chain};
 pub use labels::Labels;
-pub use model::{Device, Model, ModelOptions, SessionTuning};
+pub use model::{Device, InputElement, Model, ModelOptions, SessionTuning};
 pub use runtime::{DEFAULT_RUNTIME_LIBRARY, RUNTIME_ENV_VAR, init_runtime};
+pub use signature::{InputRecipe, ResolvedInput};

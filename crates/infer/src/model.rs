@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arbiter_config::{ElementType, TensorLayout};
 use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::{PrimitiveTensorElementType, TensorElementType, TensorRef};
 
+use crate::signature::{self, ImageInput, InputRecipe, ResolvedInput, TensorInfo};
 use crate::weights::MappedWeights;
 use crate::{InferError, runtime};
 
@@ -47,6 +49,9 @@ pub struct ModelOptions {
     pub max_batch: usize,
     /// The class count the model must output (the label count), when known.
     pub expected_classes: Option<usize>,
+    /// What the preprocessing recipe feeds the model (layout, element type, size), checked
+    /// against the model's input at load ([`signature::resolve`]).
+    pub input: InputRecipe,
 }
 
 /// How a session is set up beyond [`ModelOptions`]: spinning as configured, the warm-up as the
@@ -73,7 +78,8 @@ impl SessionTuning {
     }
 }
 
-/// A loaded, checked and warmed-up model: `[N, 3, H, W]` float32 in, `[N, C]` raw outputs out.
+/// A loaded, checked and warmed-up model: one image input (`[N, 3, H, W]` or `[N, H, W, 3]`,
+/// float32 or uint8, as the recipe says), `[N, C]` raw outputs out.
 ///
 /// It is `Send` and meant to be owned by one inference thread; [`Model::run`] takes `&mut self`.
 #[derive(Debug)]
@@ -83,23 +89,43 @@ pub struct Model {
     _weights: Option<Arc<MappedWeights>>,
     input_name: String,
     output_name: String,
-    width: u32,
-    height: u32,
+    /// The input's layout, element type and size; `fixed_batch`, when `Some(k)`, makes runs go
+    /// `k` images at a time.
+    input: ResolvedInput,
     classes: usize,
-    /// `Some(k)` when the model's batch dimension is fixed at `k`: runs then go `k` at a time.
-    fixed_batch: Option<usize>,
     max_batch: usize,
     device: Device,
     load_time: Duration,
+}
+
+/// The element types of a batch [`Model::run`] takes: `f32` for a `float32` input, `u8` for a
+/// `uint8` one. Sealed: the two the recipe knows.
+pub trait InputElement:
+    PrimitiveTensorElementType + Copy + Default + fmt::Debug + private::Sealed + 'static
+{
+    /// The input type it feeds.
+    const ELEMENT: ElementType;
+}
+
+impl InputElement for f32 {
+    const ELEMENT: ElementType = ElementType::Float32;
+}
+
+impl InputElement for u8 {
+    const ELEMENT: ElementType = ElementType::Uint8;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u8 {}
 }
 
 /// The input and output found in the model's metadata.
 struct Signature {
     input_name: String,
     output_name: String,
-    fixed_batch: Option<usize>,
-    height: u32,
-    width: u32,
+    input: ResolvedInput,
     /// `None` when the class dimension is symbolic; the warm-up run then tells.
     classes: Option<usize>,
 }
@@ -163,17 +189,15 @@ impl Model {
                 .map_err(|e| model_err(e.into()))?;
         }
         let session = builder.commit_from_file(&opts.path).map_err(model_err)?;
-        let sig = check_signature(&session)?;
+        let sig = check_signature(&session, &opts.input)?;
 
         let mut model = Model {
             session,
             _weights: weights.cloned(),
             input_name: sig.input_name,
             output_name: sig.output_name,
-            width: sig.width,
-            height: sig.height,
+            input: sig.input,
             classes: sig.classes.unwrap_or(0),
-            fixed_batch: sig.fixed_batch,
             max_batch: opts.max_batch.max(1),
             device: opts.device,
             load_time: Duration::ZERO,
@@ -181,9 +205,8 @@ impl Model {
 
         // Warm-up: the first run allocates buffers and picks kernels; better at load than on a
         // request. It also tells the class count when the model leaves it symbolic.
-        let first = model.fixed_batch.unwrap_or(1);
-        let zeros = vec![0.0; model.image_len() * first];
-        let out = model.run_chunk(&zeros, first, sig.classes.is_none())?;
+        let first = model.input.fixed_batch.unwrap_or(1);
+        let out = model.run_zeros(first, sig.classes.is_none())?;
         if sig.classes.is_none() {
             model.classes = out.len() / first;
             if model.classes == 0 {
@@ -202,17 +225,21 @@ impl Model {
             });
         }
         if tuning.warm_up_max_batch && model.max_batch > first {
-            let zeros = vec![0.0; model.image_len() * model.max_batch];
-            model.run(&zeros, model.max_batch)?;
+            match model.input.element {
+                ElementType::Float32 => model.warm_up::<f32>()?,
+                ElementType::Uint8 => model.warm_up::<u8>()?,
+            }
         }
         model.load_time = started.elapsed();
         tracing::info!(
             model = %opts.path.display(),
             device = %model.device,
             input = %model.input_name,
+            input_type = model.input.element.name(),
+            layout = model.input.layout.name(),
             output = %model.output_name,
-            width = model.width,
-            height = model.height,
+            width = model.input.width,
+            height = model.input.height,
             classes = model.classes,
             intra_threads = opts.intra_threads.max(1),
             load_ms = model.load_time.as_millis() as u64,
@@ -223,7 +250,12 @@ impl Model {
 
     /// `(width, height)` of the images the model takes.
     pub fn input_size(&self) -> (u32, u32) {
-        (self.width, self.height)
+        (self.input.width, self.input.height)
+    }
+
+    /// The input the model is run with: layout, element type, size, fixed batch.
+    pub fn input(&self) -> &ResolvedInput {
+        &self.input
     }
 
     /// Number of classes the model outputs per image.
@@ -256,13 +288,37 @@ impl Model {
         self.load_time
     }
 
-    /// Floats per image in a batch: `3 * H * W`.
+    /// Elements per image in a batch: `3 * H * W`.
     pub fn image_len(&self) -> usize {
-        3 * self.width as usize * self.height as usize
+        3 * self.input.width as usize * self.input.height as usize
     }
 
-    /// Runs `n` images (CHW float32, one after another in `batch`); returns `n * C` raw outputs.
-    pub fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
+    /// The runs of a load's warm-up on `max_batch` images of zeros.
+    fn warm_up<T: InputElement>(&mut self) -> Result<(), InferError> {
+        let zeros = vec![T::default(); self.image_len() * self.max_batch];
+        self.run(&zeros, self.max_batch).map(drop)
+    }
+
+    /// One run on `n` images of zeros of the input's element type (see [`Model::run_chunk`]).
+    fn run_zeros(&mut self, n: usize, any_classes: bool) -> Result<Vec<f32>, InferError> {
+        let len = self.image_len() * n;
+        match self.input.element {
+            ElementType::Float32 => self.run_chunk(&vec![0.0f32; len], n, any_classes),
+            ElementType::Uint8 => self.run_chunk(&vec![0u8; len], n, any_classes),
+        }
+    }
+
+    /// Runs `n` images (in the input's layout, one after another in `batch`, `f32` for a
+    /// `float32` input and `u8` for a `uint8` one); returns `n * C` raw outputs. The batch is
+    /// handed to ONNX Runtime in place, not copied.
+    pub fn run<T: InputElement>(&mut self, batch: &[T], n: usize) -> Result<Vec<f32>, InferError> {
+        if T::ELEMENT != self.input.element {
+            return Err(InferError::Batch(format!(
+                "{} values for a model input of {}",
+                T::ELEMENT.name(),
+                self.input.element.name()
+            )));
+        }
         if n > self.max_batch {
             return Err(InferError::Batch(format!(
                 "{n} images exceed the maximum batch of {}",
@@ -272,17 +328,21 @@ impl Model {
         let per_image = self.image_len();
         if batch.len() != n * per_image {
             return Err(InferError::Batch(format!(
-                "{} floats for {n} images of 3x{}x{} ({} expected)",
+                "{} {}s for {n} images of 3x{}x{} ({} expected)",
                 batch.len(),
-                self.height,
-                self.width,
+                match self.input.element {
+                    ElementType::Float32 => "float",
+                    ElementType::Uint8 => "byte",
+                },
+                self.input.height,
+                self.input.width,
                 n * per_image
             )));
         }
         if n == 0 {
             return Ok(Vec::new());
         }
-        let Some(k) = self.fixed_batch.filter(|&k| k != n) else {
+        let Some(k) = self.input.fixed_batch.filter(|&k| k != n) else {
             return self.run_chunk(batch, n, false);
         };
         // A fixed batch dimension: run k images at a time, padding the last group with zeros.
@@ -295,7 +355,7 @@ impl Model {
             } else {
                 padded.clear();
                 padded.extend_from_slice(group);
-                padded.resize(k * per_image, 0.0);
+                padded.resize(k * per_image, T::default());
                 &padded
             };
             let result = self.run_chunk(full, k, false)?;
@@ -306,13 +366,17 @@ impl Model {
 
     /// One session run on exactly `n` images; checks the output is `[n, C]` (any `C` when
     /// `any_classes`, for the warm-up of a model whose class count is symbolic).
-    fn run_chunk(
+    fn run_chunk<T: InputElement>(
         &mut self,
-        data: &[f32],
+        data: &[T],
         n: usize,
         any_classes: bool,
     ) -> Result<Vec<f32>, InferError> {
-        let shape = [n, 3, self.height as usize, self.width as usize];
+        let (h, w) = (self.input.height as usize, self.input.width as usize);
+        let shape = match self.input.layout {
+            TensorLayout::Nchw => [n, 3, h, w],
+            TensorLayout::Nhwc => [n, h, w, 3],
+        };
         let input = TensorRef::from_array_view((shape, data))
             .map_err(|source| InferError::Run { source })?;
         let outputs = self
@@ -389,12 +453,10 @@ fn with_cuda(builder: SessionBuilder, device: u32) -> Result<SessionBuilder, Inf
     })
 }
 
-/// The largest input height or width accepted: a batch-1 warm-up input of this size is 3 GiB.
-const MAX_SIDE: u32 = 16384;
-
-/// Checks the session has one `[N, 3, H, W]` float32 input and one `[N, C]` float32 output.
-fn check_signature(session: &Session) -> Result<Signature, InferError> {
-    const INPUT: &str = "[N, 3, H, W] float32 (N dynamic or fixed, H and W fixed)";
+/// Checks the session has one image input the recipe fits (see [`signature::resolve`]) and one
+/// `[N, C]` float32 output.
+fn check_signature(session: &Session, recipe: &InputRecipe) -> Result<Signature, InferError> {
+    const INPUT: &str = "[N, 3, H, W] or [N, H, W, 3], float32 or uint8";
     const OUTPUT: &str = "[N, C] float32";
     let [input] = session.inputs() else {
         return Err(InferError::Shape {
@@ -416,89 +478,42 @@ fn check_signature(session: &Session) -> Result<Signature, InferError> {
             ),
         });
     };
-    let (in_dims, in_desc) = float_tensor("input", input.name(), input.dtype(), INPUT)?;
-    let shape_err = |expected: &str| InferError::Shape {
-        expected: expected.to_owned(),
-        found: format!("model input `{}` has shape {in_desc}", input.name()),
-    };
-    let [n, c, h, w] = in_dims[..] else {
-        return Err(shape_err("[N, 3, H, W]"));
-    };
-    if c != 3 || n == 0 || n < -1 {
-        return Err(shape_err("[N, 3, H, W]"));
-    }
-    let (Ok(height), Ok(width)) = (u32::try_from(h), u32::try_from(w)) else {
-        return Err(shape_err("[N, 3, H, W] with H and W fixed numbers"));
-    };
-    if height == 0 || width == 0 {
-        return Err(shape_err("[N, 3, H, W] with H and W fixed numbers"));
-    }
-    if height > MAX_SIDE || width > MAX_SIDE {
-        return Err(shape_err(&format!(
-            "[N, 3, H, W] with H and W at most {MAX_SIDE}"
-        )));
-    }
-    let fixed_batch = usize::try_from(n).ok();
+    let image = ImageInput::of(&TensorInfo::of(input.name(), input.dtype()))?;
+    let resolved = signature::resolve(&image, recipe)?;
 
-    let (out_dims, out_desc) = float_tensor("output", output.name(), output.dtype(), OUTPUT)?;
+    let out = TensorInfo::of(output.name(), output.dtype());
     let out_err = || InferError::Shape {
         expected: "[N, C]".to_owned(),
-        found: format!("model output `{}` has shape {out_desc}", output.name()),
+        found: format!("model output `{}` has shape {}", out.name, out.shape()),
     };
-    let [on, oc] = out_dims[..] else {
+    if out.ty != Some(TensorElementType::Float32) {
+        return Err(InferError::Shape {
+            expected: OUTPUT.to_owned(),
+            found: format!(
+                "model output `{}` has element type {} (shape {})",
+                out.name,
+                out.element,
+                out.shape()
+            ),
+        });
+    }
+    let [on, oc] = &out.dims[..] else {
         return Err(out_err());
     };
     // The output's batch follows the input's: symbolic, or the same fixed size.
-    let batch_ok = on == -1 || fixed_batch.is_some_and(|k| on == k as i64);
-    if !batch_ok || oc == 0 || oc < -1 {
+    let batch_ok = match on.fixed() {
+        None => true,
+        Some(k) => resolved.fixed_batch.is_some_and(|b| b as u64 == k),
+    };
+    if !batch_ok || oc.fixed() == Some(0) {
         return Err(out_err());
     }
     Ok(Signature {
         input_name: input.name().to_owned(),
         output_name: output.name().to_owned(),
-        fixed_batch,
-        height,
-        width,
-        classes: usize::try_from(oc).ok(),
+        input: resolved,
+        classes: oc.fixed().and_then(|c| usize::try_from(c).ok()),
     })
-}
-
-/// A float32 tensor's dims (-1 where symbolic) and their display, e.g. `[N, 3, 224, 224]`.
-fn float_tensor(
-    role: &str,
-    name: &str,
-    dtype: &ValueType,
-    expected: &str,
-) -> Result<(Vec<i64>, String), InferError> {
-    let ValueType::Tensor {
-        ty,
-        shape,
-        dimension_symbols,
-    } = dtype
-    else {
-        return Err(InferError::Shape {
-            expected: expected.to_owned(),
-            found: format!("model {role} `{name}` is not a tensor ({dtype:?})"),
-        });
-    };
-    let dims: Vec<i64> = shape.iter().copied().collect();
-    let shown: Vec<String> = dims
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| match dimension_symbols.get(i) {
-            _ if d >= 0 => d.to_string(),
-            Some(sym) if !sym.is_empty() => sym.clone(),
-            _ => "?".to_owned(),
-        })
-        .collect();
-    let desc = format!("[{}]", shown.join(", "));
-    if *ty != TensorElementType::Float32 {
-        return Err(InferError::Shape {
-            expected: expected.to_owned(),
-            found: format!("model {role} `{name}` has element type {ty} (shape {desc})"),
-        });
-    }
-    Ok((dims, desc))
 }
 
 fn names(outlets: &[ort::value::Outlet]) -> String {
@@ -522,6 +537,7 @@ mod tests {
             intra_threads: 1,
             max_batch: 1,
             expected_classes: None,
+            input: InputRecipe::SEED,
         };
         let err = Model::load(&opts, false).unwrap_err();
         assert!(matches!(err, InferError::RuntimeMissing { .. }), "{err}");

@@ -22,6 +22,7 @@ fn load_model(max_batch: usize) -> Model {
             intra_threads: 1,
             max_batch,
             expected_classes: Some(20),
+            input: arbiter_infer::InputRecipe::SEED,
         },
         false,
     )

@@ -22,6 +22,7 @@ fn opts(model: &str) -> ModelOptions {
         intra_threads: 1,
         max_batch: 4,
         expected_classes: None,
+        input: arbiter_infer::InputRecipe::SEED,
     }
 }
 
@@ -89,7 +90,7 @@ fn tiny_model_loads_and_runs() {
             1e-6,
         );
     }
-    assert!(model.run(&[], 0).unwrap().is_empty());
+    assert!(model.run::<f32>(&[], 0).unwrap().is_empty());
 }
 
 #[test]
@@ -119,11 +120,15 @@ fn load_err(model: &str) -> String {
     err.to_string()
 }
 
+/// The seed's recipe (NCHW) refuses a channels-last model, naming its input; `layout = "nhwc"`
+/// takes it (tests/recipe.rs).
 #[test]
-fn channels_last_input_is_refused() {
+fn channels_last_input_is_refused_by_the_seed_recipe() {
+    let err = load("nhwc.onnx").expect_err("nhwc.onnx");
+    assert!(matches!(err, InferError::Recipe { .. }), "{err}");
     assert_eq!(
-        load_err("nhwc.onnx"),
-        "model input `x` has shape [1, 224, 224, 3]; expected [N, 3, H, W]"
+        err.to_string(),
+        "model input `x` is float32 [1, 224, 224, 3] (NHWC) but model.preprocess.layout = \"nchw\""
     );
 }
 
@@ -142,12 +147,17 @@ fn other_signatures_are_refused() {
         "{msg}"
     );
 
-    let msg = load_err("dynamic_hw.onnx");
+    // A symbolic height and width need the config's input_size (tests/recipe.rs).
+    let err = load("dynamic_hw.onnx").expect_err("dynamic_hw.onnx");
+    assert!(matches!(err, InferError::Recipe { .. }), "{err}");
+    let msg = err.to_string();
     assert!(
-        msg.contains("model input `input` has shape [N, 3, H, W]"),
+        msg.starts_with(
+            "model input `input` is float32 [N, 3, H, W] (NCHW) but model.preprocess.input_size \
+             is not set"
+        ),
         "{msg}"
     );
-    assert!(msg.contains("with H and W fixed numbers"), "{msg}");
 
     let msg = load_err("int_input.onnx");
     assert!(

@@ -129,6 +129,7 @@ pub fn model_options(config: &Config, threads: usize) -> arbiter_infer::ModelOpt
         intra_threads: threads,
         max_batch: config.batching.max_batch_size,
         expected_classes: None,
+        input: arbiter_infer::InputRecipe::from(&config.model.preprocess),
     }
 }
 

@@ -19,6 +19,7 @@ fn model_options() -> ModelOptions {
         intra_threads: 2,
         max_batch: 8,
         expected_classes: Some(20),
+        input: arbiter_infer::InputRecipe::SEED,
     }
 }
 
