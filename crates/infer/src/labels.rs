@@ -1,4 +1,6 @@
-//! The class-name file: the seed's `{"0": "Aeroplane", ..., "19": "TV Monitor"}`.
+//! The class-name file, in any of three forms: the seed's JSON object
+//! (`{"0": "Aeroplane", ..., "19": "TV Monitor"}`), a JSON list (`["tench", "goldfish", ...]`), or a
+//! text file with one name a line (ImageNet's usual `imagenet_classes.txt`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,14 +17,31 @@ pub struct Labels {
 }
 
 impl Labels {
-    /// Reads and validates a label file: keys exactly `"0"`..`"C-1"`, each once, names non-empty.
+    /// Reads and validates a label file. A `.json` file is JSON, a `.txt` file is text; any other
+    /// name is JSON when it starts (after white space) with `{` or `[`, text otherwise.
     pub fn load(path: &Path) -> Result<Labels, InferError> {
         let text = std::fs::read_to_string(path).map_err(|e| labels_err(path, e.to_string()))?;
-        Self::parse(&text).map_err(|reason| labels_err(path, reason))
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let extension = path.extension().and_then(|e| e.to_str());
+        let json = match extension.map(str::to_ascii_lowercase).as_deref() {
+            Some("json") => true,
+            Some("txt") => false,
+            _ => text.trim_start().starts_with(['{', '[']),
+        };
+        let parsed = if json {
+            Self::parse(text)
+        } else {
+            Self::parse_lines(text)
+        };
+        parsed.map_err(|reason| labels_err(path, reason))
     }
 
-    /// Parses the JSON text of a label file; the error is the reason it was refused.
+    /// Parses a label file's JSON: the seed's object (keys exactly `"0"`..`"C-1"`, each once) or
+    /// a list, names non-empty; the error is the reason it was refused.
     pub fn parse(text: &str) -> Result<Labels, String> {
+        if text.trim_start().starts_with('[') {
+            return Self::parse_list(text);
+        }
         let Entries(entries) =
             serde_json::from_str(text).map_err(|e| format!("not a JSON object of strings: {e}"))?;
         if entries.is_empty() {
@@ -52,6 +71,40 @@ impl Labels {
         Ok(Labels {
             names: names.into_iter().flatten().collect(),
         })
+    }
+
+    /// Parses a JSON list of names, the class index being the position.
+    fn parse_list(text: &str) -> Result<Labels, String> {
+        let names: Vec<String> =
+            serde_json::from_str(text).map_err(|e| format!("not a JSON list of strings: {e}"))?;
+        if names.is_empty() {
+            return Err("no class names".to_owned());
+        }
+        if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
+            return Err(format!("class {i} has an empty name"));
+        }
+        Ok(Labels { names })
+    }
+
+    /// Parses a text file of one name a line, as Python's `[line.strip() for line in f]` reads
+    /// it: each name without the white space around it (`\r\n` line ends included), a last
+    /// line end optional. A blank line is refused (it would shift every class after it), except
+    /// blank lines at the very end.
+    pub fn parse_lines(text: &str) -> Result<Labels, String> {
+        let mut names: Vec<String> = text.lines().map(|l| l.trim().to_owned()).collect();
+        while names.last().is_some_and(String::is_empty) {
+            names.pop();
+        }
+        if names.is_empty() {
+            return Err("no class names".to_owned());
+        }
+        if let Some(i) = names.iter().position(String::is_empty) {
+            return Err(format!(
+                "line {} is blank: every line up to the last name must name a class",
+                i + 1
+            ));
+        }
+        Ok(Labels { names })
     }
 
     /// Number of classes.
@@ -142,7 +195,10 @@ mod tests {
     #[test]
     fn bad_files_are_refused_with_a_reason() {
         assert!(refused("").contains("not a JSON object"));
-        assert!(refused("[\"a\", \"b\"]").contains("not a JSON object"));
+        assert!(refused("[\"a\", 1]").contains("not a JSON list of strings"));
+        assert!(refused("[]").contains("no class names"));
+        assert!(refused("[\"a\", \" \"]").contains("class 1 has an empty name"));
+        assert!(refused("\"a\"").contains("not a JSON object"));
         assert!(refused(r#"{"0": 1}"#).contains("not a JSON object"));
         assert!(refused("{}").contains("no class names"));
         assert!(refused(r#"{"0": "a", "2": "c"}"#).contains("key \"2\" is out of range"));
@@ -152,6 +208,45 @@ mod tests {
         assert!(refused(r#"{"0": "a", "-1": "b"}"#).contains("not a class index"));
         assert!(refused(r#"{"0": "a", "x": "b"}"#).contains("not a class index"));
         assert!(refused(r#"{"0": "a", "1": " "}"#).contains("class \"1\" has an empty name"));
+    }
+
+    #[test]
+    fn a_json_list_is_in_index_order() {
+        let labels = Labels::parse(r#"["tench", "goldfish", "great white shark"]"#).unwrap();
+        assert_eq!(labels.names(), ["tench", "goldfish", "great white shark"]);
+    }
+
+    #[test]
+    fn text_lines_as_python_strips_them() {
+        let names = |text: &str| Labels::parse_lines(text).unwrap().names().to_vec();
+        assert_eq!(names("tench\ngoldfish\n"), ["tench", "goldfish"]);
+        assert_eq!(names("tench\r\ngoldfish\r\n\r\n"), ["tench", "goldfish"]);
+        assert_eq!(names("  tench \ngoldfish"), ["tench", "goldfish"]);
+        assert_eq!(names("{odd}\n[names]"), ["{odd}", "[names]"]);
+        let refused = |text: &str| Labels::parse_lines(text).unwrap_err();
+        assert_eq!(refused("\n\n"), "no class names");
+        assert_eq!(
+            refused("tench\n\ngoldfish\n"),
+            "line 2 is blank: every line up to the last name must name a class"
+        );
+    }
+
+    #[test]
+    fn load_picks_the_form_by_extension_then_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            Labels::load(&path)
+        };
+        let names = |r: Result<Labels, InferError>| r.unwrap().names().to_vec();
+        assert_eq!(names(write("a.json", SEED)).len(), 20);
+        assert_eq!(names(write("b.json", "[\"x\", \"y\"]")), ["x", "y"]);
+        assert_eq!(names(write("c.txt", "[x]\n{y}\n")), ["[x]", "{y}"]);
+        assert_eq!(names(write("d", "\u{feff}x\r\ny\r\n")), ["x", "y"]);
+        assert_eq!(names(write("e.names", " [\"x\"]")), ["x"]);
+        let msg = write("f.json", "x\ny\n").unwrap_err().to_string();
+        assert!(msg.contains("f.json: not a JSON object"), "{msg}");
     }
 
     #[test]

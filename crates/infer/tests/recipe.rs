@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use arbiter_config::{ElementType, InputSize, TensorLayout};
-use arbiter_infer::{Device, InferError, InputRecipe, Model, ModelOptions, init_runtime};
+use arbiter_infer::{Device, InferError, InputRecipe, Labels, Model, ModelOptions, init_runtime};
 use arbiter_testkit::setup;
 
 fn data(model: &str) -> PathBuf {
@@ -136,4 +136,31 @@ fn the_set_up_classifiers_load_with_their_recipes() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("input_size is not set"), "{err}");
+}
+
+/// The set-up's labels, as text and as a JSON list, are the same 1000 names, and a count that
+/// is not the model's is refused at load with both numbers.
+#[test]
+fn the_set_up_labels_load_in_both_forms_and_must_match_the_model() {
+    let text = Labels::load(&setup::var("models/classifier-labels.txt")).unwrap();
+    let json = Labels::load(&setup::var("models/classifier-labels.json")).unwrap();
+    assert_eq!(text, json);
+    assert_eq!(text.len(), 1000);
+    init_runtime(Some(&setup::onnxruntime())).expect("ONNX Runtime loads");
+    let mut opts = ModelOptions {
+        path: setup::var("models/classifier-nchw256.onnx"),
+        runtime_library: None,
+        device: Device::Cpu,
+        intra_threads: 1,
+        max_batch: 1,
+        expected_classes: Some(text.len()),
+        input: InputRecipe::SEED,
+    };
+    Model::load(&opts, false).unwrap();
+    opts.expected_classes = Some(20);
+    let err = Model::load(&opts, false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the model has 1000 classes but the label file has 20 names"
+    );
 }
