@@ -14,10 +14,11 @@
 //!    defaults: accurate integer IDCT, fancy upsampling, no DCT scaling; for a baseline JPEG
 //!    resized as it decodes, our own faster Huffman decoding under libjpeg's: the same
 //!    coefficients, see `jpeg` and `jpeg_rows.c`), the `png`, `gif` and `tiff` crates read raw
-//!    so that we apply Pillow's own mode rules, and the `image` crate for BMP and WebP. Every mode becomes 8-bit RGB exactly as Pillow's `convert("RGB")` does it
-//!    (see `convert`): alpha is dropped, not composited; 16-bit gray is clipped; CMYK goes
-//!    through Pillow's integer `cmyk2rgb`. Truncated or corrupt input is a typed error, not a
-//!    panic and not a half-gray picture (Pillow without `LOAD_TRUNCATED_IMAGES` refuses too).
+//!    so that we apply Pillow's own mode rules, and the `image` crate for BMP and WebP. Every
+//!    mode becomes 8-bit RGB exactly as Pillow's `convert("RGB")` does it (see `convert`): alpha
+//!    is dropped, not composited; 16-bit gray is clipped; CMYK goes through Pillow's integer
+//!    `cmyk2rgb`. Truncated or corrupt input is a typed error, not a panic and not a half-gray
+//!    picture (Pillow without `LOAD_TRUNCATED_IMAGES` refuses too).
 //! 3. [`resize`] is Pillow's two-pass fixed-point convolution (see `resize`), which makes the
 //!    pixels identical to Pillow's, not merely close, for every filter; the crop of a recipe's
 //!    geometry (see `recipe`) is computed alone, not cut from a whole resize.
@@ -34,7 +35,10 @@
 //! reference photos of `scripts/setup` (JPEG 4:2:0, 4:4:4, progressive, CMYK, gray; PNG RGB,
 //! RGBA, LA, P, 16-bit gray; GIF, BMP, TIFF, lossy and lossless WebP; a 12 MP photo, a 2000 x 60
 //! strip, a 1 x 1 pixel) decode and resize with 0 values off, as do the mode and resize fixtures
-//! of `tests/fixtures` (bar the palette TIFF). EXIF orientation is not applied, as Pillow's
+//! of `tests/fixtures` (bar the palette TIFF). So do six other recipes on those photos and eight
+//! on the odd images of `tests/fixtures/recipes` (`tests/recipes.rs`, against
+//! `scripts/recipes.py`: every filter, the shorter side with crops inside and larger than the
+//! image, timm's `crop_pct`; 1 x 1, strips one pixel thick, upscaling). EXIF orientation is not applied, as Pillow's
 //! `Image.open` does not apply it. Known differences, all on rare files:
 //!
 //! - palette TIFFs are refused as unsupported (the `tiff` crate does not read them);
@@ -65,7 +69,7 @@ mod tiff;
 pub use error::{ErrorKind, VisionError};
 pub use format::Format;
 pub use limits::Limits;
-pub use recipe::{Filter, Geometry, Layout, RecipeError, Resize, Span};
+pub use recipe::{Filter, Geometry, Layout, MAX_SHORTER_SIDE, RecipeError, Resize, Span};
 pub use resize::{resize, resize_bilinear};
 pub use rgb_image::RgbImage;
 pub use spare::{keep_spare_buffers, recycle};

@@ -61,12 +61,19 @@ pub struct Resize {
     pub geometry: Geometry,
 }
 
+/// The longest shorter side a recipe may resize to: far beyond any model's input, and short of
+/// the sizes whose resampling windows would take seconds to compute.
+pub const MAX_SHORTER_SIDE: u32 = 1 << 16;
+
 /// A recipe that cannot produce a `width x height` input.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum RecipeError {
     /// A shorter side of 0 pixels.
     #[error("the shorter side must be at least 1 pixel, not 0")]
     ZeroShorterSide,
+    /// A shorter side over [`MAX_SHORTER_SIDE`] (given, or from `crop_pct`).
+    #[error("the shorter side of {0} pixels is over the limit of {MAX_SHORTER_SIDE}")]
+    TooLarge(u64),
     /// A `crop_pct` that is not a positive number.
     #[error("crop_pct must be a number above 0, not {0}")]
     CropPct(f64),
@@ -193,12 +200,19 @@ impl Resize {
         match self.geometry {
             Geometry::Squash => Ok(()),
             Geometry::ShorterSide(0) => Err(RecipeError::ZeroShorterSide),
+            Geometry::ShorterSide(s) if s > MAX_SHORTER_SIDE => {
+                Err(RecipeError::TooLarge(u64::from(s)))
+            }
             Geometry::ShorterSide(_) => Ok(()),
             Geometry::CropPct(p) if !(p.is_finite() && p > 0.0) => Err(RecipeError::CropPct(p)),
             Geometry::CropPct(crop_pct) => {
                 let (w, h) = timm_scale(width, height, crop_pct);
                 if w != h {
                     return Err(RecipeError::NonSquareCropPct { width, height });
+                }
+                let scale = (f64::from(width) / crop_pct).floor();
+                if scale > f64::from(MAX_SHORTER_SIDE) {
+                    return Err(RecipeError::TooLarge(scale.min(u64::MAX as f64) as u64));
                 }
                 if w == 0 || h == 0 {
                     return Err(RecipeError::NothingLeft {
@@ -392,6 +406,15 @@ mod tests {
             Err(RecipeError::ZeroShorterSide)
         );
         assert!(shorter(1).check(224, 224).is_ok());
+        assert!(shorter(MAX_SHORTER_SIDE).check(224, 224).is_ok());
+        assert_eq!(
+            shorter(MAX_SHORTER_SIDE + 1).check(224, 224),
+            Err(RecipeError::TooLarge(65_537))
+        );
+        assert!(matches!(
+            crop_pct(1e-9).check(224, 224),
+            Err(RecipeError::TooLarge(_))
+        ));
         for p in [0.0, -0.5, f64::NAN, f64::INFINITY] {
             assert!(
                 matches!(crop_pct(p).check(224, 224), Err(RecipeError::CropPct(_))),
