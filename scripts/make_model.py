@@ -84,8 +84,20 @@ class Builder:
         fan_in = cin * k * k
         w = self.weight(f"{param}.weight", (cout, cin, k, k), gain * np.sqrt(2.0 / fan_in))
         b = self.weight(f"{param}.bias", (cout,), CONV_BIAS_STD)
-        out = f"{scope}/Conv_output_0"
         pad = k // 2
+        return self.conv_node(scope, x, w, b, k, stride, [pad, pad, pad, pad])
+
+    def const(self, name: str, data: np.ndarray) -> str:
+        """Adds an initializer holding `data` (weights read from a file) and returns its name."""
+        self.inits.append(numpy_helper.from_array(data, name))
+        return name
+
+    def conv_node(
+        self, scope: str, x: str, w: str, b: str, k: int, stride: int, pads: list[int],
+        group: int = 1,
+    ) -> str:
+        """A Conv node on initializers `w` and `b`; `pads` is ONNX's [top, left, bottom, right]."""
+        out = f"{scope}/Conv_output_0"
         self.nodes.append(
             helper.make_node(
                 "Conv",
@@ -93,9 +105,9 @@ class Builder:
                 [out],
                 name=f"{scope}/Conv",
                 dilations=[1, 1],
-                group=1,
+                group=group,
                 kernel_shape=[k, k],
-                pads=[pad, pad, pad, pad],
+                pads=pads,
                 strides=[stride, stride],
             )
         )

@@ -87,7 +87,7 @@ class Tensor:
             data[self.offset:], shape=self.size, strides=[s * item for s in self.stride],
             writeable=False,
         ) if 0 not in self.size else np.zeros(self.size, data.dtype)
-        return np.ascontiguousarray(view)
+        return view.copy(order="C")  # not ascontiguousarray: it makes a 0-d tensor 1-d
 
 
 def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None, *_):  # noqa: ANN001, ANN202
