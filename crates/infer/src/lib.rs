@@ -1,4 +1,4 @@
-//! Model inference through ONNX Runtime, and the seed's postprocessing into labels.
+//! Model inference through ONNX Runtime, and the postprocessing into labels.
 //!
 //! # Theory of operation
 //!
@@ -11,12 +11,16 @@
 //! [`Model::load`] builds one session (graph optimization level ALL, `intra_threads` intra-op
 //! threads, one inter-op thread, sequential execution; on `cuda:N` the CUDA execution provider is
 //! required, never silently replaced by the CPU), checks from the session's metadata that the model
-//! takes one `[N, 3, H, W]` float32 input and gives one `[N, C]` output, and warms it up with a
-//! batch of zeros so the first request does not pay for kernel selection and buffer allocation.
-//! A [`Model`] is owned by one inference thread; [`Model::run`] takes a contiguous batch of CHW
-//! images and returns the raw outputs, `C` per image. [`Model::load_mapped`] builds a session on
-//! weights mapped once per process ([`weights::MappedWeights`]), so that several sessions of one
-//! prepared model cost one copy of the weights.
+//! takes one image input the recipe fits and gives one `[N, C]` output ([`signature`]: float32 or
+//! uint8, `[N, 3, H, W]` or `[N, H, W, 3]`, the size from the model when static and from the
+//! config when symbolic; a refusal names the model's actual input), and warms it up with a batch
+//! of zeros so the first request does not pay for kernel selection and buffer allocation. A
+//! [`Model`] is owned by one inference thread; [`Model::run`] takes a contiguous batch of images
+//! (`f32` or `u8`, as the input's type, handed to ONNX Runtime in place) and returns the raw
+//! outputs, `C` per image. [`Model::load_mapped`] builds a session on weights mapped once per
+//! process ([`weights::MappedWeights`]), so that several sessions of one prepared model cost one
+//! copy of the weights. [`signature::read`] reads a model's inputs and outputs without loading it
+//! to run (for `arbiter inspect` and `arbiter check`).
 //!
 //! [`Engine`] is how a worker loads its model: shared weights where it can (a model prepared in
 //! a cache folder, [`prepare`]), the original model where that fails, and on request one
@@ -24,7 +28,10 @@
 //!
 //! [`classify`] turns one image's raw outputs into the seed's answer: the classes whose output is
 //! strictly above the threshold, ordered by ascending output, named through [`Labels`] (the seed's
-//! `class_name.json`), or "No Categories". [`Prediction`] serializes exactly as the seed's JSON.
+//! JSON object, a JSON list, or a text file of one name a line), or "No Categories".
+//! [`Prediction`] serializes exactly as the seed's JSON. [`postprocess`] does the same by
+//! `[model.postprocess]` (the seed's threshold, a sigmoid and threshold, or a softmax and top k)
+//! into an [`Answer`], which renders as the seed's JSON or with each kept class's index and score.
 
 mod classify;
 pub mod engine;
@@ -36,7 +43,7 @@ mod runtime;
 pub mod signature;
 pub mod weights;
 
-pub use classify::{Prediction, classify};
+pub use classify::{Answer, Class, Prediction, Scored, classify, postprocess};
 pub use engine::Engine;
 pub use error::{InferError, error_chain};
 pub use labels::Labels;

@@ -11,7 +11,7 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{PrimitiveTensorElementType, TensorElementType, TensorRef};
 
-use crate::signature::{self, ImageInput, InputRecipe, ResolvedInput, TensorInfo};
+use crate::signature::{self, InputRecipe, ModelSignature, ResolvedInput};
 use crate::weights::MappedWeights;
 use crate::{InferError, runtime};
 
@@ -456,32 +456,26 @@ fn with_cuda(builder: SessionBuilder, device: u32) -> Result<SessionBuilder, Inf
 /// Checks the session has one image input the recipe fits (see [`signature::resolve`]) and one
 /// `[N, C]` float32 output.
 fn check_signature(session: &Session, recipe: &InputRecipe) -> Result<Signature, InferError> {
-    const INPUT: &str = "[N, 3, H, W] or [N, H, W, 3], float32 or uint8";
     const OUTPUT: &str = "[N, C] float32";
-    let [input] = session.inputs() else {
-        return Err(InferError::Shape {
-            expected: format!("exactly one input {INPUT}"),
-            found: format!(
-                "model has {} inputs ({})",
-                session.inputs().len(),
-                names(session.inputs())
-            ),
-        });
-    };
-    let [output] = session.outputs() else {
+    let sig = ModelSignature::of(session);
+    let image = sig.image_input()?;
+    let resolved = signature::resolve(&image, recipe)?;
+
+    let [out] = &sig.outputs[..] else {
+        let names: Vec<String> = sig
+            .outputs
+            .iter()
+            .map(|o| format!("`{}`", o.name))
+            .collect();
         return Err(InferError::Shape {
             expected: format!("exactly one output {OUTPUT}"),
             found: format!(
                 "model has {} outputs ({})",
-                session.outputs().len(),
-                names(session.outputs())
+                sig.outputs.len(),
+                names.join(", ")
             ),
         });
     };
-    let image = ImageInput::of(&TensorInfo::of(input.name(), input.dtype()))?;
-    let resolved = signature::resolve(&image, recipe)?;
-
-    let out = TensorInfo::of(output.name(), output.dtype());
     let out_err = || InferError::Shape {
         expected: "[N, C]".to_owned(),
         found: format!("model output `{}` has shape {}", out.name, out.shape()),
@@ -509,19 +503,11 @@ fn check_signature(session: &Session, recipe: &InputRecipe) -> Result<Signature,
         return Err(out_err());
     }
     Ok(Signature {
-        input_name: input.name().to_owned(),
-        output_name: output.name().to_owned(),
+        input_name: image.name,
+        output_name: out.name.clone(),
         input: resolved,
         classes: oc.fixed().and_then(|c| usize::try_from(c).ok()),
     })
-}
-
-fn names(outlets: &[ort::value::Outlet]) -> String {
-    outlets
-        .iter()
-        .map(|o| format!("`{}`", o.name()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

@@ -8,11 +8,14 @@
 //! naming the model's actual input.
 
 use std::fmt;
+use std::path::Path;
 
 use arbiter_config::{ElementType, InputSize, Preprocess, TensorLayout};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorElementType, ValueType};
 
-use crate::InferError;
+use crate::{InferError, runtime};
 
 /// The largest input height or width accepted: a batch-1 warm-up input of this size is 3 GiB.
 pub(crate) const MAX_SIDE: u32 = 16384;
@@ -141,6 +144,72 @@ fn onnx_name(ty: TensorElementType) -> String {
         other => return other.to_string(),
     };
     name.to_owned()
+}
+
+/// A model's inputs and outputs, as its metadata gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSignature {
+    /// The inputs, in the graph's order.
+    pub inputs: Vec<TensorInfo>,
+    /// The outputs, in the graph's order.
+    pub outputs: Vec<TensorInfo>,
+}
+
+impl ModelSignature {
+    /// The session's inputs and outputs.
+    pub(crate) fn of(session: &Session) -> ModelSignature {
+        let describe = |outlets: &[ort::value::Outlet]| {
+            outlets
+                .iter()
+                .map(|o| TensorInfo::of(o.name(), o.dtype()))
+                .collect()
+        };
+        ModelSignature {
+            inputs: describe(session.inputs()),
+            outputs: describe(session.outputs()),
+        }
+    }
+
+    /// The model's one input as an image input, or why it has none.
+    pub fn image_input(&self) -> Result<ImageInput, InferError> {
+        match &self.inputs[..] {
+            [input] => ImageInput::of(input),
+            inputs => {
+                let names: Vec<String> = inputs.iter().map(|i| format!("`{}`", i.name)).collect();
+                Err(InferError::Shape {
+                    expected: format!("exactly one input {IMAGE_INPUT}"),
+                    found: format!("model has {} inputs ({})", inputs.len(), names.join(", ")),
+                })
+            }
+        }
+    }
+}
+
+/// Reads the inputs and outputs of the model at `path`, without running it: loads ONNX Runtime
+/// (see [`crate::init_runtime`]) and builds a session on one thread, with no graph
+/// optimization, that is only asked for its metadata. For `arbiter inspect` and `arbiter check`;
+/// a process that forks afterwards must not call it (see the crate's doc).
+pub fn read(path: &Path, runtime_library: Option<&Path>) -> Result<ModelSignature, InferError> {
+    runtime::init_runtime(runtime_library)?;
+    let env = runtime::environment()?;
+    if !path.is_file() {
+        return Err(InferError::ModelMissing {
+            path: path.to_path_buf(),
+        });
+    }
+    let model_err = |source: ort::Error| InferError::ModelLoad {
+        path: path.to_path_buf(),
+        source,
+    };
+    let session = Session::builder(&env)
+        .map_err(model_err)?
+        .with_optimization_level(GraphOptimizationLevel::Disable)
+        .map_err(|e| model_err(e.into()))?
+        .with_intra_threads(1)
+        .map_err(|e| model_err(e.into()))?
+        .commit_from_file(path)
+        .map_err(model_err)?;
+    Ok(ModelSignature::of(&session))
 }
 
 /// The recipe's side of the model's input: what `[model.preprocess]` says the tensor is.

@@ -164,3 +164,25 @@ fn the_set_up_labels_load_in_both_forms_and_must_match_the_model() {
         "the model has 1000 classes but the label file has 20 names"
     );
 }
+
+/// A model's inputs and outputs read without running it, symbolic axes by their names.
+#[test]
+fn read_gives_the_inputs_and_outputs() {
+    let sig = arbiter_infer::signature::read(&data("dynamic_hw.onnx"), Some(&setup::onnxruntime()))
+        .unwrap();
+    let shown: Vec<String> = sig
+        .inputs
+        .iter()
+        .chain(&sig.outputs)
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        shown,
+        ["`input` float32 [N, 3, H, W]", "`output` float32 [N, 3]"]
+    );
+    let sig = arbiter_infer::signature::read(&data("int_input.onnx"), None).unwrap();
+    assert_eq!(sig.inputs[0].element, "int64");
+    assert!(sig.image_input().is_err());
+    let err = arbiter_infer::signature::read(&data("missing.onnx"), None).unwrap_err();
+    assert!(matches!(err, InferError::ModelMissing { .. }), "{err}");
+}
