@@ -116,3 +116,158 @@ fn predict_reports_a_broken_image_and_goes_on() {
     );
     assert_eq!(answers[1]["status"], 1);
 }
+
+/// A config serving one of the set-up's test classifiers with `labels`, `sections` after
+/// `[model]`'s keys (a `[model.preprocess]` table, say).
+fn classifier_config(dir: &std::path::Path, model: &str, labels: &str, sections: &str) -> PathBuf {
+    let path = dir.join("classifier.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nworkers = 1\npidfile = \"{dir}/a.pid\"\ncontrol_socket = \"{dir}/a.sock\"\n\n\
+             [model]\npath = \"{model}\"\nlabels = \"{labels}\"\nruntime_library = \"{runtime}\"\n\
+             threads = 1\n\n{sections}\n",
+            dir = dir.display(),
+            model = var(model).display(),
+            labels = var(labels).display(),
+            runtime = onnxruntime().display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn check(config: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = bin().args(["check", "-c"]).arg(config).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `arbiter inspect` prints the model's input and output, and a `[model]` section that, its
+/// labels written in, `arbiter check` accepts; what it cannot infer it says.
+#[test]
+fn inspect_prints_the_models_signature_and_a_section_that_serves_it() {
+    let model = var("models/classifier-nhwc-uint8.onnx");
+    let out = bin()
+        .arg("inspect")
+        .arg(&model)
+        .arg("--runtime-library")
+        .arg(onnxruntime())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "#   `input` uint8 [N, 224, 224, 3]",
+        "#   `logits` float32 [N, 1000]",
+        "[model]",
+        "[model.preprocess]\nlayout = \"nhwc\"\ninput_type = \"uint8\"",
+        "a file of 1000 names",
+        "# Not in an ONNX file, so not inferred: the resize",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let labels = var("models/classifier-labels.txt");
+    let served = stdout.replacen(
+        "# labels = \"...\"",
+        &format!(
+            "labels = {:?}\nruntime_library = {:?}  #",
+            labels.display().to_string(),
+            onnxruntime().display().to_string()
+        ),
+        1,
+    );
+    let path = dir.path().join("inspected.toml");
+    let server = format!(
+        "[server]\nworkers = 1\npidfile = \"{0}/a.pid\"\ncontrol_socket = \"{0}/a.sock\"\n",
+        dir.path().display()
+    );
+    std::fs::write(&path, server + &served).unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("# model input `input` is uint8 [N, 224, 224, 3] (NHWC): fed 224 x 224 NHWC uint8; 1000 labels"),
+        "{stdout}"
+    );
+
+    // A symbolic size is asked for; a model that is no image classifier is named as such.
+    let out = bin()
+        .arg("inspect")
+        .arg(var("models/classifier-any-size.onnx"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("# input_size = [height, width]  # required"),
+        "{stdout}"
+    );
+    let out = bin()
+        .arg("inspect")
+        .arg(root().join("crates/infer/tests/data/int_input.onnx"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot be served: model input `input` has element type int64"),
+        "{stderr}"
+    );
+}
+
+/// `arbiter check` refuses a recipe the model cannot take, naming the model's actual input, and
+/// labels that are not the model's count, with both numbers.
+#[test]
+fn check_refuses_a_recipe_the_model_cannot_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let uint8 = "models/classifier-nhwc-uint8.onnx";
+    let labels = "models/classifier-labels.json";
+    let (code, _, stderr) = check(&classifier_config(dir.path(), uint8, labels, ""));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "classifier-nhwc-uint8.onnx: model input `input` is uint8 [N, 224, 224, 3] (NHWC) but \
+             model.preprocess.input_type = \"float32\""
+        ),
+        "{stderr}"
+    );
+    let nchw = "[model.preprocess]\ninput_type = \"uint8\"\n";
+    let (code, _, stderr) = check(&classifier_config(dir.path(), uint8, labels, nchw));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("(NHWC) but model.preprocess.layout = \"nchw\""),
+        "{stderr}"
+    );
+    let any = "models/classifier-any-size.onnx";
+    let (code, _, stderr) = check(&classifier_config(dir.path(), any, labels, ""));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("input_size is not set"), "{stderr}");
+    let sized = "[model.preprocess]\ninput_size = [240, 320]\n";
+    let (code, stdout, stderr) = check(&classifier_config(dir.path(), any, labels, sized));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("fed 240 x 320 NCHW float32"), "{stdout}");
+
+    let nchw256 = "models/classifier-nchw256.onnx";
+    let twenty = dir.path().join("twenty.json");
+    std::fs::copy(root().join("etc/class_name.json"), &twenty).unwrap();
+    let config = classifier_config(dir.path(), nchw256, labels, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &var(labels).display().to_string(),
+        &twenty.display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("the model has 1000 classes but the label file has 20 names"),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,7 @@
 //! `arbiter`: the command line. Thin glue: it parses arguments, loads the config, and wires
 //! the arbiter core (supervision) to the worker (HTTP and inference) it forks.
 
+mod inspect;
 mod logging;
 mod predict;
 mod serve;
@@ -137,6 +138,14 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Print a model's inputs and outputs, and the [model] config section that serves it.
+    Inspect {
+        /// The ONNX model file.
+        model: PathBuf,
+        /// ONNX Runtime's shared library [default: $ORT_DYLIB_PATH, else var/onnxruntime/]
+        #[arg(long, value_name = "LIBRARY")]
+        runtime_library: Option<PathBuf>,
+    },
     /// Classify images without a server: print the JSON the service would answer, per image.
     Predict {
         #[command(flatten)]
@@ -186,6 +195,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nix::sys::signal::Signal::SIGTTOU,
         ),
         Command::Predict { config, images } => predict::run(&config.load()?, &images),
+        Command::Inspect {
+            model,
+            runtime_library,
+        } => inspect::run(&model, runtime_library.as_deref()),
     }
 }
 
@@ -362,6 +375,14 @@ fn check(config: &ConfigArg) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_FAILURE));
             }
         },
+        Err(e) => {
+            eprintln!("arbiter: {e}");
+            return Ok(ExitCode::from(EXIT_FAILURE));
+        }
+    }
+    // The recipe against the model's actual input (ONNX Runtime reads it; `check` never forks).
+    match inspect::check_model(&config) {
+        Ok(summary) => println!("# {summary}"),
         Err(e) => {
             eprintln!("arbiter: {e}");
             return Ok(ExitCode::from(EXIT_FAILURE));

@@ -273,10 +273,11 @@ impl ImageInput {
         let element = match info.ty {
             Some(TensorElementType::Float32) => ElementType::Float32,
             Some(TensorElementType::Uint8) => ElementType::Uint8,
-            Some(ty) => {
+            Some(_) => {
                 return Err(shape_err(format!(
-                    "model input `{}` has element type {ty} (shape {})",
+                    "model input `{}` has element type {} (shape {})",
                     info.name,
+                    info.element,
                     info.shape()
                 )));
             }
@@ -548,7 +549,7 @@ mod tests {
         assert!(refused(F32, &["0", "3", "224", "224"]).contains("has shape [0, 3, 224, 224]"));
         assert!(
             refused(TensorElementType::Int64, &["N", "3", "4", "4"])
-                .contains("model input `x` has element type i64 (shape [N, 3, 4, 4])")
+                .contains("model input `x` has element type int64 (shape [N, 3, 4, 4])")
         );
     }
 
