@@ -236,6 +236,35 @@ fn broken_config_reload_changes_nothing() {
     assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
 }
 
+/// A reload onto a recipe the model cannot take (the tiny model is NCHW, the config says NHWC)
+/// passes the config's own checks, but the new generation's workers fail to boot, naming the
+/// model's input: the reload is aborted and the old workers keep serving.
+#[test]
+fn reload_onto_a_recipe_the_model_cannot_take_changes_nothing() {
+    let mut env = Env::tiny(1);
+    env.start_ready(1);
+    let before = pids(&env);
+    let good = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        good + "\n[model.preprocess]\nlayout = \"nhwc\"\n",
+    )
+    .unwrap();
+    let out = env.cli(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("reload aborted"), "{stderr}");
+    assert!(
+        env.log().contains(
+            "model input `input` is float32 [N, 3, 4, 4] (NCHW) but model.preprocess.layout = \"nhwc\""
+        ),
+        "{}",
+        env.log()
+    );
+    assert_eq!(pids(&env), before);
+    assert_eq!(env.predict(&photo("chelsea.png")).status, 200);
+}
+
 /// 8. TTIN adds a worker, TTOU removes one.
 #[test]
 fn ttin_and_ttou_scale() {
