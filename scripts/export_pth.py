@@ -30,16 +30,20 @@ STD = [0.229, 0.224, 0.225]
 TOLERANCE = 1e-3
 
 
-def load_model(pth: Path, num_classes: int):  # noqa: ANN201 (torch is imported lazily)
-    """The seed's init_model(): resnet50 with fc = Linear(2048, num_classes), weights loaded, eval."""
+def load_model(path: Path, num_classes: int):  # noqa: ANN201 (torch is imported lazily)
+    """The seed's init_model(): resnet50 with fc = Linear(2048, num_classes), weights loaded, eval.
+
+    The state dict (or a checkpoint's "state_dict") is read by pth.py, which refuses a file that
+    would run code, rather than by torch.load.
+    """
     import torch
     from torchvision import models
 
+    import pth
+
     resnet = models.resnet50()
     resnet.fc = torch.nn.Linear(resnet.fc.in_features, num_classes)
-    state = torch.load(str(pth), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    state = {k: torch.from_numpy(v) for k, v in pth.load(path).items()}
     # A model saved from nn.DataParallel has every key prefixed with "module.".
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
