@@ -79,14 +79,16 @@ class Tensor:
         data = self.storage.data
         if data is None:
             raise ValueError("a tensor's storage is missing from the file")
-        item = data.dtype.itemsize
-        needed = self.offset + 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride) if n > 0)
-        if 0 not in self.size and (self.offset < 0 or needed > data.size or min(self.stride, default=0) < 0):
+        if 0 in self.size:
+            return np.zeros(self.size, data.dtype)
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+        if self.offset < 0 or min(self.stride, default=0) < 0 or last >= data.size:
             raise ValueError(f"a tensor of size {self.size} lies outside its storage")
+        item = data.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
             data[self.offset:], shape=self.size, strides=[s * item for s in self.stride],
             writeable=False,
-        ) if 0 not in self.size else np.zeros(self.size, data.dtype)
+        )
         return view.copy(order="C")  # not ascontiguousarray: it makes a 0-d tensor 1-d
 
 

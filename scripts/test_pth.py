@@ -112,6 +112,15 @@ class ReadsStateDicts(unittest.TestCase):
             with self.assertRaises(ValueError):
                 pth.load(path)
 
+    def test_a_tensor_beyond_its_storage_is_an_error(self) -> None:
+        # as_strided would read whatever memory lies past the storage.
+        beyond = state_dict(text("w") + tensor("0", 7, 5, (2, 3), (3, 1)))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, "model.pth")
+            path.write_bytes(legacy(beyond, {"0": STORAGE}))
+            with self.assertRaises(ValueError):
+                pth.load(path)
+
 
 class RefusesOtherGlobals(unittest.TestCase):
     def refuses(self, layout) -> None:  # noqa: ANN001
