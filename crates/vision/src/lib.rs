@@ -23,8 +23,10 @@
 //!    pixels identical to Pillow's, not merely close, for every filter; the crop of a recipe's
 //!    geometry (see `recipe`) is computed alone, not cut from a whole resize.
 //!    [`resize_bilinear`] is the seed's recipe.
-//! 4. [`normalize_chw`] divides by 255 and normalizes in `f32`, the operations torchvision does,
-//!    through a 256-entry table per channel, writing planar CHW.
+//! 4. [`normalize_into`] divides and normalizes in `f32`, the operations torchvision does,
+//!    through a 256-entry table per channel, in the model's channel order and layout (see
+//!    `normalize`); [`pixels_into`] writes the raw pixels for a `uint8` input. [`normalize_chw`]
+//!    is the seed's: `/ 255`, ImageNet's mean and std, RGB, planar CHW.
 //!
 //! [`preprocess`] is all of it ([`preprocess_with`] for any recipe). Errors carry an
 //! [`ErrorKind`] that maps to an HTTP status.
@@ -59,6 +61,7 @@ mod gif;
 mod jpeg;
 mod kernels;
 mod limits;
+mod normalize;
 mod png;
 mod recipe;
 mod resize;
@@ -69,15 +72,27 @@ mod tiff;
 pub use error::{ErrorKind, VisionError};
 pub use format::Format;
 pub use limits::Limits;
+pub use normalize::{ChannelOrder, Normalize, TensorLayout, normalize_into, pixels_into};
 pub use recipe::{Filter, Geometry, Layout, MAX_SHORTER_SIDE, RecipeError, Resize, Span};
 pub use resize::{resize, resize_bilinear};
 pub use rgb_image::RgbImage;
 pub use spare::{keep_spare_buffers, recycle};
 
-/// ImageNet channel means that torchvision's `Normalize` subtracts (RGB order).
+/// ImageNet channel means that torchvision's `Normalize` subtracts (RGB order): the seed's, as
+/// `arbiter_config::defaults::IMAGENET_MEAN` gives them to a config.
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// ImageNet channel standard deviations that torchvision's `Normalize` divides by (RGB order).
+/// ImageNet channel standard deviations that torchvision's `Normalize` divides by (RGB order),
+/// as `arbiter_config::defaults::IMAGENET_STD`.
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+impl Normalize {
+    /// The seed's: torchvision's `ToTensor` (`/ 255`) then `Normalize(MEAN, STD)`.
+    pub const SEED: Normalize = Normalize {
+        divide_by: 255.0,
+        mean: MEAN,
+        std: STD,
+    };
+}
 
 /// Detects the format from the magic bytes at the start of the data.
 pub fn sniff(bytes: &[u8]) -> Result<Format, VisionError> {
@@ -330,32 +345,19 @@ pub fn decode_resized_with(
 }
 
 /// Writes `img` as a normalized CHW float tensor: `(v / 255 - MEAN[c]) / STD[c]` in `f32`, as
-/// torchvision's `ToTensor` then `Normalize` compute it.
+/// torchvision's `ToTensor` then `Normalize` compute it. The seed's [`normalize_into`].
 ///
 /// # Panics
 ///
 /// If `out.len()` is not `3 * width * height`, or `img.data` does not match its size.
 pub fn normalize_chw(img: &RgbImage, out: &mut [f32]) {
-    let plane = img.width as usize * img.height as usize;
-    assert_eq!(
-        out.len(),
-        3 * plane,
-        "output length must be 3 * width * height"
+    normalize_into(
+        img,
+        &Normalize::SEED,
+        ChannelOrder::Rgb,
+        TensorLayout::Nchw,
+        out,
     );
-    assert_eq!(
-        img.data.len(),
-        3 * plane,
-        "RgbImage data does not match its size"
-    );
-    let table: [[f32; 256]; 3] =
-        std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - MEAN[c]) / STD[c]));
-    let (red, rest) = out.split_at_mut(plane);
-    let (green, blue) = rest.split_at_mut(plane);
-    for (((px, r), g), b) in img.data.chunks_exact(3).zip(red).zip(green).zip(blue) {
-        *r = table[0][usize::from(px[0])];
-        *g = table[1][usize::from(px[1])];
-        *b = table[2][usize::from(px[2])];
-    }
 }
 
 /// Decodes, resizes to `width x height` and normalizes: the seed's whole preprocessing, as a
