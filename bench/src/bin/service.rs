@@ -179,7 +179,7 @@ fn main() {
         trusted_proxies: Vec::new(),
         trust_unix_peers: false,
         max_requests: None,
-        fast_jpeg: false,
+        recipe: arbiter_worker::Recipe::SEED,
     };
     let labels = Labels::load(std::path::Path::new("etc/class_name.json")).unwrap();
     let service = Service::new(config, labels, queue, board.clone(), slot);

@@ -6,6 +6,7 @@ use std::path::Path;
 use arbiter_infer::{Device, Engine, InferError, ModelOptions};
 
 use crate::batcher::{Backend, LaneLoader, ModelInfo};
+use crate::tensor::Batch;
 
 /// Loads the worker's engine (see [`Engine::load_shared`]), with one single-thread lane per
 /// ONNX Runtime thread when `parallel_batches` is on and the rule of `arbiter_config::runs_lanes`
@@ -30,14 +31,19 @@ impl Backend for Engine {
             output_name: model.output_name().to_owned(),
             width,
             height,
+            element: model.input().element,
+            layout: model.input().layout,
             num_classes: model.num_classes(),
             max_batch: model.max_batch(),
             load_time: model.load_time(),
         }
     }
 
-    fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
-        Engine::run(self, batch, n)
+    fn run(&mut self, batch: Batch<'_>, n: usize) -> Result<Vec<f32>, InferError> {
+        match batch {
+            Batch::F32(values) => Engine::run(self, values, n),
+            Batch::U8(values) => Engine::run(self, values, n),
+        }
     }
 
     /// One single-thread session per intra-op thread, from the same (prepared) model file: on a

@@ -1,10 +1,11 @@
-//! KServe v2 / Open Inference Protocol: parsing an `infer` request into a batch of CHW images,
-//! and writing the response, in JSON or with the binary tensor data extension (what Triton's
-//! clients send by default).
+//! KServe v2 / Open Inference Protocol: parsing an `infer` request into a batch of the model's
+//! input, and writing the response, in JSON or with the binary tensor data extension (what
+//! Triton's clients send by default).
 //!
-//! A request carries one FP32 input `[N, 3, H, W]` whose data is JSON (flat or nested) or, with
-//! the `Inference-Header-Content-Length` header, raw little-endian bytes after the JSON header
-//! (`parameters.binary_data_size`). The response has the one output `[N, C]`, as JSON numbers, or
+//! A request carries the model's one input as the model takes it: FP32 (normalized) or UINT8
+//! (raw pixels, for a model that normalizes inside its graph), `[N, 3, H, W]` or `[N, H, W, 3]`,
+//! whose data is JSON (flat or nested) or, with the `Inference-Header-Content-Length` header, raw
+//! little-endian bytes after the JSON header (`parameters.binary_data_size`). The response has the one output `[N, C]`, as JSON numbers, or
 //! as raw bytes when the request asks for binary output (`parameters.binary_data` on the requested
 //! output, or `parameters.binary_data_output` on the request).
 
@@ -14,14 +15,42 @@ use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use arbiter_config::{ElementType, TensorLayout};
+
 use crate::batcher::ModelInfo;
 use crate::error::ApiError;
+use crate::tensor::Elements;
 
 /// The header naming the length of the JSON part of a binary request or response.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
-/// The datatype this server reads and writes.
+/// The datatype of the outputs, and of a `float32` input.
 const FP32: &str = "FP32";
+/// The datatype of a `uint8` input.
+const UINT8: &str = "UINT8";
+
+/// The KServe datatype of an input of `element`s.
+fn datatype(element: ElementType) -> &'static str {
+    match element {
+        ElementType::Float32 => FP32,
+        ElementType::Uint8 => UINT8,
+    }
+}
+
+/// The input's shape in its layout, the batch axis `n`.
+fn input_shape(info: &ModelInfo, n: i64) -> [i64; 4] {
+    let (h, w) = (i64::from(info.height), i64::from(info.width));
+    match info.layout {
+        TensorLayout::Nchw => [n, 3, h, w],
+        TensorLayout::Nhwc => [n, h, w, 3],
+    }
+}
+
+/// The shape as the model's metadata and its errors write it.
+fn shape_text(info: &ModelInfo) -> String {
+    let [_, a, b, c] = input_shape(info, 0);
+    format!("[N, {a}, {b}, {c}]")
+}
 
 #[derive(Debug, Deserialize)]
 struct InferRequest {
@@ -59,8 +88,8 @@ pub(crate) struct InferCall {
     pub id: Option<Value>,
     /// Number of images.
     pub n: usize,
-    /// `n * 3 * H * W` floats.
-    pub tensor: Vec<f32>,
+    /// `n * 3 * H * W` values of the model's element type.
+    pub tensor: Elements,
     /// Whether the output goes back as binary data.
     pub binary_output: bool,
 }
@@ -112,21 +141,23 @@ pub(crate) fn parse_request(
             input.name, info.input_name
         )));
     }
-    if input.datatype != FP32 {
+    let wanted = datatype(info.element);
+    if input.datatype != wanted {
         return Err(invalid(format!(
-            "input `{}` has datatype {}; the model takes FP32",
+            "input `{}` has datatype {}; the model takes {wanted}",
             input.name, input.datatype
         )));
     }
-    let expected = [3, i64::from(info.height), i64::from(info.width)];
     let n = match input.shape.as_slice() {
-        [n, rest @ ..] if *n >= 1 && rest == expected => {
+        [n, rest @ ..] if *n >= 1 && rest == &input_shape(info, *n)[1..] => {
             usize::try_from(*n).map_err(|_| invalid("batch too large"))?
         }
         _ => {
             return Err(invalid(format!(
-                "input `{}` has shape {:?}; the model takes [N, 3, {}, {}] with N >= 1",
-                input.name, input.shape, info.height, info.width
+                "input `{}` has shape {:?}; the model takes {} with N >= 1",
+                input.name,
+                input.shape,
+                shape_text(info)
             )));
         }
     };
@@ -139,7 +170,12 @@ pub(crate) fn parse_request(
         .and_then(|p| p.get("binary_data_size"));
     let tensor = match (input.data, binary_size) {
         (Some(_), Some(_)) => return Err(bad("an input has both `data` and `binary_data_size`")),
-        (Some(TensorData(values)), None) => values,
+        (Some(data), None) => data.into_elements(info.element).ok_or_else(|| {
+            invalid(format!(
+                "input `{}` is UINT8: its data must be whole numbers from 0 to 255",
+                input.name
+            ))
+        })?,
         (None, Some(size)) => {
             let size = size
                 .as_u64()
@@ -153,14 +189,21 @@ pub(crate) fn parse_request(
             }
             let (mine, rest) = binary.split_at(size);
             binary = rest;
-            if size % 4 != 0 {
-                return Err(invalid(format!(
-                    "binary_data_size {size} is not a whole number of FP32 values"
-                )));
+            match info.element {
+                ElementType::Uint8 => Elements::U8(mine.to_vec()),
+                ElementType::Float32 => {
+                    if size % 4 != 0 {
+                        return Err(invalid(format!(
+                            "binary_data_size {size} is not a whole number of FP32 values"
+                        )));
+                    }
+                    Elements::F32(
+                        mine.chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect(),
+                    )
+                }
             }
-            mine.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
         }
         (None, None) => return Err(bad(format!("input `{}` has no `data`", input.name))),
     };
@@ -286,8 +329,8 @@ pub(crate) fn model_metadata(info: &ModelInfo, model_name: &str) -> Value {
         "platform": "onnxruntime_onnx",
         "inputs": [{
             "name": info.input_name,
-            "datatype": FP32,
-            "shape": [-1, 3, info.height, info.width],
+            "datatype": datatype(info.element),
+            "shape": input_shape(info, -1),
         }],
         "outputs": [{
             "name": info.output_name,
@@ -307,19 +350,47 @@ pub(crate) fn server_metadata() -> Value {
 }
 
 /// Tensor `data`: numbers, flat or nested to any depth, flattened in row-major order.
-#[derive(Debug)]
-struct TensorData(Vec<f32>);
+#[derive(Debug, Default)]
+struct TensorData {
+    /// The numbers, as `f32`.
+    values: Vec<f32>,
+    /// Whether every number is a whole number from 0 to 255, as written (a `UINT8` value).
+    bytes: bool,
+}
 
-impl<'de> Deserialize<'de> for TensorData {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TensorData, D::Error> {
-        let mut values = Vec::new();
-        Flatten(&mut values).deserialize(deserializer)?;
-        Ok(TensorData(values))
+impl TensorData {
+    /// The values as `element`s; `None` for `UINT8` when one is not a byte.
+    fn into_elements(self, element: ElementType) -> Option<Elements> {
+        match element {
+            ElementType::Float32 => Some(Elements::F32(self.values)),
+            // Each is a whole number from 0 to 255, so the cast is exact.
+            ElementType::Uint8 => self
+                .bytes
+                .then(|| Elements::U8(self.values.iter().map(|&v| v as u8).collect())),
+        }
     }
 }
 
-/// Appends every number of a (nested) array to the vector.
-struct Flatten<'a>(&'a mut Vec<f32>);
+impl<'de> Deserialize<'de> for TensorData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TensorData, D::Error> {
+        let mut data = TensorData {
+            values: Vec::new(),
+            bytes: true,
+        };
+        Flatten(&mut data).deserialize(deserializer)?;
+        Ok(data)
+    }
+}
+
+/// Appends every number of a (nested) array to the data.
+struct Flatten<'a>(&'a mut TensorData);
+
+impl Flatten<'_> {
+    fn push(&mut self, value: f32, byte: bool) {
+        self.0.values.push(value);
+        self.0.bytes &= byte;
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for Flatten<'_> {
     type Value = ();
@@ -337,24 +408,24 @@ impl<'de> Visitor<'de> for Flatten<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if let Some(hint) = seq.size_hint() {
-            self.0.reserve(hint);
+            self.0.values.reserve(hint);
         }
         while seq.next_element_seed(Flatten(self.0))?.is_some() {}
         Ok(())
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.0.push(v as f32);
+    fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<(), E> {
+        self.push(v as f32, v.fract() == 0.0 && (0.0..=255.0).contains(&v));
         Ok(())
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.0.push(v as f32);
+    fn visit_i64<E: de::Error>(mut self, v: i64) -> Result<(), E> {
+        self.push(v as f32, (0..=255).contains(&v));
         Ok(())
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.0.push(v as f32);
+    fn visit_u64<E: de::Error>(mut self, v: u64) -> Result<(), E> {
+        self.push(v as f32, v <= 255);
         Ok(())
     }
 }
@@ -369,6 +440,8 @@ mod tests {
             output_name: "output".into(),
             width: 2,
             height: 1,
+            element: ElementType::Float32,
+            layout: TensorLayout::Nchw,
             num_classes: 3,
             max_batch: 4,
             load_time: std::time::Duration::ZERO,
@@ -383,7 +456,10 @@ mod tests {
     fn flat_and_nested_data() {
         let flat = parse(r#"{"id":"a","inputs":[{"name":"input","shape":[1,3,1,2],"datatype":"FP32","data":[1,2,3,4,5,6.5]}]}"#)
             .unwrap();
-        assert_eq!(flat.tensor, [1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+        assert_eq!(
+            flat.tensor,
+            Elements::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5])
+        );
         assert_eq!(flat.id, Some(Value::from("a")));
         let nested = parse(r#"{"inputs":[{"name":"input","shape":[1,3,1,2],"datatype":"FP32","data":[[[[1,2]],[[3,4]],[[5,6.5]]]]}]}"#)
             .unwrap();
@@ -447,7 +523,10 @@ mod tests {
             body.extend_from_slice(&v.to_le_bytes());
         }
         let call = parse_request(&body, Some(json.len()), &info()).unwrap();
-        assert_eq!(call.tensor, [1.0, 2.0, 3.0, 4.0, 5.0, -6.0]);
+        assert_eq!(
+            call.tensor,
+            Elements::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.0])
+        );
         assert!(call.binary_output);
         let out = render_response(&call, &[0.5, -1.0, 2.0], &info(), "m");
         let len = out.json_len.unwrap();

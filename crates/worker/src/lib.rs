@@ -39,6 +39,7 @@ mod pipeline;
 pub mod routes;
 pub mod server;
 mod service;
+mod tensor;
 mod upload;
 
 use std::sync::Arc;
@@ -57,8 +58,10 @@ pub use batcher::{
 pub use client::Peer;
 pub use error::ApiError;
 pub use options::{Batching, CidrError, IpCidr, Limits, ReopenLogs, WorkerOptions, model_options};
+pub use pipeline::Recipe;
 pub use server::{Listener, serve};
 pub use service::{OPENAPI_YAML, Service, ServiceConfig};
+pub use tensor::{Batch, Elements, ToTensor};
 
 /// Exit code after a clean stop (drain finished, or INT/QUIT).
 pub const EXIT_OK: i32 = 0;
@@ -125,6 +128,7 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
         Err(e) => return boot_failure(&slot, &error_chain(&e)),
     };
     slot.set_model_load(queue.info().load_time);
+    opts.recipe.log((queue.info().width, queue.info().height));
 
     // Each decoding thread reuses one image buffer instead of faulting in a new one per image.
     arbiter_vision::keep_spare_buffers(opts.preprocess_threads.max(1));

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use arbiter_config::{Config, Device, TrustedProxy};
 
+use crate::pipeline::Recipe;
+
 pub use arbiter_config::{CidrError, IpCidr};
 
 /// Everything one worker needs, from the validated config ([`WorkerOptions::from_config`]).
@@ -45,9 +47,8 @@ pub struct WorkerOptions {
     /// On a CPU with several intra-op threads, run batches side by side under load, one thread
     /// each (see `batcher`'s "Lanes"); a lone request still runs on every thread.
     pub parallel_batches: bool,
-    /// Decode JPEGs over twice the model's input at a reduced scale (libjpeg's DCT scaling, as
-    /// Pillow's `draft`): several times faster on big photos, not the seed's exact pixels.
-    pub fast_jpeg: bool,
+    /// The model's recipe (`[model.preprocess]`, `[model.postprocess]`, `fast_jpeg`).
+    pub recipe: Recipe,
     /// Called on USR1: reopen the log file the worker writes to.
     pub reopen_logs: Option<ReopenLogs>,
 }
@@ -110,7 +111,7 @@ impl WorkerOptions {
             shared_weights_cache: model.share_weights.then(|| model.cache_dir.clone()),
             intra_op_spinning: model.spinning,
             parallel_batches: model.parallel_batches,
-            fast_jpeg: model.fast_jpeg,
+            recipe: Recipe::from_config(model),
             reopen_logs: None,
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use arbiter_infer::{Labels, classify};
+use arbiter_infer::{Labels, postprocess};
 use arbiter_scoreboard::{Route, Scoreboard, SlotRef, Stage};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,7 +26,7 @@ use crate::client::{Peer, client_address};
 use crate::error::ApiError;
 use crate::kserve;
 use crate::options::{IpCidr, Limits, WorkerOptions};
-use crate::pipeline::prepare_image;
+use crate::pipeline::Recipe;
 use crate::routes::{self, Endpoint, Matched};
 use crate::upload;
 
@@ -73,8 +73,8 @@ pub struct ServiceConfig {
     pub trust_unix_peers: bool,
     /// Drain after this many requests.
     pub max_requests: Option<u64>,
-    /// Decode big JPEGs at a reduced scale.
-    pub fast_jpeg: bool,
+    /// How an image becomes the model's input, and its outputs the answer.
+    pub recipe: Recipe,
 }
 
 impl ServiceConfig {
@@ -88,7 +88,7 @@ impl ServiceConfig {
             trusted_proxies: opts.trusted_proxies.clone(),
             trust_unix_peers: opts.trust_unix_peers,
             max_requests: opts.max_requests,
-            fast_jpeg: opts.fast_jpeg,
+            recipe: opts.recipe,
         }
     }
 }
@@ -350,28 +350,34 @@ impl Service {
         let info = self.inner.queue.info();
         let size = (info.width, info.height);
         let max_pixels = self.inner.config.limits.max_pixels;
-        let fast_jpeg = self.inner.config.fast_jpeg;
+        let recipe = self.inner.config.recipe;
         let slot = self.inner.slot.clone();
         let ((), out) = self
             .infer(move || {
-                let prepared = prepare_image(&image, max_pixels, size, fast_jpeg);
+                let prepared = recipe.prepare(&image, max_pixels, size);
                 drop((image, memory));
                 let prepared = prepared?;
                 slot.observe_stage(Stage::Decode, prepared.decode);
                 slot.observe_stage(Stage::Preprocess, prepared.preprocess);
                 Ok(ForModel {
-                    input: Input::Image(prepared.image),
+                    input: Input::Image(prepared.image, recipe.tensor),
                     images: 1,
                     kept: (),
                 })
             })
             .await?;
-        let prediction = classify(
+        let post = recipe.postprocess;
+        let answer = postprocess(
             &out.outputs,
             &self.inner.labels,
             self.inner.config.threshold,
+            post.output,
         );
-        Ok(json(StatusCode::OK, &prediction))
+        Ok(if post.scores {
+            json(StatusCode::OK, &answer.scored())
+        } else {
+            json(StatusCode::OK, &answer.prediction())
+        })
     }
 
     /// Before answering an error while the client may still be sending the body, reads and drops

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use arbiter_config::{ElementType, TensorLayout};
 use arbiter_infer::InferError;
+
+use crate::tensor::Batch;
 
 /// What the model can do, as the HTTP layer needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +19,10 @@ pub struct ModelInfo {
     pub width: u32,
     /// Input height.
     pub height: u32,
+    /// The input's element type.
+    pub element: ElementType,
+    /// The input's axes.
+    pub layout: TensorLayout,
     /// Outputs per image.
     pub num_classes: usize,
     /// Largest batch one [`Backend::run`] call accepts.
@@ -25,7 +32,7 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    /// Floats per image: `3 * height * width`.
+    /// Values per image: `3 * height * width`.
     pub fn image_len(&self) -> usize {
         3 * self.width as usize * self.height as usize
     }
@@ -35,9 +42,9 @@ impl ModelInfo {
 pub trait Backend: Send + 'static {
     /// The model's shapes and names.
     fn info(&self) -> ModelInfo;
-    /// Runs `n` CHW images laid end to end (`n <= info().max_batch`); returns `n * num_classes`
-    /// raw outputs.
-    fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, InferError>;
+    /// Runs `n` images laid end to end, in the input's layout and element type
+    /// (`n <= info().max_batch`); returns `n * num_classes` raw outputs.
+    fn run(&mut self, batch: Batch<'_>, n: usize) -> Result<Vec<f32>, InferError>;
 
     /// How to load engines that each run a batch on one thread, to run batches side by side
     /// under load (see the batcher's "Lanes"). Called once, on the inference thread, after

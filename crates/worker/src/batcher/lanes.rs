@@ -14,6 +14,7 @@ use super::counters::{Counters, MAX_LANES};
 use super::queue::{Intake, Job, gather};
 use super::run::run_batch;
 use crate::options::Batching;
+use crate::tensor::Elements;
 
 /// Which engine runs a batch, as claimed from the [`Traffic`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +195,7 @@ fn load_lanes<B: Backend>(loader: LaneLoader<B>, all: &Arc<Lanes<B>>, ahead: &Se
 fn serve_lane<B: Backend>(index: usize, mut lane: Option<B>, all: &Lanes<B>) {
     let (traffic, counters) = (&all.traffic, &*all.counters);
     // The model's input, reused from batch to batch (see `run_batch`).
-    let mut input = Vec::new();
+    let mut input = Elements::empty(all.info.element);
     loop {
         let (batch, claim, last) = {
             let mut intake = all.intake.lock().unwrap_or_else(|p| p.into_inner());

@@ -13,15 +13,17 @@ use super::backend::ModelInfo;
 use super::counters::Counters;
 use super::error::InferenceError;
 use crate::options::Batching;
+use crate::tensor::{Elements, ToTensor};
 
 /// What a request queues for the model.
 #[derive(Debug)]
 pub enum Input {
-    /// `n * image_len` floats, ready (KServe tensors).
-    Tensor(Vec<f32>),
-    /// One image already resized to the model's input, as RGB bytes: normalised into the batch
-    /// when it runs, so a queued image holds a quarter of the memory its floats would.
-    Image(RgbImage),
+    /// `n * image_len` values of the model's element type, ready (KServe tensors).
+    Tensor(Elements),
+    /// One image already resized to the model's input, as RGB bytes, and how it becomes the
+    /// input: written into the batch when it runs, so a queued image holds a quarter of the
+    /// memory its floats would.
+    Image(RgbImage, ToTensor),
 }
 
 /// The answer to one job: its outputs and the size of the batch it ran in.
@@ -46,7 +48,7 @@ pub(super) struct Job {
     pub(super) permit: Permit,
 }
 
-/// Queues `n` preprocessed images (`n * image_len` floats, or one image of the model's input
+/// Queues `n` preprocessed images (`n * image_len` values of the model's element type, or one image of the model's input
 /// size); the receiver gets the outputs. Dropping the receiver cancels the job if it has not
 /// started.
 pub(super) fn submit(
@@ -58,8 +60,13 @@ pub(super) fn submit(
     n: usize,
 ) -> Result<oneshot::Receiver<Result<JobOutput, InferenceError>>, InferenceError> {
     let fits = match &input {
-        Input::Tensor(t) => t.len() == n * info.image_len(),
-        Input::Image(img) => n == 1 && img.width == info.width && img.height == info.height,
+        Input::Tensor(t) => t.len() == n * info.image_len() && t.element() == info.element,
+        Input::Image(img, to) => {
+            n == 1
+                && img.width == info.width
+                && img.height == info.height
+                && to.element() == info.element
+        }
     };
     if !fits {
         return Err(InferenceError::Misfit {

@@ -12,21 +12,22 @@ use super::backend::{Backend, ModelInfo};
 use super::counters::{Counters, MAX_LANES};
 use super::error::InferenceError;
 use super::queue::{Input, Job, JobOutput};
+use crate::tensor::Elements;
 
-/// The largest model input an inference thread keeps for its next batch: 32 MiB, 55 images of
-/// 224 x 224.
-const MAX_KEPT_INPUT: usize = (32 << 20) / size_of::<f32>();
+/// The largest model input an inference thread keeps for its next batch, in bytes: 32 MiB, 55
+/// images of 224 x 224 floats.
+const MAX_KEPT_INPUT: usize = 32 << 20;
 
 /// Runs one gathered batch (in chunks of the backend's maximum) on lane `lane` and answers each
 /// job. Calls `model_done` once the model has run (or at once if there is nothing to run),
-/// before answering. The batch's floats go in `input`, kept by the caller for the next batch: a
+/// before answering. The batch's values go in `input`, kept by the caller for the next batch: a
 /// 224 x 224 image's are 588 KiB, which a new allocation would map afresh and the kernel fault
 /// in page by page for every request.
 pub(super) fn run_batch<B: Backend>(
     backend: &mut B,
     info: &ModelInfo,
     mut batch: Vec<Job>,
-    input: &mut Vec<f32>,
+    input: &mut Elements,
     counters: &Counters,
     lane: usize,
     model_done: impl FnOnce(),
@@ -40,29 +41,30 @@ pub(super) fn run_batch<B: Backend>(
     let started = Instant::now();
     let total: usize = batch.iter().map(|j| j.n).sum();
     let per_image = info.image_len();
-    input.clear();
-    input.reserve(total * per_image);
+    input.reset(info.element);
+    match input {
+        Elements::F32(v) => v.reserve(total * per_image),
+        Elements::U8(v) => v.reserve(total * per_image),
+    }
     for job in &mut batch {
         job.permit.batch_started();
         counters
             .slot
             .observe_stage(Stage::QueueWait, started.duration_since(job.enqueued));
-        match std::mem::replace(&mut job.input, Input::Tensor(Vec::new())) {
-            Input::Tensor(mut floats) => input.append(&mut floats),
-            Input::Image(img) => {
-                let at = input.len();
-                input.resize(at + per_image, 0.0);
-                arbiter_vision::normalize_chw(&img, &mut input[at..]);
-            }
-        }
+        // `submit` let in only jobs of the model's element type and size.
+        let appended = match std::mem::replace(&mut job.input, Input::Tensor(Elements::default())) {
+            Input::Tensor(mut values) => input.append(&mut values),
+            Input::Image(img, to_tensor) => to_tensor.append(&img, input),
+        };
+        debug_assert!(appended, "a job of another element type was queued");
     }
     let busy = &counters.busy_since[lane.min(MAX_LANES - 1)];
     busy.store(counters.now_ns(), Relaxed);
     let outputs = run_chunks(backend, info, input, total, counters);
     busy.store(0, Relaxed);
     model_done();
-    if input.capacity() > MAX_KEPT_INPUT {
-        *input = Vec::new();
+    if input.capacity_bytes() > MAX_KEPT_INPUT {
+        *input = Elements::empty(info.element);
     }
     if let Err(e) = &outputs {
         tracing::error!(
@@ -96,7 +98,7 @@ pub(super) fn run_batch<B: Backend>(
 fn run_chunks<B: Backend>(
     backend: &mut B,
     info: &ModelInfo,
-    input: &[f32],
+    input: &Elements,
     total: usize,
     counters: &Counters,
 ) -> Result<Vec<f32>, InferenceError> {
@@ -106,9 +108,7 @@ fn run_chunks<B: Backend>(
     let mut done = 0;
     while done < total {
         let n = chunk.min(total - done);
-        let slice = input
-            .get(done * per_image..(done + n) * per_image)
-            .unwrap_or(&[]);
+        let slice = input.slice(done * per_image..(done + n) * per_image);
         let out = catch_unwind(AssertUnwindSafe(|| backend.run(slice, n)))
             .map_err(|_| InferenceError::Panicked)?
             .map_err(|e| InferenceError::Run(Arc::new(e)))?;

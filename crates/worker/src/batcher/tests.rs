@@ -10,6 +10,7 @@ use arbiter_infer::InferError;
 use arbiter_scoreboard::Scoreboard;
 
 use super::*;
+use crate::tensor::{Batch, Elements};
 
 /// Floats per image of the scripted model: 3 x 2 x 2.
 const IMAGE: usize = 12;
@@ -35,13 +36,18 @@ impl Backend for Scripted {
             output_name: "output".into(),
             width: 2,
             height: 2,
+            element: arbiter_config::ElementType::Float32,
+            layout: arbiter_config::TensorLayout::Nchw,
             num_classes: CLASSES,
             max_batch: 4,
             load_time: Duration::ZERO,
         }
     }
 
-    fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
+    fn run(&mut self, batch: Batch<'_>, n: usize) -> Result<Vec<f32>, InferError> {
+        let Batch::F32(batch) = batch else {
+            panic!("a float32 model")
+        };
         let step = self.script.lock().unwrap().pop_front();
         match step {
             Some(Step::Fail) => Err(InferError::Batch("scripted failure".into())),
@@ -82,7 +88,7 @@ async fn run(queue: &InferenceQueue, value: f32) -> Result<JobOutput, InferenceE
     let mut permit = queue.admit()?;
     queue.before_preparing(&mut permit).await?;
     queue
-        .run(permit, Input::Tensor(vec![value; IMAGE]), 1)
+        .run(permit, Input::Tensor(Elements::F32(vec![value; IMAGE])), 1)
         .await
 }
 
@@ -113,7 +119,11 @@ async fn a_job_that_does_not_fit_the_model_is_refused() {
     let mut permit = queue.admit().unwrap();
     queue.before_preparing(&mut permit).await.unwrap();
     let misfit = queue
-        .run(permit, Input::Tensor(vec![0.0; IMAGE + 1]), 1)
+        .run(
+            permit,
+            Input::Tensor(Elements::F32(vec![0.0; IMAGE + 1])),
+            1,
+        )
         .await
         .unwrap_err();
     assert!(

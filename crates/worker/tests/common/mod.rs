@@ -12,8 +12,8 @@ use arbiter_config::Config;
 use arbiter_infer::{InferError, Labels};
 use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use arbiter_worker::{
-    Backend, Batching, InferenceQueue, InferenceThread, LaneLoader, Limits, Listener, ModelInfo,
-    Service, ServiceConfig, WorkerOptions,
+    Backend, Batch, Batching, InferenceQueue, InferenceThread, LaneLoader, Limits, Listener,
+    ModelInfo, Recipe, Service, ServiceConfig, WorkerOptions,
 };
 use tokio::sync::watch;
 
@@ -80,13 +80,18 @@ impl Backend for Fake {
             output_name: "output".into(),
             width: self.side,
             height: self.side,
+            element: arbiter_config::ElementType::Float32,
+            layout: arbiter_config::TensorLayout::Nchw,
             num_classes: 20,
             max_batch: 8,
             load_time: Duration::from_millis(5),
         }
     }
 
-    fn run(&mut self, batch: &[f32], n: usize) -> Result<Vec<f32>, InferError> {
+    fn run(&mut self, batch: Batch<'_>, n: usize) -> Result<Vec<f32>, InferError> {
+        let Batch::F32(batch) = batch else {
+            panic!("the fake takes floats")
+        };
         // Counted before the work, so a test sees a run as soon as it starts.
         self.ran.fetch_add(n, Ordering::SeqCst);
         self.batches.lock().unwrap().push(n);
@@ -155,7 +160,7 @@ pub(crate) fn config(limits: Limits) -> ServiceConfig {
         trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
         trust_unix_peers: true,
         max_requests: None,
-        fast_jpeg: false,
+        recipe: Recipe::SEED,
     }
 }
 
