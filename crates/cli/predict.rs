@@ -1,15 +1,16 @@
 //! `arbiter predict`: the service's answer for image files, without a server, like the
-//! original project's first script.
+//! original project's first script. The image goes through the worker's own recipe
+//! ([`Recipe`]): the same decode, resize, input values and answer as `/model_predict`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use arbiter_config::Config;
-use arbiter_infer::{Labels, Model, classify, init_runtime};
-use arbiter_vision::Limits;
+use arbiter_infer::{Labels, Model, init_runtime};
+use arbiter_worker::{Elements, Recipe};
 
-/// Prints one JSON line per image: the prediction, or `{"error": ...}` for an image that
-/// cannot be read. Exits non-zero if any image failed.
+/// Prints one JSON line per image: the answer, or `{"error": ...}` for an image that cannot be
+/// read. Exits non-zero if any image failed.
 pub(crate) fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
     init_runtime(config.model.runtime_library.as_deref())?;
     let labels = Labels::load(&config.model.labels)?;
@@ -18,24 +19,28 @@ pub(crate) fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCod
     options.max_batch = 1;
     options.expected_classes = Some(labels.len());
     let mut model = Model::load(&options, config.model.spinning)?;
-    let (width, height) = model.input_size();
-    let limits = Limits {
-        max_pixels: config.limits.max_pixels,
-    };
+    let size = model.input_size();
+    let recipe = Recipe::from_config(&config.model);
     let mut failed = false;
     for path in images {
         let answer = std::fs::read(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
             .and_then(|bytes| {
-                let fast = config.model.fast_jpeg;
-                arbiter_vision::preprocess_for_input(&bytes, &limits, width, height, fast)
+                recipe
+                    .input(&bytes, config.limits.max_pixels, size)
                     .map_err(|e| format!("{}: {e}", path.display()))
             })
-            .and_then(|input| model.run(&input, 1).map_err(|e| e.to_string()));
+            .and_then(|input| {
+                match &input {
+                    Elements::F32(values) => model.run(values, 1),
+                    Elements::U8(values) => model.run(values, 1),
+                }
+                .map_err(|e| e.to_string())
+            });
         match answer {
             Ok(outputs) => println!(
                 "{}",
-                serde_json::to_string(&classify(&outputs, &labels, config.model.threshold))?
+                String::from_utf8_lossy(&recipe.answer(&outputs, &labels, config.model.threshold))
             ),
             Err(message) => {
                 failed = true;

@@ -5,10 +5,11 @@
 use std::time::{Duration, Instant};
 
 use arbiter_config::{Geometry, Model, Output, Postprocess};
-use arbiter_vision::{Filter, Resize, RgbImage};
+use arbiter_infer::{Labels, postprocess};
+use arbiter_vision::{Filter, Resize, Resized, RgbImage, VisionError};
 
 use crate::error::ApiError;
-use crate::tensor::ToTensor;
+use crate::tensor::{Elements, ToTensor};
 
 /// One image resized to the model's input (written into the batch when its batch runs).
 #[derive(Debug)]
@@ -82,22 +83,56 @@ impl Recipe {
 
     /// Decodes `bytes` (refusing more than `max_pixels` before decoding; big JPEGs at a reduced
     /// scale with `fast_jpeg`) and resizes it by the recipe to `width x height`.
-    pub(crate) fn prepare(
+    pub fn resized(
         &self,
         bytes: &[u8],
         max_pixels: u64,
         (width, height): (u32, u32),
-    ) -> Result<Prepared, ApiError> {
+    ) -> Result<Resized, VisionError> {
         let limits = arbiter_vision::Limits { max_pixels };
-        let started = Instant::now();
-        let done = arbiter_vision::decode_resized_with(
+        arbiter_vision::decode_resized_with(
             bytes,
             &limits,
             width,
             height,
             &self.resize,
             self.fast_jpeg,
-        )?;
+        )
+    }
+
+    /// One image's input values for a `width x height` model: [`Recipe::resized`], then
+    /// [`ToTensor`].
+    pub fn input(
+        &self,
+        bytes: &[u8],
+        max_pixels: u64,
+        size: (u32, u32),
+    ) -> Result<Elements, VisionError> {
+        let done = self.resized(bytes, max_pixels, size)?;
+        Ok(self.tensor.tensor(&done.image))
+    }
+
+    /// One image's answer to its raw outputs, as JSON: the seed's (`{"result": [...], "status":
+    /// 1}`), or with each kept class's index, label and score when `scores` is on.
+    pub fn answer(&self, outputs: &[f32], labels: &Labels, threshold: f32) -> Vec<u8> {
+        let answer = postprocess(outputs, labels, threshold, self.postprocess.output);
+        let json = if self.postprocess.scores {
+            serde_json::to_vec(&answer.scored())
+        } else {
+            serde_json::to_vec(&answer.prediction())
+        };
+        json.unwrap_or_default()
+    }
+
+    /// [`Recipe::resized`], timed for the service's stages.
+    pub(crate) fn prepare(
+        &self,
+        bytes: &[u8],
+        max_pixels: u64,
+        size: (u32, u32),
+    ) -> Result<Prepared, ApiError> {
+        let started = Instant::now();
+        let done = self.resized(bytes, max_pixels, size)?;
         // A JPEG is resized while it decodes: the decode stage is the rest of the time.
         Ok(Prepared {
             image: done.image,

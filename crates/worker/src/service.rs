@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use arbiter_infer::{Labels, postprocess};
+use arbiter_infer::Labels;
 use arbiter_scoreboard::{Route, Scoreboard, SlotRef, Stage};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -366,18 +366,15 @@ impl Service {
                 })
             })
             .await?;
-        let post = recipe.postprocess;
-        let answer = postprocess(
+        let answer = recipe.answer(
             &out.outputs,
             &self.inner.labels,
             self.inner.config.threshold,
-            post.output,
         );
-        Ok(if post.scores {
-            json(StatusCode::OK, &answer.scored())
-        } else {
-            json(StatusCode::OK, &answer.prediction())
-        })
+        Ok(with_type(
+            Response::new(Full::new(Bytes::from(answer))),
+            "application/json",
+        ))
     }
 
     /// Before answering an error while the client may still be sending the body, reads and drops
