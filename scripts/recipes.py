@@ -79,3 +79,59 @@ def apply(img: Image.Image, recipe: dict, width: int, height: int) -> Image.Imag
     if "shorter_side" in recipe or "crop_pct" in recipe:
         return center_crop(resized, width, height)
     return resized
+
+
+# --- The whole recipe of a config's [model.preprocess] and [model.postprocess] -------------------
+# Every key defaults to the seed's (crates/config/src/defaults.rs), as Arbiter reads it.
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_of(pre: dict) -> dict:
+    """The resize recipe (see `apply`) of a [model.preprocess] table."""
+    recipe = {"filter": pre.get("interpolation", "bilinear")}
+    resize = pre.get("resize", "squash")
+    if resize == "shorter_side":
+        recipe["shorter_side"] = pre["shorter_side"]
+    elif resize == "crop_pct":
+        recipe["crop_pct"] = pre["crop_pct"]
+    return recipe
+
+
+def to_tensor(pixels, pre: dict):
+    """A width x height RGB image (uint8 HWC numpy array) as a batch of one of the model's input,
+    as the team's own pipeline writes it: the channels flipped for BGR; for float32,
+    `(x / divide_by - mean) / std` in float32 (torchvision's `ToTensor` then `Normalize`, mean and
+    std in the input's channel order, each rounded once to float32 as a torch tensor holds them);
+    for uint8 the pixels as they are; transposed to CHW for NCHW."""
+    import numpy as np
+
+    x = pixels
+    if pre.get("channels", "rgb") == "bgr":
+        x = x[..., ::-1]
+    if pre.get("input_type", "float32") == "float32":
+        mean = np.array(pre.get("mean", IMAGENET_MEAN), dtype=np.float32)
+        std = np.array(pre.get("std", IMAGENET_STD), dtype=np.float32)
+        x = (x.astype(np.float32) / np.float32(pre.get("divide_by", 255)) - mean) / std
+    else:
+        x = x.astype(np.uint8)
+    if pre.get("layout", "nchw") == "nchw":
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x[None])
+
+
+def answer(outputs, labels: list[str], threshold: float, post: dict) -> list[int]:
+    """The indices an answer keeps, in its order: the seed's raw threshold (ascending output),
+    a sigmoid and threshold (ascending), or a softmax's top k (most likely first, equal outputs
+    in index order)."""
+    import numpy as np
+
+    x = np.asarray(outputs, dtype=np.float64)[: len(labels)]
+    output = post.get("output", "threshold")
+    if output == "softmax":
+        order = np.argsort(-x, kind="stable")
+        return [int(i) for i in order[: post.get("top_k", 1)]]
+    scores = 1.0 / (1.0 + np.exp(-x)) if output == "sigmoid" else x
+    (idx,) = np.where(scores > threshold)
+    return [int(i) for i in idx[np.argsort(scores[idx], kind="stable")]]

@@ -20,6 +20,14 @@ For the other resize recipes (RECIPES, see recipes.py) it writes OUT_DIR/recipes
 each recipe's input pixels, and for JPEGs NAME.RECIPE.draft.rgb, the same after
 `img.draft("RGB", twice the size the recipe resizes to)`, listed in OUT_DIR/recipes/manifest.json.
 `--recipes-only` writes only those.
+
+`--models` writes OUT_DIR/models.json instead: for each config of MODEL_CASES (the recipes of
+`etc/` on the set-up's test models, and one more), each photo of PHOTO_DIR, its bad/ ones and the
+odd images of `crates/vision/tests/fixtures` run through that config's own recipe the way the
+team's Python pipeline does it (recipes.py: Pillow's resize, numpy's normalization, the config's
+channel order, layout and element type), then ONNX Runtime: the sha256 of the input tensor's
+bytes, the raw outputs and the classes the answer keeps; or the error Pillow raised. What
+`crates/worker/tests/recipes.rs` compares the worker with.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import tomllib
 
 import numpy as np
 import onnxruntime as ort
@@ -53,6 +63,22 @@ RECIPES = {
     # A crop wider than the resized image on most photos: zeros padded.
     "lanczos_shorter160_crop224x200": ({"filter": "lanczos", "shorter_side": 160}, (224, 200)),
 }
+
+# The configs whose recipes `--models` runs, relative to the repository: the commented examples of
+# etc/ on the set-up's test models, and a float BGR input with Caffe's mean and no division
+# (crates/worker/tests/recipes/). Their keys are read with the seed's defaults (recipes.py).
+MODEL_CASES = [
+    "etc/torchvision.toml",
+    "etc/timm.toml",
+    "etc/keras.toml",
+    "crates/worker/tests/recipes/caffe-nchw256.toml",
+]
+# The odd images (1 x 1, strips, CMYK, palette...) of the vision crate's recipe parity, listed
+# in this manifest relative to its parent folder.
+ODD_IMAGES = "crates/vision/tests/fixtures/recipes/manifest.json"
+# Pillow resizes the whole image before the crop: a recipe that would make more pixels than
+# this (a 20000 x 1 strip to a shorter side of 256) is skipped, in Python and in the test.
+MAX_RESIZED_PIXELS = 50_000_000
 
 
 def sha256(path: Path) -> str:
@@ -120,6 +146,73 @@ def write_recipes(photos: list[Path], out: Path) -> None:
     tmp.replace(out / "manifest.json")
 
 
+def model_case(root: Path, config: str, photos: list[Path]) -> dict:
+    """One config's recipe on every image: the input's sha256, outputs and answer, or the error."""
+    path = root / config
+    toml = tomllib.loads(path.read_text())
+    model = toml["model"]
+    pre = model.get("preprocess", {})
+    post = model.get("postprocess", {})
+    model_path = (path.parent / model["path"]).resolve()
+    labels_path = (path.parent / model["labels"]).resolve()
+    text = labels_path.read_text()
+    if labels_path.suffix == ".json":
+        parsed = json.loads(text)
+        labels = parsed if isinstance(parsed, list) else [parsed[str(i)] for i in range(len(parsed))]
+    else:
+        labels = [line.strip() for line in text.splitlines()]
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    size = pre.get("input_size")
+    if size is None:
+        h, w = inp.shape[1:3] if pre.get("layout", "nchw") == "nhwc" else inp.shape[2:4]
+    else:
+        h, w = (size, size) if isinstance(size, int) else size
+    recipe = recipes.resize_of(pre)
+    threshold = model.get("threshold", 0.5)
+    images = []
+    for p in photos:
+        entry = {"file": str(p.relative_to(root))}
+        try:
+            with Image.open(p) as img:
+                resized = recipes.resized_size(img.size, recipe, w, h)
+                if resized[0] * resized[1] > MAX_RESIZED_PIXELS:
+                    entry["skipped"] = f"Pillow would resize it to {resized[0]} x {resized[1]}"
+                    images.append(entry)
+                    continue
+                rgb = recipes.apply(img.convert("RGB"), recipe, w, h)
+        except Exception as e:  # noqa: BLE001 - any refusal of Pillow's is the expected answer
+            entry["error"] = f"{type(e).__name__}: {e}"
+            images.append(entry)
+            continue
+        x = recipes.to_tensor(np.asarray(rgb, dtype=np.uint8), pre)
+        out = session.run(None, {inp.name: x})[0][0]
+        entry["input_sha256"] = hashlib.sha256(x.tobytes()).hexdigest()
+        entry["output"] = [float(v) for v in out]
+        entry["classes"] = recipes.answer(out, labels, threshold, post)
+        images.append(entry)
+    return {"config": config, "model_sha256": sha256(model_path), "images": images}
+
+
+def write_models(root: Path, photo_dir: Path, out: Path) -> None:
+    """OUT/models.json: every config of MODEL_CASES on every photo, bad and odd image."""
+    odd_manifest = root / ODD_IMAGES
+    odd = [(odd_manifest.parent.parent / i["file"]).resolve()
+           for i in json.loads(odd_manifest.read_text())["images"]]
+    photos = sorted(p for p in photo_dir.iterdir() if p.is_file())
+    bad = sorted(p for p in (photo_dir / "bad").iterdir() if p.is_file())
+    every = [p.resolve() for p in photos + bad] + odd
+    cases = [model_case(root.resolve(), config, every) for config in MODEL_CASES]
+    manifest = {"onnxruntime": ort.__version__, "pillow": Image.__version__,
+                "numpy": np.__version__, "cases": cases}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "models.json.tmp"
+    tmp.write_text(json.dumps(manifest) + "\n")
+    tmp.replace(out / "models.json")
+
+
 def main() -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -132,8 +225,13 @@ def main() -> int:
                     help="print per-class fc biases (0.5 - median output) for make_model.py")
     ap.add_argument("--recipes-only", action="store_true",
                     help="write only OUT/recipes (the other resize recipes' pixels), no model run")
+    ap.add_argument("--models", action="store_true",
+                    help="write only OUT/models.json (MODEL_CASES' recipes on the test models)")
     args = ap.parse_args()
 
+    if args.models:
+        write_models(Path(__file__).resolve().parent.parent, args.photos, args.out)
+        return 0
     names = json.loads(args.classes.read_text())
     photos = sorted(p for p in args.photos.iterdir()
                     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
