@@ -561,4 +561,49 @@ mod tests {
             .collect();
         assert_eq!(back, outputs);
     }
+
+    /// A model with an NHWC `uint8` input: its metadata gives UINT8 `[-1, H, W, 3]`, and infer
+    /// takes whole numbers from 0 to 255 as JSON or one byte each as binary data.
+    #[test]
+    fn a_uint8_nhwc_input() {
+        let info = ModelInfo {
+            element: ElementType::Uint8,
+            layout: TensorLayout::Nhwc,
+            ..info()
+        };
+        let meta = model_metadata(&info, "keras");
+        assert_eq!(meta["inputs"][0]["datatype"], "UINT8");
+        assert_eq!(meta["inputs"][0]["shape"], serde_json::json!([-1, 1, 2, 3]));
+        let parse = |body: &str| parse_request(body.as_bytes(), None, &info);
+        let call = parse(r#"{"inputs":[{"name":"input","shape":[1,1,2,3],"datatype":"UINT8","data":[0,1,2,253,254,255]}]}"#)
+            .unwrap();
+        assert_eq!(call.tensor, Elements::U8(vec![0, 1, 2, 253, 254, 255]));
+        for (body, text) in [
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,1,2,3],"datatype":"UINT8","data":[0,1,2,3,4,256]}]}"#,
+                "whole numbers from 0 to 255",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,1,2,3],"datatype":"UINT8","data":[0,1,2,3,4,1.5]}]}"#,
+                "whole numbers from 0 to 255",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,1,2,3],"datatype":"FP32","data":[0,1,2,3,4,5]}]}"#,
+                "the model takes UINT8",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,3,1,2],"datatype":"UINT8","data":[0,1,2,3,4,5]}]}"#,
+                "[N, 1, 2, 3]",
+            ),
+        ] {
+            let err = parse(body).expect_err(body);
+            assert_eq!(err.status().as_u16(), 422, "{body}: {err}");
+            assert!(err.to_string().contains(text), "{body}: {err}");
+        }
+        let json = r#"{"inputs":[{"name":"input","shape":[1,1,2,3],"datatype":"UINT8","parameters":{"binary_data_size":6}}]}"#;
+        let mut body = json.as_bytes().to_vec();
+        body.extend_from_slice(&[9, 8, 7, 6, 5, 4]);
+        let call = parse_request(&body, Some(json.len()), &info).unwrap();
+        assert_eq!(call.tensor, Elements::U8(vec![9, 8, 7, 6, 5, 4]));
+    }
 }

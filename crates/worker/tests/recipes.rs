@@ -186,3 +186,74 @@ async fn every_recipe_answers_as_its_python_pipeline() {
         assert!(compared >= 30, "{config}: only {compared} images compared");
     }
 }
+
+/// KServe v2 on the Keras example's NHWC `uint8` model: the metadata gives the model's real
+/// input, and infer takes the recipe's raw pixels as UINT8 binary data, giving Python's outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_takes_a_uint8_nhwc_input() {
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(var("reference/models.json")).unwrap())
+            .unwrap();
+    let case = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["config"] == "etc/keras.toml")
+        .expect("the Keras example in the reference");
+    let image = case["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["file"].as_str().unwrap().ends_with("/chelsea.png"))
+        .unwrap();
+    let (service, _labels, opts, _seen, _board) = serve("etc/keras.toml");
+    let name = &opts.model_name;
+    let get = Request::get(format!("/v2/models/{name}"))
+        .body(Full::default())
+        .unwrap();
+    let response = service.handle(get, arbiter_worker::Peer::Unix).await;
+    let meta: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(meta["inputs"][0]["datatype"], "UINT8");
+    assert_eq!(
+        meta["inputs"][0]["shape"],
+        serde_json::json!([-1, 224, 224, 3])
+    );
+
+    let bytes = std::fs::read(repo_root().join(image["file"].as_str().unwrap())).unwrap();
+    let arbiter_worker::Elements::U8(pixels) = opts
+        .recipe
+        .input(&bytes, opts.limits.max_pixels, (224, 224))
+        .unwrap()
+    else {
+        panic!("a uint8 input")
+    };
+    let input = meta["inputs"][0]["name"].as_str().unwrap();
+    let json = format!(
+        r#"{{"inputs":[{{"name":"{input}","shape":[1,224,224,3],"datatype":"UINT8","parameters":{{"binary_data_size":{}}}}}]}}"#,
+        pixels.len()
+    );
+    let mut body = json.as_bytes().to_vec();
+    body.extend_from_slice(&pixels);
+    let req = Request::post(format!("/v2/models/{name}/infer"))
+        .header("inference-header-content-length", json.len())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = service.handle(req, arbiter_worker::Peer::Unix).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let outputs: Vec<f32> = answer["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let expected: Vec<f32> = image["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert!(max_difference(&outputs, &expected) <= 1e-5);
+}
