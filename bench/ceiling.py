@@ -9,7 +9,8 @@ constant batch of `batch` images for `seconds` after a warm-up, and prints one J
 
 It uses the Python binding of the same ONNX Runtime release (1.32.0) that Arbiter loads, with
 the same session settings (graph optimization level ALL, intra-op spinning on: both ONNX
-Runtime's defaults); Python adds a few microseconds per call, small beside one inference of
+Runtime's defaults); the input is a constant batch in the model's own shape and element type
+(`--size H,W` where its height and width are symbolic). Python adds a few microseconds per call, small beside one inference of
 this model (docs/benchmarks.md has the measured times).
 """
 
@@ -22,7 +23,31 @@ import time
 import numpy as np
 
 
-def worker(model, threads, batch, seconds, sessions, barrier, out):
+def model_input(session, batch, size):
+    """A constant batch for the model's one input, in its shape and element type: the batch
+    axis is `batch`, a symbolic height and width are `size` (height, width), in the layout the
+    model's shape shows (the axis of length 3 is the channels); and the input's name."""
+    info = session.get_inputs()[0]
+    dims = list(info.shape)
+    if len(dims) != 4:
+        raise SystemExit(f"ceiling.py: the model's input {info.name} is {dims}, not an image batch")
+    channels_last = dims[3] == 3 and dims[1] != 3
+    spatial = [2, 3] if not channels_last else [1, 2]
+    shape = [batch] + dims[1:]
+    for axis, side in zip(spatial, size or (None, None)):
+        if not isinstance(shape[axis], int):
+            if side is None:
+                raise SystemExit(f"ceiling.py: the model's input {info.name} is {dims}: give --size H,W")
+            shape[axis] = side
+    rng = np.random.default_rng(0)
+    if info.type == "tensor(uint8)":
+        return rng.integers(0, 256, size=shape, dtype=np.uint8), info.name
+    if info.type != "tensor(float)":
+        raise SystemExit(f"ceiling.py: the model's input {info.name} is {info.type}, not float or uint8")
+    return rng.standard_normal(shape, dtype=np.float32), info.name
+
+
+def worker(model, threads, batch, seconds, sessions, size, barrier, out):
     """One process: load, warm up, wait for the others, then count batches for `seconds` on each
     session (from its own thread: ONNX Runtime releases the GIL while it runs)."""
     import threading
@@ -34,8 +59,7 @@ def worker(model, threads, batch, seconds, sessions, barrier, out):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     loaded = [ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]) for _ in range(sessions)]
-    name = loaded[0].get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    x, name = model_input(loaded[0], batch, size)
     for session in loaded:
         for _ in range(3):
             session.run(None, {name: x})
@@ -71,7 +95,9 @@ def main():
     parser.add_argument("--sessions", type=int, default=1, help="sessions per process, run side by side")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", help="write the JSON here instead of stdout")
+    parser.add_argument("--size", help="H,W for a model whose height and width are symbolic")
     args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split(",")) if args.size else None
 
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(args.procs)
@@ -79,7 +105,7 @@ def main():
     procs = [
         ctx.Process(
             target=worker,
-            args=(args.model, args.threads, args.batch, args.seconds, args.sessions, barrier, out),
+            args=(args.model, args.threads, args.batch, args.seconds, args.sessions, size, barrier, out),
         )
         for _ in range(args.procs)
     ]
@@ -98,6 +124,7 @@ def main():
             "batch": args.batch,
             "seconds": args.seconds,
             "batches": len(all_times),
+            "model": args.model,
             "images_per_s": images,
             "batch_ms_p50": statistics.median(all_times) * 1000,
             "batch_ms_min": min(all_times) * 1000,
