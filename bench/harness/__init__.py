@@ -27,6 +27,13 @@ whatever happens. Results go to OUT/results.json; bench/report turns them into t
 Run as `python -m harness` with bench/ on the path (scripts/bench does). The modules, one idea
 each: common (paths, photos, output), processes (started and stopped), usage (CPU and memory from
 /proc), probes (plain HTTP), servers (the servers compared), lifecycle (start, answers, kill),
-load (oha), metrics (Arbiter's /metrics), ceiling_runs (ONNX Runtime alone), machine (what ran
-where), __main__ (the run itself).
+load (oha), metrics (Arbiter's /metrics), ceiling_runs (ONNX Runtime alone), trained (the
+`--trained` run's model, answers and preprocessing yardsticks), machine (what ran where),
+__main__ (the run itself).
+
+`--trained`: the trained model's run instead (bench/harness/trained.py): the recipe families'
+cost per image, then per repetition ONNX Runtime alone on the config's model and preprocessing
+alone on its recipe, Arbiter on etc/efficientnet-lite0.toml at 1, 8 and 64 clients on the
+512x600 and 12-megapixel photos (its answers checked against var/reference/MODEL.json), and the
+seed's config at 8 clients on the same photos (`arbiter-seed`).
 """

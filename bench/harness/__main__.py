@@ -18,6 +18,10 @@ from .machine import machine, versions
 from .metrics import metrics_delta, metrics_snapshot
 from .processes import cleanup, tree
 from .servers import Arbiter, ArbiterNginx, Peer
+from .trained import (
+    SEED_CONFIG, TRAINED_CONCURRENCIES, TRAINED_CONFIG, TRAINED_PHOTOS, ceiling_args, model_of,
+    preprocess_alone, recipe_table, same_answer, softmax_reference,
+)
 from .usage import Quiet, memory, settle
 
 
@@ -40,35 +44,60 @@ def main():
     parser = argparse.ArgumentParser(prog="python -m harness", description="Arbiter's benchmark harness (run by scripts/bench).")
     parser.add_argument("--arbiter", required=True, help="the arbiter binary")
     parser.add_argument("--oha", required=True, help="the oha binary")
-    parser.add_argument("--config", default=str(ROOT / "etc" / "arbiter.toml"), help="arbiter config to benchmark")
+    parser.add_argument("--config", help="arbiter config to benchmark (default: etc/arbiter.toml; with --trained, etc/efficientnet-lite0.toml)")
     parser.add_argument("--out", required=True, help="run directory (results.json, logs)")
     parser.add_argument("--mode", default="full", choices=["full", "smoke"])
     parser.add_argument("--duration", type=float, help="seconds per load point")
     parser.add_argument("--reps", type=int, help="repetitions")
     parser.add_argument("--concurrency", help="comma-separated client counts")
-    parser.add_argument("--servers", default="arbiter,arbiter+nginx,arbiter-fast-jpeg,peer")
+    parser.add_argument("--servers", help="comma-separated servers (default: arbiter,arbiter+nginx,arbiter-fast-jpeg,peer; with --trained, arbiter,arbiter-seed)")
+    parser.add_argument(
+        "--trained", action="store_true",
+        help="the trained model's run: its config's Arbiter at 1, 8 and 64 clients on the 512x600 and 12 MP photos, "
+        "beside ONNX Runtime alone and preprocessing alone, the seed's config at 8 clients, and the recipe families' "
+        "cost per image (needs --preprocess)",
+    )
+    parser.add_argument("--preprocess", help="bench/'s preprocess program (release build), for --trained")
     parser.add_argument("--photos", help="comma-separated photos under var/photos (default: all three)")
     parser.add_argument("--quiet-wait", type=float, default=20.0, help="seconds per point to wait for a quiet machine")
     parser.add_argument("--quiet-budget", type=float, default=300.0, help="seconds in all to wait for a quiet machine")
     args = parser.parse_args()
-    if args.photos:
-        PHOTOS[:] = [p for p in args.photos.split(",") if p]
+    trained = args.trained
+    if trained and not args.preprocess:
+        parser.error("--trained needs --preprocess")
+    args.config = args.config or str(TRAINED_CONFIG if trained else ROOT / "etc" / "arbiter.toml")
+    args.servers = args.servers or ("arbiter,arbiter-seed" if trained else "arbiter,arbiter+nginx,arbiter-fast-jpeg,peer")
+    if args.photos or trained:
+        PHOTOS[:] = [p for p in args.photos.split(",") if p] if args.photos else TRAINED_PHOTOS
 
     smoke = args.mode == "smoke"
     duration = args.duration or (1.0 if smoke else 10.0)
-    reps = args.reps or (1 if smoke else 5)
+    reps = args.reps or (1 if smoke or trained else 5)
     concurrencies = [int(c) for c in (args.concurrency or ("1,8" if smoke else "1,8,64")).split(",")]
+    if trained and not args.concurrency and not smoke:
+        concurrencies = TRAINED_CONCURRENCIES
     warmup = 0.5 if smoke else 3.0
     ceiling_seconds = 1.0 if smoke else 5.0
     quiet = Quiet(per_point=0.0 if smoke else args.quiet_wait, budget=0.0 if smoke else args.quiet_budget)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
-    model = VAR / "models" / "resnet50-voc20.onnx"
+    # The binary and the config are taken once, at the start: others may rebuild or edit them
+    # while the run goes on.
+    base = (args.config, Path(args.config).read_text())
+    # ONNX Runtime alone runs the model the config serves; the peer serves the seed's.
+    model, size = model_of(*base)
+    yardstick = ceiling_args(model, size)
+    seed_model = VAR / "models" / "resnet50-voc20.onnx"
     labels = ROOT / "etc" / "class_name.json"
     venv = Path(sys.executable).parent.parent
     manifest = json.loads((VAR / "reference" / "manifest.json").read_text())
-    reference = {i["file"]: i["prediction"] for i in manifest["images"] if i["file"] in PHOTOS}
+    seed_reference = {i["file"]: i["prediction"] for i in manifest["images"] if i["file"] in PHOTOS}
+    # A softmax model's answers are its own Python reference's (var/reference/MODEL.json); a
+    # model other than the seed's without one has its answers unchecked.
+    reference = softmax_reference(model, base[1], PHOTOS)
+    if reference is None:
+        reference = seed_reference if model == seed_model.resolve() else {}
     # What fast_jpeg must answer: Python's after Pillow's draft (the same for small photos).
     reference_draft = {
         i["file"]: i.get("draft_prediction", i["prediction"]) for i in manifest["images"] if i["file"] in PHOTOS
@@ -83,22 +112,31 @@ def main():
 
     wall0 = time.monotonic()
     started = datetime.datetime.now(datetime.timezone.utc)
-    # The binary and the config are taken once, at the start: others may rebuild or edit them
-    # while the run goes on.
     binary = out_dir / "arbiter.bin"
     shutil.copy2(args.arbiter, binary)
-    base = (args.config, Path(args.config).read_text())
+    preprocess_bin = None
+    if args.preprocess:
+        preprocess_bin = out_dir / "preprocess.bin"
+        shutil.copy2(args.preprocess, preprocess_bin)
+    seed_base = (str(SEED_CONFIG), SEED_CONFIG.read_text())
     servers = {
         "arbiter": lambda: Arbiter(binary, base, out_dir, cores),
         "arbiter+nginx": lambda: ArbiterNginx(binary, base, out_dir, cores),
         "arbiter-fast-jpeg": lambda: Arbiter(binary, base, out_dir, cores, fast_jpeg=True),
-        "peer": lambda: Peer(venv, out_dir, cores, model, labels),
+        "peer": lambda: Peer(venv, out_dir, cores, seed_model, labels),
+        # The seed's config beside the trained run: its recipe's speed on the same cores.
+        "arbiter-seed": lambda: Arbiter(
+            binary, seed_base, out_dir, cores, name="arbiter-seed", concurrencies=[8],
+            photos=[p for p in PHOTOS if p in TRAINED_PHOTOS] or list(PHOTOS),
+        ),
     }
     names = [s for s in args.servers.split(",") if s]
     probe_arbiter = Arbiter(binary, base, out_dir, cores)
     results = {
         "meta": {
             "mode": args.mode,
+            "trained": trained,
+            "model": str(model),
             "started": started.isoformat(timespec="seconds"),
             "duration_s": duration,
             "reps": reps,
@@ -125,6 +163,8 @@ def main():
         "kills": [],
         "answers": [],
         "stages": [],
+        "preprocess": [],
+        "recipes": [],
     }
     failures = []
 
@@ -146,9 +186,18 @@ def main():
                 server.stop()
             results["meta"]["priming_start_s"] = first
             say(f"priming start of arbiter (fills its caches; not in the figures): {first if first is None else f'{first:.2f} s'}")
+        if trained:
+            say("== recipe families: decode + resize and normalize per image")
+            results["recipes"] = recipe_table(preprocess_bin, PHOTOS, 3 if smoke else 20, quiet, out_dir)
+            save()
         for rep in range(1, reps + 1):
             say(f"== ceiling: ONNX Runtime alone ({ceiling_seconds:g} s per point), repetition {rep}/{reps}")
-            results["ceiling"] += ceiling(model, shapes, ceiling_seconds, rep, quiet, out_dir)
+            results["ceiling"] += ceiling(yardstick, shapes, ceiling_seconds, rep, quiet, out_dir)
+            if trained:
+                say(f"== preprocessing alone on {cores} threads ({ceiling_seconds:g} s per photo)")
+                results["preprocess"] += preprocess_alone(
+                    preprocess_bin, args.config, PHOTOS, ceiling_seconds, cores, rep, quiet, out_dir
+                )
             save()
             for name in names:
                 server = servers[name]()
@@ -163,7 +212,10 @@ def main():
                     time.sleep(0.5)
                     photos = getattr(server, "photos", PHOTOS)
                     fast = getattr(server, "fast_jpeg", False)
-                    answers = check_answers(port, reference_draft if fast else reference, photos)
+                    expected = seed_reference if name == "arbiter-seed" else reference_draft if fast else reference
+                    if not expected:
+                        say(f"{name:<14} answers not checked: no Python reference for {model.name}")
+                    answers = check_answers(port, expected, photos, same_answer) if expected else {}
                     results["answers"].append({"server": name, "rep": rep, "match": answers})
                     for photo, good in answers.items():
                         if not good:
@@ -180,12 +232,12 @@ def main():
                         f"RSS {rss / 2**20:.0f} MiB, PSS {pss / 2**20:.0f} MiB"
                     )
                     for photo in photos:
-                        for c in concurrencies:
+                        for c in getattr(server, "concurrencies", concurrencies):
                             # ONNX Runtime alone just before and just after the points the
                             # targets compare (beside_shapes says which), on the same cores.
                             beside = beside_shapes(name, photo, c, shapes, results["ceiling"], rep, smoke)
                             point = (name, photo, c)
-                            results["beside"] += measure_beside(model, beside, ceiling_seconds, rep, quiet, out_dir, point, "before")
+                            results["beside"] += measure_beside(yardstick, beside, ceiling_seconds, rep, quiet, out_dir, point, "before")
                             waited, load = quiet.wait(server.roots())
                             before = metrics_snapshot(server.metrics_port())
                             tag = f"{name.replace('+', '-')}-{photo.split('.')[0]}-c{c}-r{rep}"
@@ -203,7 +255,7 @@ def main():
                                     {"server": name, "photo": photo, "concurrency": c, "rep": rep, "stages": stages}
                                 )
                             say(fmt_run(r))
-                            results["beside"] += measure_beside(model, beside, ceiling_seconds, rep, quiet, out_dir, point, "after")
+                            results["beside"] += measure_beside(yardstick, beside, ceiling_seconds, rep, quiet, out_dir, point, "after")
                             if r["ok"] == 0:
                                 failures.append(f"{name}: no 200 for {photo} at {c} clients")
                             if any(k.startswith("5") and k != "503" for k in r["statuses"]):

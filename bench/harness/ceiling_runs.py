@@ -15,8 +15,9 @@ from .usage import CLK_TCK, machine_busy
 
 
 def ceiling(model, shapes, seconds, rep, quiet, out_dir, tag=""):
-    """ONNX Runtime alone, for each (label, procs, threads, batch, sessions) shape, once (`tag`
-    names the output files of measurements taken beside a server's point)."""
+    """ONNX Runtime alone, for each (label, procs, threads, batch, sessions) shape, once; `model`
+    is ceiling.py's arguments that name the model (`--model PATH [--size H,W]`), `tag` names the
+    output files of measurements taken beside a server's point."""
     results = []
     for label, procs, threads, batch, sessions in shapes:
         waited, load = quiet.wait([])
@@ -25,7 +26,7 @@ def ceiling(model, shapes, seconds, rep, quiet, out_dir, tag=""):
         proc = spawn(
             [
                 sys.executable, str(ROOT / "bench" / "ceiling.py"),
-                "--model", str(model), "--procs", str(procs), "--threads", str(threads),
+                *model, "--procs", str(procs), "--threads", str(threads),
                 "--batch", str(batch), "--seconds", str(seconds), "--sessions", str(sessions),
                 "--out", str(out),
             ],

@@ -36,18 +36,22 @@ def toml_value(v):
     raise TypeError(f"no TOML for {v!r}")
 
 
-def toml_dump(doc):
-    """TOML text of a dict of tables (and arrays of tables) of simple values."""
+def toml_dump(doc, prefix=""):
+    """TOML text of a dict of tables (and arrays of tables) of simple values; a table within a
+    table (`[model.preprocess]`) follows its parent's values."""
     lines = []
     for table, values in doc.items():
+        name = f"{prefix}{table}"
         items = values if isinstance(values, list) else [values]
         for item in items:
-            lines.append(f"[[{table}]]" if isinstance(values, list) else f"[{table}]")
+            lines.append(f"[[{name}]]" if isinstance(values, list) else f"[{name}]")
             for k, v in item.items():
-                if isinstance(v, dict):
-                    continue
-                lines.append(f"{k} = {toml_value(v)}")
+                if not isinstance(v, dict):
+                    lines.append(f"{k} = {toml_value(v)}")
             lines.append("")
+            inner = {k: v for k, v in item.items() if isinstance(v, dict)}
+            if inner:
+                lines.append(toml_dump(inner, prefix=f"{name}."))
     return "\n".join(lines)
 
 
@@ -56,9 +60,15 @@ class Arbiter:
 
     name = "arbiter"
 
-    def __init__(self, binary, base, run_dir, cores, unix=False, fast_jpeg=False):
+    def __init__(self, binary, base, run_dir, cores, unix=False, fast_jpeg=False, name=None, photos=None, concurrencies=None):
         self.binary = binary
         self.fast_jpeg = fast_jpeg
+        if name:
+            self.name = name
+        if photos:
+            self.photos = photos
+        if concurrencies:
+            self.concurrencies = concurrencies
         if fast_jpeg:
             # The opt-in only changes big JPEGs: it is measured on the 12-megapixel photo.
             self.name = "arbiter-fast-jpeg"
