@@ -8,6 +8,7 @@ from . import __doc__ as DOC
 from .markdown import render
 from .plots import plots
 from .results import Results
+from .trained import render_trained
 
 
 def main():
@@ -20,12 +21,16 @@ def main():
     res = Results(json.loads(Path(args.results).read_text()))
     md = Path(args.md)
     plot_dir = Path(args.plots)
-    plots(res, plot_dir)
-    try:
-        rel = plot_dir.resolve().relative_to(md.resolve().parent).as_posix()
-    except ValueError:
-        rel = plot_dir.resolve().as_posix()
-    text = render(res, rel)
+    if res.meta.get("trained"):
+        # The trained model's run has tables only.
+        text = render_trained(res)
+    else:
+        plots(res, plot_dir)
+        try:
+            rel = plot_dir.resolve().relative_to(md.resolve().parent).as_posix()
+        except ValueError:
+            rel = plot_dir.resolve().as_posix()
+        text = render(res, rel)
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(text)
     print(text)

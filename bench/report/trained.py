@@ -1,0 +1,205 @@
+"""The trained model's report (`scripts/bench --trained`, docs/benchmarks-trained.md): the recipe
+families' cost per image, then Arbiter serving the trained model beside its two yardsticks
+measured in the same run on the same cores, ONNX Runtime alone and preprocessing alone.
+
+A request costs one preprocessing and one inference, and both run on the same cores: at full
+load the best the cores can do is `1 / (1/model + 1/preprocessing)` images per second, under
+min(model alone, preprocessing alone). Preprocessing's share is its part of that cost per image.
+"""
+
+from .cells import div, fmt, med, num, table, tri
+from .markdown import repo_path
+
+
+def rows_of(data, key, **match):
+    """The entries of data[key] whose fields equal `match`."""
+    return [r for r in data.get(key, []) if all(r.get(k) == v for k, v in match.items())]
+
+
+def model_alone(data, rep):
+    """(images/s, label) of the fastest ONNX Runtime shape of a repetition's ceiling."""
+    found = [r for r in data["ceiling"] if r["rep"] == rep]
+    if not found:
+        return None, None
+    best = max(found, key=lambda r: r["images_per_s"])
+    return best["images_per_s"], best["label"]
+
+
+def recipes_section(data):
+    """The recipe families' table, per photo."""
+    rows = data.get("recipes") or []
+    if not rows:
+        return []
+    out = [
+        "## Recipe families: decode + resize per image\n",
+        f"`bench/src/bin/preprocess.rs --recipes`, {rows[0]['runs']} runs taken in turn (run i of every family, "
+        "then run i + 1), on one thread: decode + resize (and crop) by `decode_resized_with`, then the "
+        "recipe's normalization into the model's input (`normalize_into`, or `pixels_into` for a `uint8` "
+        "input), in ms, best / median; the ratio is each family's decode + resize to the seed's in this run.\n",
+    ]
+    for photo in dict.fromkeys(r["photo"] for r in rows):
+        mine = [r for r in rows if r["photo"] == photo]
+        seed = mine[0]
+        out.append(f"**{photo}**\n")
+        out.append(
+            table(
+                ["recipe", "input", "decode + resize (ms)", "normalize (ms)", "to the seed's (best / median)"],
+                [
+                    [
+                        r["recipe"],
+                        f"{r['size']} × {r['size']}",
+                        f"{num(r['decode_resize_ms_best'], 2)} / {num(r['decode_resize_ms_median'], 2)}",
+                        f"{num(r['normalize_ms_best'], 3)} / {num(r['normalize_ms_median'], 3)}",
+                        f"{div(r['decode_resize_ms_best'], seed['decode_resize_ms_best']):.2f} / "
+                        f"{div(r['decode_resize_ms_median'], seed['decode_resize_ms_median']):.2f}",
+                    ]
+                    for r in mine
+                ],
+            )
+            + "\n"
+        )
+    return out
+
+
+def load_section(data):
+    """Arbiter on the trained model beside its yardsticks, per photo and client count."""
+    meta = data["meta"]
+    reps = sorted({r["rep"] for r in data["runs"] if r["server"] == "arbiter"})
+    out = [
+        "## The trained model under load\n",
+        "Per repetition, ONNX Runtime alone (`bench/ceiling.py` on the same model file, the fastest of "
+        "the shapes below) and preprocessing alone (`preprocess --throughput`, the config's recipe on "
+        f"{meta['machine']['cores']} threads) were measured at its start; then Arbiter under oha for "
+        f"{meta['duration_s']:g} s per point. Figures are the median (min–max) over "
+        f"{len(reps)} repetition(s). \"Both\" is `1 / (1/model + 1/preprocessing)`: model and preprocessing "
+        "share the cores, so that is the most a server can do.\n",
+    ]
+    header = [
+        "clients", "Arbiter req/s", "p50 / p99 ms", "ORT alone img/s", "preprocessing alone img/s",
+        "min(model, preprocessing)", "Arbiter / min", "both", "Arbiter / both", "preprocessing's share",
+    ]
+    for photo in meta["photos"]:
+        rows = []
+        for c in meta["concurrencies"]:
+            runs = rows_of(data, "runs", server="arbiter", photo=photo, concurrency=c)
+            if not runs:
+                continue
+            per_rep = []
+            for r in runs:
+                model, _ = model_alone(data, r["rep"])
+                pre = med(p["images_per_s"] for p in rows_of(data, "preprocess", photo=photo, rep=r["rep"]))
+                bound = None if model is None or pre is None else min(model, pre)
+                both = None if model is None or pre is None else 1 / (1 / model + 1 / pre)
+                share = None if model is None or pre is None else (1 / pre) / (1 / pre + 1 / model)
+                per_rep.append((r["rps"], model, pre, bound, div(r["rps"], bound), both, div(r["rps"], both), share))
+            col = lambda i: tri(x[i] for x in per_rep)  # noqa: E731
+            p50, p99 = med(r["p50_ms"] for r in runs), med(r["p99_ms"] for r in runs)
+            rows.append(
+                [
+                    c, fmt(col(0)), f"{num(p50, 0)} / {num(p99, 0)}", fmt(col(1)), fmt(col(2)), fmt(col(3)),
+                    fmt(col(4), 2), fmt(col(5)), fmt(col(6), 2),
+                    "-" if col(7) is None else f"{col(7)[1] * 100:.0f} %",
+                ]
+            )
+        out.append(f"**{photo}**\n")
+        out.append(table(header, rows) + "\n")
+    shapes = {}
+    for r in data["ceiling"]:
+        shapes.setdefault((r["label"], r["procs"], r.get("sessions", 1), r["threads"], r["batch"]), []).append(r)
+    out.append("ONNX Runtime alone, by shape (img/s, ms per batch p50), at the start of each repetition:\n")
+    out.append(
+        table(
+            ["shape", "processes × sessions × threads", "batch", "img/s", "ms per batch"],
+            [
+                [label, f"{p} × {s} × {t}", b, fmt(tri(r["images_per_s"] for r in rs)), fmt(tri(r["batch_ms_p50"] for r in rs), 2)]
+                for (label, p, s, t, b), rs in shapes.items()
+            ],
+        )
+        + "\n"
+    )
+    beside = data.get("beside") or []
+    if beside:
+        out.append(
+            "ONNX Runtime alone again just before and after some of the points (the cores' speed drifts on "
+            "a shared machine):\n"
+        )
+        out.append(
+            table(
+                ["point", "shape", "before img/s", "after img/s"],
+                [
+                    [
+                        f"{r['server']} {r['photo']} c={r['concurrency']} rep {r['rep']}",
+                        r["label"],
+                        num(r["images_per_s"]),
+                        num(next((a["images_per_s"] for a in beside if a["when"] == "after" and
+                                  (a["server"], a["photo"], a["concurrency"], a["rep"], a["label"]) ==
+                                  (r["server"], r["photo"], r["concurrency"], r["rep"], r["label"])), None)),
+                    ]
+                    for r in beside
+                    if r["when"] == "before"
+                ],
+            )
+            + "\n"
+        )
+    return out
+
+
+def seed_section(data):
+    """The seed's config at 8 clients in the same run, beside the trained model's."""
+    seed = [r for r in data["runs"] if r["server"] == "arbiter-seed"]
+    if not seed:
+        return []
+    rows = []
+    for photo in dict.fromkeys(r["photo"] for r in seed):
+        for c in sorted({r["concurrency"] for r in seed if r["photo"] == photo}):
+            runs = rows_of(data, "runs", server="arbiter-seed", photo=photo, concurrency=c)
+            trained = rows_of(data, "runs", server="arbiter", photo=photo, concurrency=c)
+            rows.append(
+                [
+                    photo, c, fmt(tri(r["rps"] for r in runs)),
+                    f"{num(med(r['p50_ms'] for r in runs), 0)} / {num(med(r['p99_ms'] for r in runs), 0)}",
+                    fmt(tri(r["rps"] for r in trained)),
+                ]
+            )
+    return [
+        "## The seed's recipe in the same run\n",
+        "Arbiter on `etc/arbiter.toml` (the seed's ResNet50 and recipe: bilinear squash, ImageNet "
+        "mean/std, the raw threshold), started after the trained model's points, on the same cores:\n",
+        table(["photo", "clients", "seed's req/s", "p50 / p99 ms", "trained model's req/s"], rows) + "\n",
+    ]
+
+
+def render_trained(res):
+    """The whole trained-model report."""
+    data = res.data
+    m = data["meta"]
+    mach = m["machine"]
+    v = m["versions"]
+    parts = [
+        "# Benchmarks: the trained model and the recipe families\n",
+        f"Generated by `scripts/bench --trained` ({m['mode']} mode) on {m['started']}, in "
+        f"{m.get('wall_s', 0) / 60:.1f} min, at commit `{v['git']}`, from `{repo_path(m['arbiter_config'])}` "
+        f"(model `{repo_path(m['model'])}`). Machine: {mach['cores']} cores, {mach['cpu_model']}; load "
+        f"average at the start {' '.join(mach['loadavg_at_start'])}; other load measured during the points: "
+        f"{', '.join(num(r['cpu']['other_cores'], 2) for r in data['runs'])} cores. Settings: "
+        f"{m['arbiter_settings']}. {m['reps']} repetition(s), {m['duration_s']:g} s per point, ONNX Runtime "
+        f"alone and preprocessing alone {m['ceiling_seconds']:g} s each.\n",
+    ]
+    answers = data.get("answers") or []
+    if answers:
+        parts.append(
+            "Answers checked against the Python reference before each server's points: "
+            + "; ".join(
+                f"{a['server']}: " + ", ".join(f"{p} {'ok' if ok else 'WRONG'}" for p, ok in a["match"].items())
+                for a in answers
+            )
+            + ".\n"
+        )
+    parts += recipes_section(data)
+    parts += load_section(data)
+    parts += seed_section(data)
+    if m.get("failures"):
+        parts.append("## Failures\n")
+        parts += [f"- {f}" for f in m["failures"]]
+        parts.append("")
+    return "\n".join(parts) + "\n"
