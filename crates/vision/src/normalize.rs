@@ -77,26 +77,22 @@ pub fn normalize_into(
 ) {
     check_sizes(img, out.len());
     let by_input = norm.table();
-    // The table of each source channel: the loops read source channels in RGB order.
     let source = sources(channels);
-    let mut table = [[0f32; 256]; 3];
-    for (c, &s) in source.iter().enumerate() {
-        table[s] = by_input[c];
-    }
     match layout {
         TensorLayout::Nchw => {
             let plane = img.width as usize * img.height as usize;
             let (first, rest) = out.split_at_mut(plane);
             let (second, third) = rest.split_at_mut(plane);
-            // The input's planes, in source (RGB) order.
-            let (red, green, blue) = match channels {
-                ChannelOrder::Rgb => (first, second, third),
-                ChannelOrder::Bgr => (third, second, first),
+            // The loop reads source channels in RGB order: each with its plane and its table.
+            let [t0, t1, t2] = &by_input;
+            let ((red, tr), green, (blue, tb)) = match channels {
+                ChannelOrder::Rgb => ((first, t0), second, (third, t2)),
+                ChannelOrder::Bgr => ((third, t2), second, (first, t0)),
             };
             for (((px, r), g), b) in img.data.chunks_exact(3).zip(red).zip(green).zip(blue) {
-                *r = table[0][usize::from(px[0])];
-                *g = table[1][usize::from(px[1])];
-                *b = table[2][usize::from(px[2])];
+                *r = tr[usize::from(px[0])];
+                *g = t1[usize::from(px[1])];
+                *b = tb[usize::from(px[2])];
             }
         }
         TensorLayout::Nhwc => {
