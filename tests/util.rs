@@ -400,8 +400,8 @@ pub(crate) struct Load {
     handles: Vec<std::thread::JoinHandle<Tally>>,
 }
 
-/// One client's (successes, failures, answers).
-type Tally = (u64, Vec<String>, Vec<Value>);
+/// One client's (successes, failures, answers with the time each request was sent).
+type Tally = (u64, Vec<String>, Vec<(Instant, Value)>);
 
 impl Load {
     pub(crate) fn start(addr: SocketAddr, image: PathBuf, clients: usize, limit: Duration) -> Load {
@@ -416,10 +416,11 @@ impl Load {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed)
                         && Instant::now() < deadline
                     {
+                        let sent = Instant::now();
                         match try_post_multipart(addr, "/model_predict", "image", &image) {
                             Ok(r) if r.status == 200 => {
                                 ok += 1;
-                                answers.push(r.json());
+                                answers.push((sent, r.json()));
                             }
                             Ok(r) => failures.push(format!("{} {}", r.status, r.text())),
                             Err(e) => failures.push(e.to_string()),
@@ -432,8 +433,9 @@ impl Load {
         Load { stop, handles }
     }
 
-    /// Stops the load and returns (successes, failures, answers in order of completion per client).
-    pub(crate) fn finish(self) -> (u64, Vec<String>, Vec<Value>) {
+    /// Stops the load and returns (successes, failures, answers with the time each request was
+    /// sent).
+    pub(crate) fn finish(self) -> (u64, Vec<String>, Vec<(Instant, Value)>) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (mut ok, mut failures, mut answers) = (0, Vec::new(), Vec::new());
         for h in self.handles {
