@@ -132,6 +132,8 @@ def answer(outputs, labels: list[str], threshold: float, post: dict) -> list[int
     if output == "softmax":
         order = np.argsort(-x, kind="stable")
         return [int(i) for i in order[: post.get("top_k", 1)]]
-    scores = 1.0 / (1.0 + np.exp(-x)) if output == "sigmoid" else x
-    (idx,) = np.where(scores > threshold)
+    # Arbiter's scores are float32: a sigmoid computed in float64 and rounded once, ranked as
+    # rounded (equal scores in index order), and compared with the float32 threshold.
+    scores = (1.0 / (1.0 + np.exp(-x)) if output == "sigmoid" else x).astype(np.float32)
+    (idx,) = np.where(scores > np.float32(threshold))
     return [int(i) for i in idx[np.argsort(scores[idx], kind="stable")]]

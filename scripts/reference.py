@@ -65,13 +65,15 @@ RECIPES = {
 }
 
 # The configs whose recipes `--models` runs, relative to the repository: the commented examples of
-# etc/ on the set-up's test models, and a float BGR input with Caffe's mean and no division
-# (crates/worker/tests/recipes/). Their keys are read with the seed's defaults (recipes.py).
+# etc/ on the set-up's test models, a float BGR input with Caffe's mean and no division, and
+# Keras's "tf" scaling on a non-square input with a sigmoid (crates/worker/tests/recipes/). Their
+# keys are read with the seed's defaults (recipes.py).
 MODEL_CASES = [
     "etc/torchvision.toml",
     "etc/timm.toml",
     "etc/keras.toml",
     "crates/worker/tests/recipes/caffe-nchw256.toml",
+    "crates/worker/tests/recipes/tf-sigmoid.toml",
 ]
 # The odd images (1 x 1, strips, CMYK, palette...) of the vision crate's recipe parity, listed
 # in this manifest relative to its parent folder.

@@ -1,6 +1,6 @@
 //! End-to-end parity of the model recipes beyond the seed's: each config of
 //! `scripts/reference.py`'s `MODEL_CASES` (the examples of `etc/` on the set-up's test models,
-//! and `crates/worker/tests/recipes/caffe-nchw256.toml`) served in-process on the real model, every photo of
+//! and the two of `crates/worker/tests/recipes/`) served in-process on the real model, every photo of
 //! `var/photos`, its bad ones and the vision crate's odd images posted to `/model_predict`. The
 //! worker's own path (the recipe's decode, resize and crop, the batch written by the recipe's
 //! normalization, channel order, layout and element type, ONNX Runtime, the answer) must give
