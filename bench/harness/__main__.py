@@ -20,7 +20,7 @@ from .processes import cleanup, tree
 from .servers import Arbiter, ArbiterNginx, Peer
 from .trained import (
     SEED_CONFIG, TRAINED_CONCURRENCIES, TRAINED_CONFIG, TRAINED_PHOTOS, ceiling_args, model_of,
-    preprocess_alone, recipe_table, same_answer, softmax_reference,
+    preprocess_alone, recipe_table, same_answer, softmax_reference, without_recipe,
 )
 from .usage import Quiet, memory, settle
 
@@ -58,6 +58,11 @@ def main():
         "cost per image (needs --preprocess)",
     )
     parser.add_argument("--preprocess", help="bench/'s preprocess program (release build), for --trained")
+    parser.add_argument(
+        "--before",
+        help="an arbiter binary built from an earlier commit: with --trained, it serves the seed's config at 8 clients "
+        "too (arbiter-before, its [model.*] recipe tables left out, as the seed's defaults), beside arbiter-seed",
+    )
     parser.add_argument("--photos", help="comma-separated photos under var/photos (default: all three)")
     parser.add_argument("--quiet-wait", type=float, default=20.0, help="seconds per point to wait for a quiet machine")
     parser.add_argument("--quiet-budget", type=float, default=300.0, help="seconds in all to wait for a quiet machine")
@@ -66,7 +71,10 @@ def main():
     if trained and not args.preprocess:
         parser.error("--trained needs --preprocess")
     args.config = args.config or str(TRAINED_CONFIG if trained else ROOT / "etc" / "arbiter.toml")
-    args.servers = args.servers or ("arbiter,arbiter-seed" if trained else "arbiter,arbiter+nginx,arbiter-fast-jpeg,peer")
+    args.servers = args.servers or (
+        ("arbiter,arbiter-seed" + (",arbiter-before" if args.before else "")) if trained
+        else "arbiter,arbiter+nginx,arbiter-fast-jpeg,peer"
+    )
     if args.photos or trained:
         PHOTOS[:] = [p for p in args.photos.split(",") if p] if args.photos else TRAINED_PHOTOS
 
@@ -119,6 +127,11 @@ def main():
         preprocess_bin = out_dir / "preprocess.bin"
         shutil.copy2(args.preprocess, preprocess_bin)
     seed_base = (str(SEED_CONFIG), SEED_CONFIG.read_text())
+    before_binary = None
+    if args.before:
+        before_binary = out_dir / "arbiter-before.bin"
+        shutil.copy2(args.before, before_binary)
+    seed_photos = [p for p in PHOTOS if p in TRAINED_PHOTOS] or list(PHOTOS)
     servers = {
         "arbiter": lambda: Arbiter(binary, base, out_dir, cores),
         "arbiter+nginx": lambda: ArbiterNginx(binary, base, out_dir, cores),
@@ -126,8 +139,12 @@ def main():
         "peer": lambda: Peer(venv, out_dir, cores, seed_model, labels),
         # The seed's config beside the trained run: its recipe's speed on the same cores.
         "arbiter-seed": lambda: Arbiter(
-            binary, seed_base, out_dir, cores, name="arbiter-seed", concurrencies=[8],
-            photos=[p for p in PHOTOS if p in TRAINED_PHOTOS] or list(PHOTOS),
+            binary, seed_base, out_dir, cores, name="arbiter-seed", concurrencies=[8], photos=seed_photos
+        ),
+        # The same with a binary from before the recipes, which knows no [model.preprocess].
+        "arbiter-before": lambda: Arbiter(
+            before_binary, (seed_base[0], without_recipe(seed_base[1])), out_dir, cores,
+            name="arbiter-before", concurrencies=[8], photos=seed_photos,
         ),
     }
     names = [s for s in args.servers.split(",") if s]
@@ -147,6 +164,8 @@ def main():
             "ceiling_seconds": ceiling_seconds,
             "machine": machine(),
             "versions": versions(args.arbiter, args.oha),
+            # The earlier binary, by its file name (name it after its commit).
+            "before": Path(args.before).name if args.before else None,
             "arbiter_config": args.config,
             "arbiter_settings": probe_arbiter.settings,
             "peer_settings": {"workers": cores, "threads": 1, "worker_class": "sync"},
@@ -212,7 +231,7 @@ def main():
                     time.sleep(0.5)
                     photos = getattr(server, "photos", PHOTOS)
                     fast = getattr(server, "fast_jpeg", False)
-                    expected = seed_reference if name == "arbiter-seed" else reference_draft if fast else reference
+                    expected = seed_reference if name in ("arbiter-seed", "arbiter-before") else reference_draft if fast else reference
                     if not expected:
                         say(f"{name:<14} answers not checked: no Python reference for {model.name}")
                     answers = check_answers(port, expected, photos, same_answer) if expected else {}

@@ -36,6 +36,17 @@ def model_of(config_path, text):
     return path, (tuple(size) if size else None)
 
 
+def without_recipe(text):
+    """A config's text without its [model.preprocess] and [model.postprocess] tables, for a
+    binary from before them (their defaults are the seed's recipe)."""
+    from .servers import toml_dump
+
+    doc = tomllib.loads(text)
+    for table in ("preprocess", "postprocess"):
+        doc.get("model", {}).pop(table, None)
+    return toml_dump(doc)
+
+
 def ceiling_args(model, size):
     """The model arguments of bench/ceiling.py."""
     return ["--model", str(model)] + (["--size", f"{size[0]},{size[1]}"] if size else [])
