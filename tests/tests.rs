@@ -13,3 +13,4 @@ mod http;
 mod programs;
 mod reliability;
 mod shared;
+mod trained;
