@@ -30,11 +30,12 @@ impl fmt::Display for Bind {
 }
 
 /// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Device {
-    /// The CPU.
+    /// The CPU: ONNX Runtime's CPU execution provider.
     Cpu,
-    /// The CUDA device with this ordinal.
+    /// The CUDA device with this ordinal: ONNX Runtime's CUDA execution provider, never a silent
+    /// CPU fallback.
     Cuda(u32),
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arbiter_config::{ElementType, TensorLayout};
+use arbiter_config::{Device, ElementType, TensorLayout};
 use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
@@ -15,23 +15,6 @@ use crate::signature::{self, InputRecipe, ModelSignature, ResolvedInput};
 use crate::weights::MappedWeights;
 use crate::{InferError, runtime};
 
-/// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Device {
-    /// ONNX Runtime's CPU execution provider.
-    Cpu,
-    /// The CUDA execution provider on this device index; never a silent CPU fallback.
-    Cuda(u32),
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(i) => write!(f, "cuda:{i}"),
-        }
-    }
-}
 
 /// What [`Model::load`] needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]

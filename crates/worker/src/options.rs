@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use arbiter_config::{Config, Device, TrustedProxy};
+use arbiter_config::{Config, TrustedProxy};
 
 use crate::pipeline::Recipe;
 
@@ -123,10 +123,7 @@ pub fn model_options(config: &Config, threads: usize) -> arbiter_infer::ModelOpt
     arbiter_infer::ModelOptions {
         path: config.model.path.clone(),
         runtime_library: config.model.runtime_library.clone(),
-        device: match config.model.device {
-            Device::Cpu => arbiter_infer::Device::Cpu,
-            Device::Cuda(n) => arbiter_infer::Device::Cuda(n),
-        },
+        device: config.model.device,
         intra_threads: threads,
         max_batch: config.batching.max_batch_size,
         expected_classes: None,
