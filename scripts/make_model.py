@@ -87,6 +87,23 @@ class Builder:
         pad = k // 2
         return self.conv_node(scope, x, w, b, k, stride, [pad, pad, pad, pad])
 
+    def model(
+        self, graph_name: str, input_info: onnx.ValueInfoProto, output_info: onnx.ValueInfoProto,
+        producer: str, doc: str,
+    ) -> onnx.ModelProto:
+        """The finished model: this graph with one input and one output, at OPSET and IR_VERSION."""
+        graph = helper.make_graph(self.nodes, graph_name, [input_info], [output_info],
+                                  initializer=self.inits)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name=producer,
+            producer_version="1",
+            doc_string=doc,
+        )
+        model.ir_version = IR_VERSION
+        return model
+
     def const(self, name: str, data: np.ndarray) -> str:
         """Adds an initializer holding `data` (weights read from a file) and returns its name."""
         self.inits.append(numpy_helper.from_array(data, name))
@@ -175,22 +192,26 @@ def build(calibrated: bool = True) -> onnx.ModelProto:
         helper.make_node("Gemm", ["/Flatten_output_0", fc_w, "fc.bias"], ["output"], name="/fc/Gemm",
                          alpha=1.0, beta=1.0, transB=1)
     )
-    graph = helper.make_graph(
-        g.nodes,
+    return g.model(
         "main_graph",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", NUM_CLASSES])],
-        initializer=g.inits,
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224]),
+        helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", NUM_CLASSES]),
+        "arbiter-make-model",
+        f"torchvision ResNet50, fc 2048->20, seeded random weights (seed {SEED})",
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="arbiter-make-model",
-        producer_version="1",
-        doc_string=f"torchvision ResNet50, fc 2048->20, seeded random weights (seed {SEED})",
-    )
-    model.ir_version = IR_VERSION
-    return model
+
+
+def write(path: Path, data: bytes) -> None:
+    """Writes through a temporary file, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def write_and_print(path: Path, data: bytes) -> None:
+    """[write], then prints the size and sha256."""
+    write(path, data)
+    print(f"{path}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
 
 
 def main() -> int:
@@ -204,9 +225,7 @@ def main() -> int:
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(args.out)
+    write(args.out, data)
     params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
     print(f"{args.out}: {len(data)} bytes, {params} parameters, "
           f"sha256 {hashlib.sha256(data).hexdigest()}")
