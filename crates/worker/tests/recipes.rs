@@ -12,12 +12,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use arbiter_config::Config;
 use arbiter_infer::{Engine, InferError, Labels};
-use arbiter_scoreboard::{Scoreboard, SlotState};
-use arbiter_worker::{
-    Backend, Batch, InferenceQueue, ModelInfo, Service, ServiceConfig, WorkerOptions,
-};
+use arbiter_scoreboard::Scoreboard;
+use arbiter_worker::{Backend, Batch, ModelInfo, Service, WorkerOptions};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -51,39 +48,17 @@ impl Backend for Recording {
     }
 }
 
-/// A service for the config at `config` (relative to the repository), with its labels.
+/// A service for the config at `config` (relative to the repository) on the real model,
+/// recording each run.
 fn serve(config: &str) -> (Service, Labels, WorkerOptions, Seen, Scoreboard) {
-    let config = Config::load(&repo_root().join(config)).unwrap_or_else(|e| panic!("{e}"));
-    let mut opts = WorkerOptions::from_config(&config, 1, None);
-    let labels = Labels::load(&opts.labels).unwrap();
-    opts.model.expected_classes = Some(labels.len());
-    opts.model.runtime_library = Some(onnxruntime());
     let seen = Seen::default();
-    let (model, recorded) = (opts.model.clone(), Arc::clone(&seen));
-    let board = Scoreboard::create(1).unwrap();
-    let slot = board.slot(0);
-    slot.reset(std::process::id(), 1);
-    let (queue, _thread) = InferenceQueue::start(
-        move || {
-            Ok(Recording {
-                engine: Engine::load(&model)?,
-                seen: recorded,
-            })
-        },
-        &opts.batching,
-        opts.preprocess_threads,
-        slot.clone(),
-        || {},
-    )
-    .unwrap();
-    slot.set_state(SlotState::Ready);
-    let service = Service::new(
-        ServiceConfig::from_options(&opts),
-        labels.clone(),
-        queue,
-        board.clone(),
-        slot,
-    );
+    let recorded = Arc::clone(&seen);
+    let (service, labels, opts, board) = serve_config(config, move |model| {
+        Ok(Recording {
+            engine: Engine::load(&model)?,
+            seen: recorded,
+        })
+    });
     (service, labels, opts, seen, board)
 }
 
@@ -92,21 +67,8 @@ async fn predict(service: &Service, image: Vec<u8>) -> (u16, String) {
         .header("content-type", "application/octet-stream")
         .body(Full::new(Bytes::from(image)))
         .unwrap();
-    let response = service.handle(req, arbiter_worker::Peer::Unix).await;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, body) = handle(service, req).await;
     (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// The largest difference between two output vectors (infinite when their lengths differ).
-fn max_difference(ours: &[f32], theirs: &[f32]) -> f32 {
-    if ours.len() != theirs.len() {
-        return f32::INFINITY;
-    }
-    ours.iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,26 +191,11 @@ async fn kserve_takes_a_uint8_nhwc_input() {
         panic!("a uint8 input")
     };
     let input = meta["inputs"][0]["name"].as_str().unwrap();
-    let json = format!(
-        r#"{{"inputs":[{{"name":"{input}","shape":[1,224,224,3],"datatype":"UINT8","parameters":{{"binary_data_size":{}}}}}]}}"#,
-        pixels.len()
-    );
-    let mut body = json.as_bytes().to_vec();
-    body.extend_from_slice(&pixels);
-    let req = Request::post(format!("/v2/models/{name}/infer"))
-        .header("inference-header-content-length", json.len())
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let response = service.handle(req, arbiter_worker::Peer::Unix).await;
-    assert_eq!(response.status().as_u16(), 200);
-    let answer: Value =
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    let outputs: Vec<f32> = answer["outputs"][0]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
+    let req = kserve_binary_infer(name, input, &[1, 224, 224, 3], "UINT8", &pixels);
+    let (status, body) = handle(&service, req).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    let outputs = kserve_output(&answer);
     let expected: Vec<f32> = image["output"]
         .as_array()
         .unwrap()

@@ -24,13 +24,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use arbiter_config::Config;
-use arbiter_infer::{Engine, Labels};
-use arbiter_scoreboard::{Scoreboard, SlotState};
-use arbiter_worker::{Elements, InferenceQueue, Service, ServiceConfig, WorkerOptions};
+use arbiter_infer::Engine;
+use arbiter_scoreboard::Scoreboard;
+use arbiter_worker::{Elements, Service, WorkerOptions};
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -145,51 +144,16 @@ fn photo_path(label: &str) -> PathBuf {
 
 /// The trained config's service in-process, on the real model, and its options.
 fn serve() -> (Service, WorkerOptions, Scoreboard) {
-    let config = Config::load(&repo_root().join(CONFIG)).unwrap_or_else(|e| panic!("{e}"));
-    let mut opts = WorkerOptions::from_config(&config, 1, None);
-    let labels = Labels::load(&opts.labels).unwrap();
+    let (service, labels, opts, board) = serve_config(CONFIG, |model| Engine::load(&model));
     assert_eq!(labels.len(), 1000, "ImageNet's 1000 class names");
-    opts.model.expected_classes = Some(labels.len());
-    opts.model.runtime_library = Some(onnxruntime());
-    let model = opts.model.clone();
-    let board = Scoreboard::create(1).unwrap();
-    let slot = board.slot(0);
-    slot.reset(std::process::id(), 1);
-    let (queue, _thread) = InferenceQueue::start(
-        move || Engine::load(&model),
-        &opts.batching,
-        opts.preprocess_threads,
-        slot.clone(),
-        || {},
-    )
-    .unwrap();
-    slot.set_state(SlotState::Ready);
-    let service = Service::new(
-        ServiceConfig::from_options(&opts),
-        labels,
-        queue,
-        board.clone(),
-        slot,
-    );
     (service, opts, board)
 }
 
 async fn send_request(service: &Service, req: Request<Full<Bytes>>) -> (u16, Value) {
-    let response = service.handle(req, arbiter_worker::Peer::Unix).await;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, body) = handle(service, req).await;
     let json = serde_json::from_slice(&body)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
     (status, json)
-}
-
-/// The largest difference between two vectors of the same length.
-fn max_difference(ours: &[f32], theirs: &[f32]) -> f32 {
-    assert_eq!(ours.len(), theirs.len());
-    ours.iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Checks a scored `/model_predict` answer against the expected top 5: the same classes in the
@@ -282,26 +246,12 @@ async fn kserve_infer_gives_the_python_references_logits() {
             panic!("{label}: a float32 input")
         };
         let data: Vec<u8> = tensor.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let json = format!(
-            r#"{{"inputs":[{{"name":"{input}","shape":[1,3,224,224],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
-            data.len()
-        );
-        let mut body = json.as_bytes().to_vec();
-        body.extend_from_slice(&data);
-        let req = Request::post(format!("/v2/models/{name}/infer"))
-            .header("inference-header-content-length", json.len())
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
+        let req = kserve_binary_infer(name, &input, &[1, 3, 224, 224], "FP32", &data);
         let (status, answer) = send_request(&service, req).await;
         assert_eq!(status, 200, "{label}: {answer}");
         let output = &answer["outputs"][0];
         assert_eq!(output["shape"], serde_json::json!([1, 1000]), "{label}");
-        let logits: Vec<f32> = output["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let logits = kserve_output(&answer);
         let mut against = vec![("reference", expected)];
         against.extend(goldens.photos.get(label).map(|g| ("goldens", g)));
         for (whose, expected) in against {

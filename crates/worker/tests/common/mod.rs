@@ -9,12 +9,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arbiter_config::Config;
-use arbiter_infer::{InferError, Labels};
+use arbiter_infer::{InferError, Labels, ModelOptions};
 use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use arbiter_worker::{
     Backend, Batch, Batching, InferenceQueue, InferenceThread, LaneLoader, Limits, Listener,
     ModelInfo, Recipe, Service, ServiceConfig, WorkerOptions,
 };
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
 use tokio::sync::watch;
 
 // Each test file uses some of these.
@@ -190,6 +193,95 @@ pub(crate) fn service_configured<B: Backend>(
         slot.clone(),
     );
     (service, board, slot, thread)
+}
+
+/// The service of the config file `config` (relative to the repository) in-process, on the
+/// backend `load` makes from its model options (ONNX Runtime from `var/`, the class count its
+/// labels give): the service, its labels, its options and its scoreboard.
+pub(crate) fn serve_config<B: Backend>(
+    config: &str,
+    load: impl FnOnce(ModelOptions) -> Result<B, InferError> + Send + 'static,
+) -> (Service, Labels, WorkerOptions, Scoreboard) {
+    let config = Config::load(&repo_root().join(config)).unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = WorkerOptions::from_config(&config, 1, None);
+    let labels = Labels::load(&opts.labels).unwrap();
+    opts.model.expected_classes = Some(labels.len());
+    opts.model.runtime_library = Some(onnxruntime());
+    let model = opts.model.clone();
+    let board = Scoreboard::create(1).unwrap();
+    let slot = board.slot(0);
+    slot.reset(std::process::id(), 1);
+    let (queue, _thread) = InferenceQueue::start(
+        move || load(model),
+        &opts.batching,
+        opts.preprocess_threads,
+        slot.clone(),
+        || {},
+    )
+    .unwrap();
+    slot.set_state(SlotState::Ready);
+    let service = Service::new(
+        ServiceConfig::from_options(&opts),
+        labels.clone(),
+        queue,
+        board.clone(),
+        slot,
+    );
+    (service, labels, opts, board)
+}
+
+/// Sends `req` to `service` in-process; the status and the body.
+pub(crate) async fn handle(service: &Service, req: Request<Full<Bytes>>) -> (u16, Bytes) {
+    let response = service.handle(req, arbiter_worker::Peer::Unix).await;
+    let status = response.status().as_u16();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+/// A KServe v2 infer request for model `name` with one input tensor sent as binary data.
+pub(crate) fn kserve_binary_infer(
+    name: &str,
+    input: &str,
+    shape: &[usize],
+    datatype: &str,
+    data: &[u8],
+) -> Request<Full<Bytes>> {
+    let json = serde_json::json!({"inputs": [{
+        "name": input,
+        "shape": shape,
+        "datatype": datatype,
+        "parameters": {"binary_data_size": data.len()},
+    }]})
+    .to_string();
+    let mut body = json.as_bytes().to_vec();
+    body.extend_from_slice(data);
+    Request::post(format!("/v2/models/{name}/infer"))
+        .header("inference-header-content-length", json.len())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// A KServe v2 answer's first output as `f32`s.
+pub(crate) fn kserve_output(answer: &serde_json::Value) -> Vec<f32> {
+    answer["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// The largest difference between two output vectors (infinite when their lengths differ).
+pub(crate) fn max_difference(ours: &[f32], theirs: &[f32]) -> f32 {
+    if ours.len() != theirs.len() {
+        return f32::INFINITY;
+    }
+    ours.iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A server on 127.0.0.1 running in its own thread and tokio runtime.
