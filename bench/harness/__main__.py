@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .ceiling_runs import beside_shapes, ceiling, ceiling_shapes, measure_beside
+from .ceiling_runs import beside_shapes, ceiling, ceiling_shapes, fastest_arbiter_shape, measure_beside
 from .common import PHOTOS, PROBE_PHOTO, ROOT, VAR, log, say
 from .lifecycle import check_answers, kill_worker, time_to_first_200
 from .load import run_oha
@@ -256,7 +256,16 @@ def main():
                             # targets compare (beside_shapes says which), on the same cores.
                             beside = beside_shapes(name, photo, c, shapes, results["ceiling"], rep, smoke)
                             point = (name, photo, c)
+                            # The trained model's every point has both yardsticks beside it.
+                            yardsticks = trained and name == "arbiter"
+                            if yardsticks:
+                                beside = fastest_arbiter_shape(shapes, results["ceiling"], rep)
                             results["beside"] += measure_beside(yardstick, beside, ceiling_seconds, rep, quiet, out_dir, point, "before")
+                            if yardsticks:
+                                results["preprocess"] += preprocess_alone(
+                                    preprocess_bin, args.config, [photo], ceiling_seconds, cores, rep, quiet, out_dir,
+                                    beside=(point, "before"),
+                                )
                             waited, load = quiet.wait(server.roots())
                             before = metrics_snapshot(server.metrics_port())
                             tag = f"{name.replace('+', '-')}-{photo.split('.')[0]}-c{c}-r{rep}"
@@ -275,6 +284,11 @@ def main():
                                 )
                             say(fmt_run(r))
                             results["beside"] += measure_beside(yardstick, beside, ceiling_seconds, rep, quiet, out_dir, point, "after")
+                            if yardsticks:
+                                results["preprocess"] += preprocess_alone(
+                                    preprocess_bin, args.config, [photo], ceiling_seconds, cores, rep, quiet, out_dir,
+                                    beside=(point, "after"),
+                                )
                             if r["ok"] == 0:
                                 failures.append(f"{name}: no 200 for {photo} at {c} clients")
                             if any(k.startswith("5") and k != "503" for k in r["statuses"]):

@@ -72,10 +72,15 @@ def beside_shapes(server, photo, c, shapes, measured, rep, smoke):
     judged = server == "arbiter" and photo == PROBE_PHOTO
     compared = not smoke and server in ("arbiter", "arbiter-fast-jpeg", "peer") and photo in (PROBE_PHOTO, BIG_PHOTO)
     if c == 8 and (judged or compared):
-        fastest = {r["label"]: r["images_per_s"] for r in measured if r["rep"] == rep}
-        arbiter = [s for s in shapes if s[0].startswith("arbiter")]
-        return sorted(arbiter, key=lambda s: -fastest.get(s[0], 0.0))[:1]
+        return fastest_arbiter_shape(shapes, measured, rep)
     return []
+
+
+def fastest_arbiter_shape(shapes, measured, rep):
+    """The Arbiter shape fastest in this repetition's ceiling, as a list of one."""
+    fastest = {r["label"]: r["images_per_s"] for r in measured if r["rep"] == rep}
+    arbiter = [s for s in shapes if s[0].startswith("arbiter")]
+    return sorted(arbiter, key=lambda s: -fastest.get(s[0], 0.0))[:1]
 
 
 def measure_beside(model, shapes, seconds, rep, quiet, out_dir, point, when):

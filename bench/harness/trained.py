@@ -100,8 +100,9 @@ def run_json_lines(cmd, log_file, timeout):
     return [json.loads(line) for line in proc.stdout.decode().splitlines() if line.startswith("{")]
 
 
-def preprocess_alone(binary, config, photos, seconds, threads, rep, quiet, out_dir):
-    """Images per second of the config's preprocessing alone on `threads` threads, per photo."""
+def preprocess_alone(binary, config, photos, seconds, threads, rep, quiet, out_dir, beside=None):
+    """Images per second of the config's preprocessing alone on `threads` threads, per photo;
+    `beside` ((server, photo, clients), "before"/"after") tags one measured beside a point."""
     results = []
     for photo in photos:
         waited, load = quiet.wait([])
@@ -110,9 +111,14 @@ def preprocess_alone(binary, config, photos, seconds, threads, rep, quiet, out_d
              "--threads", str(threads), "--json", str(VAR / "photos" / photo)],
             out_dir / "preprocess.log", timeout=seconds + 120,
         )
+        tag = ""
         for r in found:
             r.update(rep=rep, quiet_wait_s=waited, other_load_before=load)
-            say(f"preprocessing alone {r['photo']:<17} threads={r['threads']} rep={rep}: {r['images_per_s']:.1f} img/s")
+            if beside:
+                (server, _, c), when = beside
+                r.update(server=server, concurrency=c, when=when)
+                tag = f" ({server} c={c} {when})"
+            say(f"preprocessing alone{tag} {r['photo']:<17} threads={r['threads']} rep={rep}: {r['images_per_s']:.1f} img/s")
         results += found
     return results
 

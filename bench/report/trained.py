@@ -25,6 +25,21 @@ def model_alone(data, rep):
     return best["images_per_s"], best["label"]
 
 
+def yardsticks(data, photo, c, rep):
+    """(ONNX Runtime alone, preprocessing alone) in images/s for one point of the trained model:
+    the mean of those measured just before and just after it, or else those of its repetition's
+    start."""
+    mean = lambda rs: None if not rs else sum(r["images_per_s"] for r in rs) / len(rs)  # noqa: E731
+    near = dict(server="arbiter", photo=photo, concurrency=c, rep=rep)
+    model = mean(rows_of(data, "beside", **near))
+    if model is None:
+        model, _ = model_alone(data, rep)
+    pre = mean(rows_of(data, "preprocess", **near))
+    if pre is None:
+        pre = mean([p for p in rows_of(data, "preprocess", photo=photo, rep=rep) if "when" not in p])
+    return model, pre
+
+
 def recipes_section(data):
     """The recipe families' table, per photo."""
     rows = data.get("recipes") or []
@@ -67,9 +82,10 @@ def load_section(data):
     reps = sorted({r["rep"] for r in data["runs"] if r["server"] == "arbiter"})
     out = [
         "## The trained model under load\n",
-        "Per repetition, ONNX Runtime alone (`bench/ceiling.py` on the same model file, the fastest of "
-        "the shapes below) and preprocessing alone (`preprocess --throughput`, the config's recipe on "
-        f"{meta['machine']['cores']} threads) were measured at its start; then Arbiter under oha for "
+        "ONNX Runtime alone (`bench/ceiling.py` on the same model file, in the Arbiter shape fastest at "
+        "the repetition's start, below) and preprocessing alone (`preprocess --throughput`, the config's "
+        f"recipe on {meta['machine']['cores']} threads, on the same photo) were measured just before and "
+        "just after each point, and their mean is the point's yardstick; Arbiter ran under oha for "
         f"{meta['duration_s']:g} s per point. Figures are the median (min–max) over "
         f"{len(reps)} repetition(s). \"Both\" is `1 / (1/model + 1/preprocessing)`: model and preprocessing "
         "share the cores, so that is the most a server can do. At 1 client the requests come one at a time "
@@ -78,7 +94,7 @@ def load_section(data):
         "a ratio above 1 means the cores were faster during the point than when its yardstick ran.\n",
     ]
     header = [
-        "clients", "Arbiter req/s", "p50 / p99 ms", "ORT alone img/s", "preprocessing alone img/s",
+        "clients", "Arbiter req/s", "cores used", "p50 / p99 ms", "ORT alone img/s", "preprocessing alone img/s",
         "min(model, preprocessing)", "Arbiter / min", "both", "Arbiter / both", "preprocessing's share",
     ]
     for photo in meta["photos"]:
@@ -89,8 +105,7 @@ def load_section(data):
                 continue
             per_rep = []
             for r in runs:
-                model, _ = model_alone(data, r["rep"])
-                pre = med(p["images_per_s"] for p in rows_of(data, "preprocess", photo=photo, rep=r["rep"]))
+                model, pre = yardsticks(data, photo, c, r["rep"])
                 bound = None if model is None or pre is None else min(model, pre)
                 both = None if model is None or pre is None else 1 / (1 / model + 1 / pre)
                 share = None if model is None or pre is None else (1 / pre) / (1 / pre + 1 / model)
@@ -99,7 +114,7 @@ def load_section(data):
             p50, p99 = med(r["p50_ms"] for r in runs), med(r["p99_ms"] for r in runs)
             rows.append(
                 [
-                    c, fmt(col(0)), f"{num(p50, 0)} / {num(p99, 0)}", fmt(col(1)), fmt(col(2)), fmt(col(3)),
+                    c, fmt(col(0)), fmt(tri(r["cpu"]["server_cores"] for r in runs), 2), f"{num(p50, 0)} / {num(p99, 0)}", fmt(col(1)), fmt(col(2)), fmt(col(3)),
                     fmt(col(4), 2), fmt(col(5)), fmt(col(6), 2),
                     "-" if col(7) is None else f"{col(7)[1] * 100:.0f} %",
                 ]
@@ -120,6 +135,26 @@ def load_section(data):
         )
         + "\n"
     )
+    pre = [p for p in data.get("preprocess", []) if "when" in p]
+    if pre:
+        out.append("Preprocessing alone just before and after each point (img/s):\n")
+        out.append(
+            table(
+                ["point", "before", "after"],
+                [
+                    [
+                        f"{p['server']} {p['photo']} c={p['concurrency']} rep {p['rep']}",
+                        num(p["images_per_s"]),
+                        num(next((a["images_per_s"] for a in pre if a["when"] == "after" and
+                                  (a["server"], a["photo"], a["concurrency"], a["rep"]) ==
+                                  (p["server"], p["photo"], p["concurrency"], p["rep"])), None)),
+                    ]
+                    for p in pre
+                    if p["when"] == "before"
+                ],
+            )
+            + "\n"
+        )
     beside = data.get("beside") or []
     if beside:
         out.append(
@@ -161,14 +196,19 @@ def seed_section(data):
             old = rows_of(data, "runs", server="arbiter-before", photo=photo, concurrency=c)
             trained = rows_of(data, "runs", server="arbiter", photo=photo, concurrency=c)
             latency = lambda rs: f"{num(med(r['p50_ms'] for r in rs), 0)} / {num(med(r['p99_ms'] for r in rs), 0)}"  # noqa: E731
-            row = [photo, c, fmt(tri(r["rps"] for r in runs)), latency(runs)]
+            per_core = lambda rs: tri(div(r["rps"], r["cpu"]["server_cores"]) for r in rs)  # noqa: E731
+            row = [photo, c, fmt(tri(r["rps"] for r in runs)), fmt(per_core(runs)), latency(runs)]
             if before:
                 ratio = div(med(r["rps"] for r in runs), med(r["rps"] for r in old))
-                row += [fmt(tri(r["rps"] for r in old)), latency(old), "-" if ratio is None else f"{ratio:.2f}"]
+                ratio_core = div((per_core(runs) or (0, None))[1], (per_core(old) or (0, None))[1])
+                row += [
+                    fmt(tri(r["rps"] for r in old)), fmt(per_core(old)), latency(old),
+                    "-" if ratio is None else f"{ratio:.2f}", "-" if ratio_core is None else f"{ratio_core:.2f}",
+                ]
             rows.append(row + [fmt(tri(r["rps"] for r in trained))])
-    header = ["photo", "clients", "seed's req/s", "p50 / p99 ms"]
+    header = ["photo", "clients", "seed's req/s", "per core used", "p50 / p99 ms"]
     if before:
-        header += ["before's req/s", "p50 / p99 ms", "now / before"]
+        header += ["before's req/s", "per core used", "p50 / p99 ms", "now / before (req/s)", "now / before (per core)"]
     text = (
         "Arbiter on `etc/arbiter.toml` (the seed's ResNet50 and recipe: bilinear squash, ImageNet "
         "mean/std, the raw threshold) at 8 clients, on the same cores"
@@ -179,6 +219,11 @@ def seed_section(data):
             "`[model.preprocess]` and `[model.postprocess]` tables, which it does not know; their "
             "defaults are its recipe); each repetition runs the seed's, then the one before"
         )
+    text += (
+        ". \"Per core used\" is the requests per second of CPU time the server's processes used (req/s "
+        "over the cores they kept busy): on a machine shared with other work, a server gets whatever "
+        "cores the others leave, and this figure depends less on that"
+    )
     return ["## The seed's recipe in the same run\n", text + ":\n", table(header + ["trained model's req/s"], rows) + "\n"]
 
 
