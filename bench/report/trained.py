@@ -227,6 +227,39 @@ def seed_section(data):
     return ["## The seed's recipe in the same run\n", text + ":\n", table(header + ["trained model's req/s"], rows) + "\n"]
 
 
+def summary(data):
+    """The figures to read first, in sentences: the trained model at 8 clients against its
+    bounds, and the seed's recipe now against before."""
+    lines = []
+    for photo in data["meta"]["photos"]:
+        runs = rows_of(data, "runs", server="arbiter", photo=photo, concurrency=8)
+        if not runs:
+            continue
+        ys = [yardsticks(data, photo, 8, r["rep"]) for r in runs]
+        if any(m is None or p is None for m, p in ys):
+            continue
+        rps = med(r["rps"] for r in runs)
+        both = med(1 / (1 / m + 1 / p) for m, p in ys)
+        low = med(min(m, p) for m, p in ys)
+        share = med((1 / p) / (1 / p + 1 / m) for m, p in ys)
+        lines.append(
+            f"- {photo}, 8 clients: Arbiter {num(rps)} req/s; min(model alone, preprocessing alone) "
+            f"{num(low)} img/s ({rps / low:.2f} of it); both on the same cores {num(both)} img/s "
+            f"({rps / both:.2f} of it); preprocessing is {share * 100:.0f} % of the CPU time per image."
+        )
+    for photo in dict.fromkeys(r["photo"] for r in data["runs"] if r["server"] == "arbiter-before"):
+        now = rows_of(data, "runs", server="arbiter-seed", photo=photo, concurrency=8)
+        old = rows_of(data, "runs", server="arbiter-before", photo=photo, concurrency=8)
+        if now and old:
+            per_core = lambda rs: med(div(r["rps"], r["cpu"]["server_cores"]) for r in rs)  # noqa: E731
+            lines.append(
+                f"- The seed's recipe, {photo}, 8 clients: {num(med(r['rps'] for r in now))} req/s now, "
+                f"{num(med(r['rps'] for r in old))} before ({div(med(r['rps'] for r in now), med(r['rps'] for r in old)):.2f}; "
+                f"per core used {div(per_core(now), per_core(old)):.2f})."
+            )
+    return ["## In short\n", *lines, ""] if lines else []
+
+
 def render_trained(res):
     """The whole trained-model report."""
     data = res.data
@@ -239,20 +272,31 @@ def render_trained(res):
         f"{m.get('wall_s', 0) / 60:.1f} min, at commit `{v['git']}`, from `{repo_path(m['arbiter_config'])}` "
         f"(model `{repo_path(m['model'])}`). Machine: {mach['cores']} cores, {mach['cpu_model']}; load "
         f"average at the start {' '.join(mach['loadavg_at_start'])}; other load measured during the points: "
-        f"{', '.join(num(r['cpu']['other_cores'], 2) for r in data['runs'])} cores. Settings: "
-        f"{m['arbiter_settings']}. {m['reps']} repetition(s), {m['duration_s']:g} s per point, ONNX Runtime "
+        f"{', '.join(num(r['cpu']['other_cores'], 2) for r in data['runs'])} cores. Arbiter's settings: "
+        + ", ".join(f"{k} {v}" for k, v in m["arbiter_settings"].items() if v is not None)
+        + f". {m['reps']} repetition(s), {m['duration_s']:g} s per point, ONNX Runtime "
         f"alone and preprocessing alone {m['ceiling_seconds']:g} s each.\n",
     ]
+    options = (f" --reps {m['reps']}" if m["reps"] != 1 else "") + (f" --duration {m['duration_s']:g}" if m["duration_s"] != 10 else "")
+    if m.get("before"):
+        options += " --before BIN"
+    built = f" (BIN: `{m['before']}`)" if m.get("before") else ""
+    parts.append(
+        f"This run: `scripts/bench --trained{options}`{built}. `scripts/bench --trained` alone (one repetition, "
+        "10 s per point) writes this file; with options, the report goes to the run's folder under "
+        "`var/bench/`. `--before BIN` adds an arbiter built at an earlier commit, for the seed's recipe "
+        "before and now.\n"
+    )
     answers = data.get("answers") or []
     if answers:
+        wrong = [f"{a['server']} {p} (rep {a['rep']})" for a in answers for p, ok in a["match"].items() if not ok]
+        checked = sorted({a["server"] for a in answers if a["match"]})
         parts.append(
-            "Answers checked against the Python reference before each server's points: "
-            + "; ".join(
-                f"{a['server']}: " + ", ".join(f"{p} {'ok' if ok else 'WRONG'}" for p, ok in a["match"].items())
-                for a in answers
-            )
-            + ".\n"
+            f"Answers checked against the Python reference before each server's points ({', '.join(checked)}): "
+            + ("every one matched." if not wrong else "WRONG: " + ", ".join(wrong) + ".")
+            + "\n"
         )
+    parts += summary(data)
     parts += recipes_section(data)
     parts += load_section(data)
     parts += seed_section(data)
