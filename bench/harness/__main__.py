@@ -71,6 +71,7 @@ def main():
     if trained and not args.preprocess:
         parser.error("--trained needs --preprocess")
     args.config = args.config or str(TRAINED_CONFIG if trained else ROOT / "etc" / "arbiter.toml")
+    explicit_servers = bool(args.servers)
     args.servers = args.servers or (
         ("arbiter,arbiter-seed" + (",arbiter-before" if args.before else "")) if trained
         else "arbiter,arbiter+nginx,arbiter-fast-jpeg,peer"
@@ -96,7 +97,11 @@ def main():
     # ONNX Runtime alone runs the model the config serves; the peer serves the seed's.
     model, size = model_of(*base)
     yardstick = ceiling_args(model, size)
+    names = [s for s in args.servers.split(",") if s]
     seed_model = VAR / "models" / "resnet50-voc20.onnx"
+    if model != seed_model.resolve() and "peer" in names and not explicit_servers:
+        # The peer serves the seed's model: beside another model it would compare nothing.
+        names.remove("peer")
     labels = ROOT / "etc" / "class_name.json"
     venv = Path(sys.executable).parent.parent
     manifest = json.loads((VAR / "reference" / "manifest.json").read_text())
@@ -106,10 +111,11 @@ def main():
     reference = softmax_reference(model, base[1], PHOTOS)
     if reference is None:
         reference = seed_reference if model == seed_model.resolve() else {}
-    # What fast_jpeg must answer: Python's after Pillow's draft (the same for small photos).
+    # What fast_jpeg must answer: Python's after Pillow's draft (the same for small photos); the
+    # set-up writes it for the seed's model only.
     reference_draft = {
         i["file"]: i.get("draft_prediction", i["prediction"]) for i in manifest["images"] if i["file"] in PHOTOS
-    }
+    } if model == seed_model.resolve() else {}
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -147,7 +153,6 @@ def main():
             name="arbiter-before", concurrencies=[8], photos=seed_photos,
         ),
     }
-    names = [s for s in args.servers.split(",") if s]
     probe_arbiter = Arbiter(binary, base, out_dir, cores)
     results = {
         "meta": {
@@ -231,7 +236,11 @@ def main():
                     time.sleep(0.5)
                     photos = getattr(server, "photos", PHOTOS)
                     fast = getattr(server, "fast_jpeg", False)
-                    expected = seed_reference if name in ("arbiter-seed", "arbiter-before") else reference_draft if fast else reference
+                    # The peer and the seed's configs serve the seed's model whatever --config says.
+                    if name in ("peer", "arbiter-seed", "arbiter-before"):
+                        expected = seed_reference
+                    else:
+                        expected = reference_draft if fast else reference
                     if not expected:
                         say(f"{name:<14} answers not checked: no Python reference for {model.name}")
                     answers = check_answers(port, expected, photos, same_answer) if expected else {}
