@@ -43,11 +43,11 @@ mod runtime;
 pub mod signature;
 pub mod weights;
 
+pub use arbiter_config::Device;
 pub use classify::{Answer, Class, Prediction, Scored, classify, postprocess};
 pub use engine::Engine;
 pub use error::{InferError, error_chain};
 pub use labels::Labels;
-pub use arbiter_config::Device;
 pub use model::{InputElement, Model, ModelOptions, SessionTuning};
 pub use runtime::{DEFAULT_RUNTIME_LIBRARY, RUNTIME_ENV_VAR, init_runtime};
 pub use signature::{InputRecipe, ResolvedInput};

@@ -15,7 +15,6 @@ use crate::signature::{self, InputRecipe, ModelSignature, ResolvedInput};
 use crate::weights::MappedWeights;
 use crate::{InferError, runtime};
 
-
 /// What [`Model::load`] needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelOptions {
