@@ -254,6 +254,15 @@ fn check_refuses_a_recipe_the_model_cannot_take() {
     let (code, stdout, stderr) = check(&classifier_config(dir.path(), any, labels, sized));
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("fed 240 x 320 NCHW float32"), "{stdout}");
+    // timm's crop_pct on a non-square input: timm versions disagree on it, so it is refused.
+    let crop_pct = "[model.preprocess]\ninput_size = [240, 320]\nresize = \"crop_pct\"\n\
+                    crop_pct = 0.875\n";
+    let (code, _, stderr) = check(&classifier_config(dir.path(), any, labels, crop_pct));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("model.preprocess: crop_pct") && stderr.contains("square"),
+        "{stderr}"
+    );
 
     let nchw256 = "models/classifier-nchw256.onnx";
     let twenty = dir.path().join("twenty.json");

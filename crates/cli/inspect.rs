@@ -113,6 +113,10 @@ pub(crate) fn check_model(config: &Config) -> Result<String, String> {
     let input = sig.image_input().map_err(fail)?;
     let resolved =
         signature::resolve(&input, &InputRecipe::from(&model.preprocess)).map_err(fail)?;
+    arbiter_worker::Recipe::from_config(model)
+        .resize
+        .check(resolved.width, resolved.height)
+        .map_err(|e| format!("model.preprocess: {e}"))?;
     let labels = Labels::load(&model.labels).map_err(|e| e.to_string())?;
     let classes = match &sig.outputs[..] {
         [out] => out.dims.get(1).and_then(Dim::fixed),

@@ -129,7 +129,11 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
         Err(e) => return boot_failure(&slot, &error_chain(&e)),
     };
     slot.set_model_load(queue.info().load_time);
-    opts.recipe.log((queue.info().width, queue.info().height));
+    let input = (queue.info().width, queue.info().height);
+    if let Err(e) = opts.recipe.resize.check(input.0, input.1) {
+        return boot_failure(&slot, &format!("model.preprocess: {e}"));
+    }
+    opts.recipe.log(input);
 
     // Each decoding thread reuses one image buffer instead of faulting in a new one per image.
     arbiter_vision::keep_spare_buffers(opts.preprocess_threads.max(1));

@@ -159,7 +159,6 @@ impl Recipe {
             normalize = ?self.tensor.normalize,
             channels = ?self.tensor.channels,
             layout = ?self.tensor.layout,
-            banded_jpeg = true,
             fast_jpeg = self.fast_jpeg,
             output = ?self.postprocess.output,
             scores = self.postprocess.scores,
