@@ -19,8 +19,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arbiter_config::{Config, ElementType, Preprocess};
+use arbiter_config::Config;
 use arbiter_vision::{ChannelOrder, Filter, Geometry, Limits, Resize, RgbImage, TensorLayout};
+use arbiter_worker::ToTensor;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -130,68 +131,22 @@ fn stages(files: &[String], runs: usize, resized_only: bool) -> Result<(), Error
     Ok(())
 }
 
-/// How a recipe turns the resized pixels into the model's input, by the vision crate's
-/// `normalize_into` (`f32`) or `pixels_into` (the raw bytes of a `uint8` input).
-struct Normalize {
-    /// `None` for a `uint8` input.
-    numbers: Option<arbiter_vision::Normalize>,
-    channels: ChannelOrder,
-    layout: TensorLayout,
+/// A family's input: the worker's `ToTensor` (normalized `f32` by the vision crate's
+/// `normalize_into`, or the raw bytes of a `uint8` input by `pixels_into`).
+fn tensor(normalize: Option<arbiter_vision::Normalize>) -> ToTensor {
+    ToTensor {
+        normalize,
+        channels: ChannelOrder::Rgb,
+        layout: TensorLayout::Nchw,
+    }
 }
 
-impl Normalize {
-    fn new(divide_by: f32, mean: [f32; 3], std: [f32; 3]) -> Normalize {
-        Normalize {
-            numbers: Some(arbiter_vision::Normalize {
-                divide_by,
-                mean,
-                std,
-            }),
-            channels: ChannelOrder::Rgb,
-            layout: TensorLayout::Nchw,
-        }
-    }
-
-    /// Keras's `uint8` BGR NHWC input, normalized inside the model's graph.
-    fn keras_uint8() -> Normalize {
-        Normalize {
-            numbers: None,
-            channels: ChannelOrder::Bgr,
-            layout: TensorLayout::Nhwc,
-        }
-    }
-
-    /// ImageNet's mean and std after `ToTensor`, RGB NCHW float32: the seed's.
-    fn imagenet() -> Normalize {
-        Normalize::new(255.0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    }
-
-    fn of(p: &Preprocess) -> Normalize {
-        let numbers = (p.input_type == ElementType::Float32).then_some(arbiter_vision::Normalize {
-            divide_by: p.divide_by,
-            mean: p.mean,
-            std: p.std,
-        });
-        Normalize {
-            numbers,
-            channels: match p.channels {
-                arbiter_config::ChannelOrder::Rgb => ChannelOrder::Rgb,
-                arbiter_config::ChannelOrder::Bgr => ChannelOrder::Bgr,
-            },
-            layout: match p.layout {
-                arbiter_config::TensorLayout::Nchw => TensorLayout::Nchw,
-                arbiter_config::TensorLayout::Nhwc => TensorLayout::Nhwc,
-            },
-        }
-    }
-
-    /// Writes `img` as the model's input into `floats` or `bytes` (whichever the element type
-    /// takes; both are `3 * width * height` long).
-    fn run(&self, img: &RgbImage, floats: &mut [f32], bytes: &mut [u8]) {
-        match &self.numbers {
-            Some(n) => arbiter_vision::normalize_into(img, n, self.channels, self.layout, floats),
-            None => arbiter_vision::pixels_into(img, self.channels, self.layout, bytes),
-        }
+/// Writes `img` as the model's input into `floats` or `bytes` (whichever the element type
+/// takes; both are `3 * width * height` long).
+fn write(to: &ToTensor, img: &RgbImage, floats: &mut [f32], bytes: &mut [u8]) {
+    match &to.normalize {
+        Some(n) => arbiter_vision::normalize_into(img, n, to.channels, to.layout, floats),
+        None => arbiter_vision::pixels_into(img, to.channels, to.layout, bytes),
     }
 }
 
@@ -200,7 +155,7 @@ struct Family {
     name: &'static str,
     resize: Resize,
     size: u32,
-    normalize: Normalize,
+    normalize: ToTensor,
 }
 
 /// One recipe per family, the seed's first: torchvision's usual, timm's, Keras's, the trained
@@ -218,42 +173,54 @@ fn families() -> Vec<Family> {
             Filter::Bilinear,
             Geometry::Squash,
             224,
-            Normalize::imagenet(),
+            tensor(Some(arbiter_vision::Normalize::SEED)),
         ),
         family(
             "torchvision: bilinear shorter side 256, crop 224",
             Filter::Bilinear,
             Geometry::ShorterSide(256),
             224,
-            Normalize::imagenet(),
+            tensor(Some(arbiter_vision::Normalize::SEED)),
         ),
         family(
             "timm: bicubic crop_pct 0.875 at 240",
             Filter::Bicubic,
             Geometry::CropPct(0.875),
             240,
-            Normalize::new(255.0, [0.5; 3], [0.5; 3]),
+            tensor(Some(arbiter_vision::Normalize {
+                divide_by: 255.0,
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            })),
         ),
         family(
             "Keras: nearest squash 224, uint8 BGR NHWC",
             Filter::Nearest,
             Geometry::Squash,
             224,
-            Normalize::keras_uint8(),
+            ToTensor {
+                normalize: None,
+                channels: ChannelOrder::Bgr,
+                layout: TensorLayout::Nhwc,
+            },
         ),
         family(
             "EfficientNet-Lite0: bicubic shorter side 256, crop 224, (x-127)/128",
             Filter::Bicubic,
             Geometry::ShorterSide(256),
             224,
-            Normalize::new(1.0, [127.0; 3], [128.0; 3]),
+            tensor(Some(arbiter_vision::Normalize {
+                divide_by: 1.0,
+                mean: [127.0; 3],
+                std: [128.0; 3],
+            })),
         ),
         family(
             "lanczos squash 224, ImageNet mean/std",
             Filter::Lanczos,
             Geometry::Squash,
             224,
-            Normalize::imagenet(),
+            tensor(Some(arbiter_vision::Normalize::SEED)),
         ),
     ]
 }
@@ -289,7 +256,7 @@ fn recipes(files: &[String], runs: usize, json: bool) -> Result<(), Error> {
                     &bytes, &limits, f.size, f.size, &f.resize, false,
                 )?;
                 let resized = start.elapsed();
-                f.normalize.run(&done.image, floats, raw);
+                write(&f.normalize, &done.image, floats, raw);
                 let total = start.elapsed();
                 decode_resize[i].push(resized);
                 normalize[i].push(total - resized);
@@ -347,22 +314,6 @@ fn file_name(path: &str) -> &str {
         .unwrap_or(path)
 }
 
-/// The resize recipe of `[model.preprocess]`, in the vision crate's terms.
-fn resize_of(p: &Preprocess) -> Resize {
-    let filter = match p.interpolation {
-        arbiter_config::Filter::Nearest => Filter::Nearest,
-        arbiter_config::Filter::Bilinear => Filter::Bilinear,
-        arbiter_config::Filter::Bicubic => Filter::Bicubic,
-        arbiter_config::Filter::Lanczos => Filter::Lanczos,
-    };
-    let geometry = match p.resize {
-        arbiter_config::Geometry::Squash => Geometry::Squash,
-        arbiter_config::Geometry::ShorterSide(s) => Geometry::ShorterSide(s),
-        arbiter_config::Geometry::CropPct(c) => Geometry::CropPct(c),
-    };
-    Resize { filter, geometry }
-}
-
 /// Preprocessing alone, on `threads` threads for `seconds`, per file: images per second.
 fn throughput(
     files: &[String],
@@ -380,8 +331,9 @@ fn throughput(
         &arbiter_infer::InputRecipe::from(p),
     )?;
     let (width, height) = (input.width, input.height);
-    let resize = resize_of(p);
-    let normalize = Normalize::of(p);
+    // The worker's own reading of the config.
+    let recipe = arbiter_worker::Recipe::from_config(model);
+    let (resize, to) = (recipe.resize, recipe.tensor);
     let fast_jpeg = model.fast_jpeg;
     let limits = Limits::default();
     for path in files {
@@ -392,7 +344,7 @@ fn throughput(
                 &bytes, &limits, width, height, &resize, fast_jpeg,
             )
             .map_err(|e| e.to_string())?;
-            normalize.run(&done.image, floats, raw);
+            write(&to, &done.image, floats, raw);
             arbiter_vision::recycle(done.image);
             Ok(())
         };
