@@ -279,4 +279,18 @@ fn check_refuses_a_recipe_the_model_cannot_take() {
         stderr.contains("the model has 1000 classes but the label file has 20 names"),
         "{stderr}"
     );
+
+    // A model a worker could not load at all (two outputs) is refused as the load refuses it.
+    let two = root().join("crates/infer/tests/data/two_outputs.onnx");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &var(nchw256).display().to_string(),
+        &two.display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("model has 2 outputs (`output`, `extra`); expected exactly one output"),
+        "{stderr}"
+    );
 }

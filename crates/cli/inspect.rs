@@ -111,22 +111,19 @@ pub(crate) fn check_model(config: &Config) -> Result<String, String> {
     };
     let sig = signature::read(&model.path, model.runtime_library.as_deref()).map_err(fail)?;
     let input = sig.image_input().map_err(fail)?;
-    let resolved =
-        signature::resolve(&input, &InputRecipe::from(&model.preprocess)).map_err(fail)?;
+    // What the worker's load requires of the model, then what its recipe requires of the input.
+    let served = signature::check(&sig, &InputRecipe::from(&model.preprocess)).map_err(fail)?;
+    let resolved = served.input;
     arbiter_worker::Recipe::from_config(model)
         .resize
         .check(resolved.width, resolved.height)
         .map_err(|e| format!("model.preprocess: {e}"))?;
     let labels = Labels::load(&model.labels).map_err(|e| e.to_string())?;
-    let classes = match &sig.outputs[..] {
-        [out] => out.dims.get(1).and_then(Dim::fixed),
-        _ => None,
-    };
-    if let Some(classes) = classes
-        && classes != labels.len() as u64
+    if let Some(classes) = served.classes
+        && classes != labels.len()
     {
         return Err(fail(InferError::LabelCount {
-            model: classes as usize,
+            model: classes,
             labels: labels.len(),
         }));
     }

@@ -9,7 +9,7 @@ use arbiter_config::{Device, ElementType, TensorLayout};
 use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::value::{PrimitiveTensorElementType, TensorElementType, TensorRef};
+use ort::value::{PrimitiveTensorElementType, TensorRef};
 
 use crate::signature::{self, InputRecipe, ModelSignature, ResolvedInput};
 use crate::weights::MappedWeights;
@@ -103,15 +103,6 @@ mod private {
     impl Sealed for u8 {}
 }
 
-/// The input and output found in the model's metadata.
-struct Signature {
-    input_name: String,
-    output_name: String,
-    input: ResolvedInput,
-    /// `None` when the class dimension is symbolic; the warm-up run then tells.
-    classes: Option<usize>,
-}
-
 impl Model {
     /// Loads the model on the configured device, checks its shapes, and warms it up.
     ///
@@ -171,7 +162,7 @@ impl Model {
                 .map_err(|e| model_err(e.into()))?;
         }
         let session = builder.commit_from_file(&opts.path).map_err(model_err)?;
-        let sig = check_signature(&session, &opts.input)?;
+        let sig = signature::check(&ModelSignature::of(&session), &opts.input)?;
 
         let mut model = Model {
             session,
@@ -432,63 +423,6 @@ fn with_cuda(builder: SessionBuilder, device: u32) -> Result<SessionBuilder, Inf
             reason: e.message().trim_end_matches('.').to_owned(),
             hint: hint.to_owned(),
         }
-    })
-}
-
-/// Checks the session has one image input the recipe fits (see [`signature::resolve`]) and one
-/// `[N, C]` float32 output.
-fn check_signature(session: &Session, recipe: &InputRecipe) -> Result<Signature, InferError> {
-    const OUTPUT: &str = "[N, C] float32";
-    let sig = ModelSignature::of(session);
-    let image = sig.image_input()?;
-    let resolved = signature::resolve(&image, recipe)?;
-
-    let [out] = &sig.outputs[..] else {
-        let names: Vec<String> = sig
-            .outputs
-            .iter()
-            .map(|o| format!("`{}`", o.name))
-            .collect();
-        return Err(InferError::Shape {
-            expected: format!("exactly one output {OUTPUT}"),
-            found: format!(
-                "model has {} outputs ({})",
-                sig.outputs.len(),
-                names.join(", ")
-            ),
-        });
-    };
-    let out_err = || InferError::Shape {
-        expected: "[N, C]".to_owned(),
-        found: format!("model output `{}` has shape {}", out.name, out.shape()),
-    };
-    if out.ty != Some(TensorElementType::Float32) {
-        return Err(InferError::Shape {
-            expected: OUTPUT.to_owned(),
-            found: format!(
-                "model output `{}` has element type {} (shape {})",
-                out.name,
-                out.element,
-                out.shape()
-            ),
-        });
-    }
-    let [on, oc] = &out.dims[..] else {
-        return Err(out_err());
-    };
-    // The output's batch follows the input's: symbolic, or the same fixed size.
-    let batch_ok = match on.fixed() {
-        None => true,
-        Some(k) => resolved.fixed_batch.is_some_and(|b| b as u64 == k),
-    };
-    if !batch_ok || oc.fixed() == Some(0) {
-        return Err(out_err());
-    }
-    Ok(Signature {
-        input_name: image.name,
-        output_name: out.name.clone(),
-        input: resolved,
-        classes: oc.fixed().and_then(|c| usize::try_from(c).ok()),
     })
 }
 

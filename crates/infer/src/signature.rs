@@ -428,6 +428,75 @@ pub fn resolve(input: &ImageInput, recipe: &InputRecipe) -> Result<ResolvedInput
     })
 }
 
+/// What a model serves, once [`check`]ed against a recipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The image input's name.
+    pub input_name: String,
+    /// The output's name.
+    pub output_name: String,
+    /// The image input as the recipe fills it.
+    pub input: ResolvedInput,
+    /// The class count; `None` when the class dimension is symbolic (a run then tells).
+    pub classes: Option<usize>,
+}
+
+/// Checks that the model has one image input the recipe fits (see [`resolve`]) and one `[N, C]`
+/// float32 output: what [`crate::Model::load`] requires, and `arbiter check` with it.
+pub fn check(sig: &ModelSignature, recipe: &InputRecipe) -> Result<Served, InferError> {
+    const OUTPUT: &str = "[N, C] float32";
+    let image = sig.image_input()?;
+    let resolved = resolve(&image, recipe)?;
+
+    let [out] = &sig.outputs[..] else {
+        let names: Vec<String> = sig
+            .outputs
+            .iter()
+            .map(|o| format!("`{}`", o.name))
+            .collect();
+        return Err(InferError::Shape {
+            expected: format!("exactly one output {OUTPUT}"),
+            found: format!(
+                "model has {} outputs ({})",
+                sig.outputs.len(),
+                names.join(", ")
+            ),
+        });
+    };
+    let out_err = || InferError::Shape {
+        expected: "[N, C]".to_owned(),
+        found: format!("model output `{}` has shape {}", out.name, out.shape()),
+    };
+    if out.ty != Some(TensorElementType::Float32) {
+        return Err(InferError::Shape {
+            expected: OUTPUT.to_owned(),
+            found: format!(
+                "model output `{}` has element type {} (shape {})",
+                out.name,
+                out.element,
+                out.shape()
+            ),
+        });
+    }
+    let [on, oc] = &out.dims[..] else {
+        return Err(out_err());
+    };
+    // The output's batch follows the input's: symbolic, or the same fixed size.
+    let batch_ok = match on.fixed() {
+        None => true,
+        Some(k) => resolved.fixed_batch.is_some_and(|b| b as u64 == k),
+    };
+    if !batch_ok || oc.fixed() == Some(0) {
+        return Err(out_err());
+    }
+    Ok(Served {
+        input_name: image.name,
+        output_name: out.name.clone(),
+        input: resolved,
+        classes: oc.fixed().and_then(|c| usize::try_from(c).ok()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
