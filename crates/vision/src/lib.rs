@@ -161,19 +161,6 @@ pub fn decode_rgb_draft(
     decode(bytes, limits, Some(Draft::AtLeast(min_width, min_height)))
 }
 
-/// Decodes an image for a model whose input is `width x height`: [`decode_rgb`], or with
-/// `fast_jpeg` [`decode_rgb_draft`] keeping at least twice the input's size (Pillow's
-/// `reducing_gap` of 2). The seed's recipe of [`decode_for_input_with`].
-pub fn decode_for_input(
-    bytes: &[u8],
-    limits: &Limits,
-    width: u32,
-    height: u32,
-    fast_jpeg: bool,
-) -> Result<RgbImage, VisionError> {
-    decode_for_input_with(bytes, limits, width, height, &Resize::SEED, fast_jpeg)
-}
-
 /// Decodes an image for `recipe`'s `width x height` input: [`decode_rgb`], or with `fast_jpeg`
 /// [`decode_rgb_draft`] keeping at least twice the size the recipe resizes the image to (Pillow's
 /// `reducing_gap` of 2), computed from the header's size. The recipe then applies to the reduced
@@ -272,7 +259,7 @@ fn decode(
     Ok(image)
 }
 
-/// [`decode_for_input`] then [`resize_bilinear`] to `width x height`, with the time the resizing
+/// [`decode_for_input_with`] the seed's recipe, then [`resize_bilinear`] to `width x height`, with the time the resizing
 /// took: [`decode_resized_with`] the seed's recipe.
 pub fn decode_resized(
     bytes: &[u8],
@@ -368,22 +355,10 @@ pub fn preprocess(
     width: u32,
     height: u32,
 ) -> Result<Vec<f32>, VisionError> {
-    preprocess_for_input(bytes, limits, width, height, false)
+    preprocess_with(bytes, limits, width, height, &Resize::SEED, false)
 }
 
-/// [`preprocess`], decoding with [`decode_for_input`] (big JPEGs at a reduced scale when
-/// `fast_jpeg`).
-pub fn preprocess_for_input(
-    bytes: &[u8],
-    limits: &Limits,
-    width: u32,
-    height: u32,
-    fast_jpeg: bool,
-) -> Result<Vec<f32>, VisionError> {
-    preprocess_with(bytes, limits, width, height, &Resize::SEED, fast_jpeg)
-}
-
-/// [`preprocess_for_input`] with `recipe`'s resize: decoded, resized and cropped by
+/// [`preprocess`] with `recipe`'s resize (and `fast_jpeg`): decoded, resized and cropped by
 /// [`decode_resized_with`], then normalized with ImageNet's mean and std.
 pub fn preprocess_with(
     bytes: &[u8],

@@ -70,11 +70,6 @@ impl Elements {
         }
     }
 
-    /// All the values, borrowed.
-    pub fn as_batch(&self) -> Batch<'_> {
-        self.slice(0..self.len())
-    }
-
     /// Empties it for a batch of `element`'s type, keeping its memory when the type is the same.
     pub(crate) fn reset(&mut self, element: ElementType) {
         match self {
