@@ -160,8 +160,8 @@ pub fn compute(config: &Config, workers: usize, held: u64) -> Result<Budget, Err
 }
 
 /// A worker's private memory on a CPU, besides the weights (see the module's documentation; the
-/// measurements behind it are in docs/shared-weights.md): 64 MiB, plus per intra-op thread 40 MiB and 10 MiB per image of the largest
-/// batch beyond the first.
+/// measurements behind it are in docs/shared-weights.md): 64 MiB, plus per intra-op thread 40 MiB
+/// and 10 MiB per image of the largest batch beyond the first.
 fn cpu_private(config: &Config) -> u64 {
     let threads = threads_per_worker(config) as u64;
     let extra_images = config.batching.max_batch_size.max(1) as u64 - 1;

@@ -1,6 +1,6 @@
-//! The class-name file, in any of three forms: the seed's JSON object
-//! (`{"0": "Aeroplane", ..., "19": "TV Monitor"}`), a JSON list (`["tench", "goldfish", ...]`), or a
-//! text file with one name a line (ImageNet's usual `imagenet_classes.txt`).
+//! The class-name file, in any of three forms: the seed's JSON object (`{"0": "Aeroplane", ...,
+//! "19": "TV Monitor"}`), a JSON list (`["tench", "goldfish", ...]`), or a text file with one name
+//! a line (ImageNet's usual `imagenet_classes.txt`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -38,9 +38,9 @@
 //! RGBA, LA, P, 16-bit gray; GIF, BMP, TIFF, lossy and lossless WebP; a 12 MP photo, a 2000 x 60
 //! strip, a 1 x 1 pixel) decode and resize with 0 values off, as do the mode and resize fixtures
 //! of `tests/fixtures` (bar the palette TIFF). So do six other recipes on those photos and eight
-//! on the odd images of `tests/fixtures/recipes` (`tests/recipes.rs`, against
-//! `scripts/recipes.py`: every filter, the shorter side with crops inside and larger than the
-//! image, timm's `crop_pct`; 1 x 1, strips one pixel thick, upscaling). EXIF orientation is not applied, as Pillow's
+//! on the odd images of `tests/fixtures/recipes` (`tests/recipes.rs`, against `scripts/recipes.py`:
+//! every filter, the shorter side with crops inside and larger than the image, timm's `crop_pct`; 1
+//! x 1, strips one pixel thick, upscaling). EXIF orientation is not applied, as Pillow's
 //! `Image.open` does not apply it. Known differences, all on rare files:
 //!
 //! - palette TIFFs are refused as unsupported (the `tiff` crate does not read them);
@@ -259,8 +259,8 @@ fn decode(
     Ok(image)
 }
 
-/// [`decode_for_input_with`] the seed's recipe, then [`resize_bilinear`] to `width x height`, with the time the resizing
-/// took: [`decode_resized_with`] the seed's recipe.
+/// [`decode_for_input_with`] the seed's recipe, then [`resize_bilinear`] to `width x height`, with
+/// the time the resizing took: [`decode_resized_with`] the seed's recipe.
 pub fn decode_resized(
     bytes: &[u8],
     limits: &Limits,

@@ -5,9 +5,10 @@
 //! A request carries the model's one input as the model takes it: FP32 (normalized) or UINT8
 //! (raw pixels, for a model that normalizes inside its graph), `[N, 3, H, W]` or `[N, H, W, 3]`,
 //! whose data is JSON (flat or nested) or, with the `Inference-Header-Content-Length` header, raw
-//! little-endian bytes after the JSON header (`parameters.binary_data_size`). The response has the one output `[N, C]`, as JSON numbers, or
-//! as raw bytes when the request asks for binary output (`parameters.binary_data` on the requested
-//! output, or `parameters.binary_data_output` on the request).
+//! little-endian bytes after the JSON header (`parameters.binary_data_size`). The response has the
+//! one output `[N, C]`, as JSON numbers, or as raw bytes when the request asks for binary output
+//! (`parameters.binary_data` on the requested output, or `parameters.binary_data_output` on the
+//! request).
 
 use std::fmt;
 

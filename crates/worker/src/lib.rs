@@ -12,13 +12,13 @@
 //!    returns [`EXIT_BOOT_FAILURE`], which tells the arbiter not to retry blindly.
 //! 2. **Serve.** A single-threaded tokio runtime runs hyper (HTTP/1) on every listener, a heartbeat
 //!    task, and the signal handlers; the slot goes Ready. Nothing heavy runs on that thread: image
-//!    decode, resize (by the model's [`Recipe`], from `[model.preprocess]`) and tensor JSON
-//!    parsing go to a blocking pool bounded by `preprocess_threads`, and the model runs on the
-//!    inference thread, which writes each image into its batch by the recipe, fed by a bounded queue
-//!    with dynamic batching (see [`batcher`]); on a CPU with several ONNX Runtime threads, under
-//!    load, on one inference thread per ONNX Runtime thread, each with its own single-thread
-//!    session (the batcher's lanes, loaded in the background once the worker is ready). A full
-//!    pipeline answers 503 at once.
+//!    decode, resize (by the model's [`Recipe`], from `[model.preprocess]`) and tensor JSON parsing
+//!    go to a blocking pool bounded by `preprocess_threads`, and the model runs on the inference
+//!    thread, which writes each image into its batch by the recipe, fed by a bounded queue with
+//!    dynamic batching (see [`batcher`]); on a CPU with several ONNX Runtime threads, under load,
+//!    on one inference thread per ONNX Runtime thread, each with its own single-thread session (the
+//!    batcher's lanes, loaded in the background once the worker is ready). A full pipeline answers
+//!    503 at once.
 //! 3. **Stop.** TERM, or reaching `max_requests`, drains: the slot goes Draining, readiness
 //!    answers 503, the accept loops stop, every accepted request is answered (queued ones
 //!    included), heart-beating goes on, and `run` returns [`EXIT_OK`] (after `graceful_timeout`

@@ -1,11 +1,11 @@
 //! End-to-end parity of the model recipes beyond the seed's: each config of
-//! `scripts/reference.py`'s `MODEL_CASES` (the examples of `etc/` on the set-up's test models,
-//! and the two of `crates/worker/tests/recipes/`) served in-process on the real model, every photo of
+//! `scripts/reference.py`'s `MODEL_CASES` (the examples of `etc/` on the set-up's test models, and
+//! the two of `crates/worker/tests/recipes/`) served in-process on the real model, every photo of
 //! `var/photos`, its bad ones and the vision crate's odd images posted to `/model_predict`. The
 //! worker's own path (the recipe's decode, resize and crop, the batch written by the recipe's
-//! normalization, channel order, layout and element type, ONNX Runtime, the answer) must give
-//! the same input tensor, bit for bit (its sha256), the same raw outputs and the same classes as
-//! the team's Python pipeline built on Pillow, numpy and onnxruntime (`var/reference/models.json`,
+//! normalization, channel order, layout and element type, ONNX Runtime, the answer) must give the
+//! same input tensor, bit for bit (its sha256), the same raw outputs and the same classes as the
+//! team's Python pipeline built on Pillow, numpy and onnxruntime (`var/reference/models.json`,
 //! written by `scripts/setup`); and refuse what Pillow refuses.
 
 mod common;

@@ -48,9 +48,9 @@ pub(super) struct Job {
     pub(super) permit: Permit,
 }
 
-/// Queues `n` preprocessed images (`n * image_len` values of the model's element type, or one image of the model's input
-/// size); the receiver gets the outputs. Dropping the receiver cancels the job if it has not
-/// started.
+/// Queues `n` preprocessed images (`n * image_len` values of the model's element type, or one image
+/// of the model's input size); the receiver gets the outputs. Dropping the receiver cancels the job
+/// if it has not started.
 pub(super) fn submit(
     tx: &SyncSender<Job>,
     counters: &Counters,
