@@ -268,11 +268,13 @@ fn check_refuses_a_recipe_the_model_cannot_take() {
     let twenty = dir.path().join("twenty.json");
     std::fs::copy(root().join("etc/class_name.json"), &twenty).unwrap();
     let config = classifier_config(dir.path(), nchw256, labels, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &var(labels).display().to_string(),
-        &twenty.display().to_string(),
-    );
-    std::fs::write(&config, text).unwrap();
+    // Points the config's path `from` at `to`.
+    let repoint = |from: &std::path::Path, to: &std::path::Path| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text.replace(&from.display().to_string(), &to.display().to_string());
+        std::fs::write(&config, text).unwrap();
+    };
+    repoint(&var(labels), &twenty);
     let (code, _, stderr) = check(&config);
     assert_eq!(code, Some(1));
     assert!(
@@ -281,12 +283,10 @@ fn check_refuses_a_recipe_the_model_cannot_take() {
     );
 
     // A model a worker could not load at all (two outputs) is refused as the load refuses it.
-    let two = root().join("crates/infer/tests/data/two_outputs.onnx");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &var(nchw256).display().to_string(),
-        &two.display().to_string(),
+    repoint(
+        &var(nchw256),
+        &root().join("crates/infer/tests/data/two_outputs.onnx"),
     );
-    std::fs::write(&config, text).unwrap();
     let (code, _, stderr) = check(&config);
     assert_eq!(code, Some(1));
     assert!(
