@@ -70,11 +70,24 @@ impl Server {
     }
 }
 
+/// Whether a model lets ONNX Runtime's threads spin when its entry leaves `spinning` out, for a
+/// file with `models` models. With one model it is ONNX Runtime's own default (spinning trades
+/// idle CPU for latency); with several, each model's threads would spin on the cores the others
+/// are computing on, so it is off.
+pub fn spinning(models: usize) -> bool {
+    models <= 1
+}
+
+/// A model's version when its entry leaves `version` out.
+pub const MODEL_VERSION: &str = "1";
+
 impl Model {
-    /// `[model]` with every key left out: the model and labels `scripts/setup` makes.
-    pub(crate) fn defaults(base: &Path) -> Model {
+    /// `[model]` with every key left out: the model and labels `scripts/setup` makes, batched as
+    /// the file's `[batching]` says.
+    pub(crate) fn defaults(base: &Path, batching: &Batching) -> Model {
         Model {
             name: "resnet50".into(),
+            version: MODEL_VERSION.into(),
             path: base.join("../var/models/resnet50-voc20.onnx"),
             labels: base.join("class_name.json"),
             // The seed's threshold.
@@ -85,13 +98,15 @@ impl Model {
             runtime_library: None,
             share_weights: true,
             cache_dir: base.join("../var/cache/prepared"),
-            // ONNX Runtime's own default; a machine shared with other programs wants it off.
-            spinning: true,
+            // ONNX Runtime's own default for one model (see `spinning`); a machine shared with
+            // other programs wants it off.
+            spinning: spinning(1),
             parallel_batches: true,
             // Off keeps the seed's pixels exactly.
             fast_jpeg: false,
             preprocess: Preprocess::defaults(),
             postprocess: Postprocess::defaults(),
+            batching: batching.clone(),
         }
     }
 }

@@ -36,13 +36,12 @@ impl Config {
             None => format!("# {key} is not set"),
         };
         let s_ = &self.server;
-        let m = &self.model;
         let b = &self.batching;
         let l = &self.limits;
         let mut out = format!(
             "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
              graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\n\n\
-             [model]\nname = {}\npath = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\n\n{}\
+             {}\
              [batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\npreprocess_threads = {}\n\n\
              [limits]\nmax_body = \"{}\"\nmax_pixels = {}\nheader_timeout = \"{}\"\nbody_timeout = \"{}\"\nrequest_deadline = \"{}\"\nkeepalive = \"{}\"\nmax_connections = {}\n\n\
              [memory]\nlimit = {}\nper_worker = {}\n\n[log]\n{}\nformat = \"{}\"\nlevel = {}\n",
@@ -60,19 +59,7 @@ impl Config {
             s_.max_requests.unwrap_or(0),
             s_.max_requests_jitter,
             proxies.join(", "),
-            quote(&m.name),
-            q(&m.path),
-            q(&m.labels),
-            m.threshold,
-            m.device,
-            m.threads,
-            opt("runtime_library", m.runtime_library.as_deref().map(q)),
-            m.share_weights,
-            q(&m.cache_dir),
-            m.spinning,
-            m.parallel_batches,
-            m.fast_jpeg,
-            recipe(m),
+            self.models_toml(),
             b.max_batch_size,
             d(b.max_delay),
             b.queue_size,
@@ -115,6 +102,60 @@ impl Config {
                 p.stopsignal,
                 d(p.stopwaitsecs),
             ));
+        }
+        out
+    }
+
+    /// `[model]` for one model, else one `[[model]]` per model, each with its tables.
+    fn models_toml(&self) -> String {
+        use units::format_duration as d;
+        let q = |p: &Path| quote(&p.display().to_string());
+        let opt = |key: &str, value: Option<String>| match value {
+            Some(v) => format!("{key} = {v}"),
+            None => format!("# {key} is not set"),
+        };
+        let header = if self.models.len() == 1 {
+            "[model]"
+        } else {
+            "[[model]]"
+        };
+        let mut out = String::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let b = &m.batching;
+            // One model is the default whatever it says; its batching is the file's unless it
+            // has its own.
+            let default = if self.models.len() == 1 {
+                String::new()
+            } else {
+                format!("default = {}\n", i == self.default_model)
+            };
+            let batching = if *b == self.batching {
+                String::new()
+            } else {
+                format!(
+                    "[model.batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\n\n",
+                    b.max_batch_size,
+                    d(b.max_delay),
+                    b.queue_size
+                )
+            };
+            out += &format!(
+                "{header}\nname = {}\nversion = \"{}\"\n{default}path = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\n\n{}{batching}",
+                quote(&m.name),
+                m.version,
+                q(&m.path),
+                q(&m.labels),
+                m.threshold,
+                m.device,
+                m.threads,
+                opt("runtime_library", m.runtime_library.as_deref().map(q)),
+                m.share_weights,
+                q(&m.cache_dir),
+                m.spinning,
+                m.parallel_batches,
+                m.fast_jpeg,
+                recipe(m),
+            );
         }
         out
     }

@@ -32,7 +32,7 @@ pub use error::{ConfigError, LoadError};
 pub use net::{CidrError, IpCidr};
 pub use programs::STOP_SIGNALS;
 pub use read::locate;
-pub use rules::runs_lanes;
+pub use rules::{find_model, runs_lanes};
 pub use types::{
     Amount, Autorestart, Batching, Bind, ChannelOrder, Config, Device, ElementType, Filter,
     Geometry, InputSize, Limits, Log, Memory, Model, Output, Postprocess, Preprocess, Program,

@@ -44,8 +44,15 @@ impl Config {
         let mut errs = Errors::new(text);
         let mut root = Table::root(&doc);
         let server = read_server(&mut root, &base, &mut errs);
-        let model = read_model(&mut root, &base, &mut errs);
-        let batching = read_batching(&mut root, &mut errs);
+        let batching = match root.table("batching", &mut errs) {
+            Some(mut t) => {
+                let b = read_batching(&mut t, Batching::defaults(), &mut errs);
+                t.finish(&mut errs);
+                b
+            }
+            None => Batching::defaults(),
+        };
+        let (models, default_model) = read_models(&mut root, &base, &batching, &mut errs);
         let limits = read_limits(&mut root, &mut errs);
         let memory = read_memory(&mut root, &mut errs);
         let log = read_log(&mut root, &base, &mut errs);
@@ -58,7 +65,8 @@ impl Config {
         Ok(Config {
             file: file.to_path_buf(),
             server,
-            model,
+            models,
+            default_model,
             batching,
             limits,
             memory,
@@ -238,22 +246,120 @@ fn parse_proxy(text: &str) -> Result<TrustedProxy, String> {
         .map_err(|e| format!("{e} (or \"unix\")"))
 }
 
-fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
-    let mut model = Model::defaults(base);
-    let Some(mut t) = root.table("model", errs) else {
-        return model;
+/// `[model]` (one model) or `[[model]]` (several): the models and the index of the default.
+fn read_models(
+    root: &mut Table,
+    base: &Path,
+    batching: &Batching,
+    errs: &mut Errors,
+) -> (Vec<Model>, usize) {
+    let tables = match root.field("model") {
+        None => return (vec![Model::defaults(base, batching)], 0),
+        Some(field) if field.value.as_array().is_some() => root.tables("model", errs),
+        Some(_) => root.table("model", errs).into_iter().collect(),
     };
-    if let Some((name, field)) = t.string("name", errs) {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    let mut models: Vec<Model> = Vec::new();
+    let mut default = None;
+    let mut spinning_set = Vec::new();
+    let several = tables.len() > 1;
+    for mut t in tables {
+        let (model, is_default, spinning) = read_model(&mut t, base, batching, several, errs);
+        let path = t.path.clone();
+        let span = t.span.clone();
+        t.finish(errs);
+        if models
+            .iter()
+            .any(|m| m.name == model.name && m.version == model.version)
         {
-            errs.at(&field.path, &field.span, format!("`{name}` must be non-empty letters, digits, '-', '_' or '.' (it appears in URLs)"));
-        } else {
-            model.name = name;
+            errs.at(
+                &format!("{path}.name"),
+                &span,
+                format!(
+                    "another model is `{}` version {}: give each its own name or version",
+                    model.name, model.version
+                ),
+            );
+        }
+        if is_default {
+            match default {
+                Some(first) => errs.at(
+                    &format!("{path}.default"),
+                    &span,
+                    format!(
+                        "model `{}` is already the default: only one model may say default = true",
+                        models.get(first).map_or("?", |m: &Model| m.name.as_str())
+                    ),
+                ),
+                None => default = Some(models.len()),
+            }
+        }
+        spinning_set.push(spinning);
+        models.push(model);
+    }
+    if models.is_empty() {
+        errs.at("model", &root.span, "needs at least one [[model]]");
+        models.push(Model::defaults(base, batching));
+        spinning_set.push(false);
+    }
+    let spinning = crate::defaults::spinning(models.len());
+    for (model, set) in models.iter_mut().zip(spinning_set) {
+        if !set {
+            model.spinning = spinning;
         }
     }
+    (models, default.unwrap_or(0))
+}
+
+/// Names in URLs, metrics and logs: letters, digits, '-', '_' and '.'.
+fn url_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// One model's table; returns it, whether it says `default = true`, and whether it sets
+/// `spinning`. `several`: the file has more than one model, each of which must be named.
+fn read_model(
+    t: &mut Table,
+    base: &Path,
+    batching: &Batching,
+    several: bool,
+    errs: &mut Errors,
+) -> (Model, bool, bool) {
+    let mut model = Model::defaults(base, batching);
+    match t.string("name", errs) {
+        Some((name, field)) => {
+            if url_safe(&name) {
+                model.name = name;
+            } else {
+                errs.at(&field.path, &field.span, format!("`{name}` must be non-empty letters, digits, '-', '_' or '.' (it appears in URLs)"));
+            }
+        }
+        None if several => errs.at(
+            &format!("{}.name", t.path),
+            &t.span,
+            "every [[model]] needs a name when there are several",
+        ),
+        None => {}
+    }
+    if let Some((version, field)) = t.string("version", errs) {
+        if !version.is_empty()
+            && version.chars().all(|c| c.is_ascii_digit())
+            && version.parse::<u64>().is_ok_and(|v| v > 0)
+        {
+            model.version = version;
+        } else {
+            errs.at(
+                &field.path,
+                &field.span,
+                format!(
+                    "`{version}` must be a whole number above 0, like \"2\" (Triton's versions)"
+                ),
+            );
+        }
+    }
+    let is_default = t.boolean("default", errs).unwrap_or(false);
     if let Some((p, _)) = t.string("path", errs) {
         model.path = resolve(base, &p);
     }
@@ -290,7 +396,8 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
     if let Some((p, _)) = t.string("cache_dir", errs) {
         model.cache_dir = resolve(base, &p);
     }
-    if let Some(b) = t.boolean("spinning", errs) {
+    let spinning = t.boolean("spinning", errs);
+    if let Some(b) = spinning {
         model.spinning = b;
     }
     if let Some(b) = t.boolean("parallel_batches", errs) {
@@ -299,8 +406,19 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
     if let Some(b) = t.boolean("fast_jpeg", errs) {
         model.fast_jpeg = b;
     }
-    model.preprocess = read_preprocess(&mut t, errs);
-    model.postprocess = read_postprocess(&mut t, errs);
+    model.preprocess = read_preprocess(t, errs);
+    model.postprocess = read_postprocess(t, errs);
+    if let Some(mut b) = t.table("batching", errs) {
+        if let Some(field) = b.field("preprocess_threads") {
+            errs.at(
+                &field.path,
+                &field.span,
+                "is shared by every model of a worker: set it in [batching]",
+            );
+        }
+        model.batching = read_batching(&mut b, batching.clone(), errs);
+        b.finish(errs);
+    }
     if model.postprocess.output == Output::Sigmoid
         && let Some((x, field)) = &threshold
         && !(*x > 0.0 && *x < 1.0)
@@ -314,8 +432,7 @@ fn read_model(root: &mut Table, base: &Path, errs: &mut Errors) -> Model {
             ),
         );
     }
-    t.finish(errs);
-    model
+    (model, is_default, spinning.is_some())
 }
 
 fn parse_device(text: &str) -> Option<Device> {
@@ -326,11 +443,9 @@ fn parse_device(text: &str) -> Option<Device> {
     }
 }
 
-fn read_batching(root: &mut Table, errs: &mut Errors) -> Batching {
-    let mut b = Batching::defaults();
-    let Some(mut t) = root.table("batching", errs) else {
-        return b;
-    };
+/// The keys of a `[batching]` table over `b`: the file's `[batching]` over the defaults, or a
+/// `[model.batching]` over the file's `[batching]`.
+fn read_batching(t: &mut Table, mut b: Batching, errs: &mut Errors) -> Batching {
     if let Some(n) = t.count("max_batch_size", 1, errs) {
         b.max_batch_size = n;
     }
@@ -343,7 +458,6 @@ fn read_batching(root: &mut Table, errs: &mut Errors) -> Batching {
     if let Some(n) = t.count("preprocess_threads", 0, errs) {
         b.preprocess_threads = n;
     }
-    t.finish(errs);
     b
 }
 

@@ -34,7 +34,7 @@ fn round_trips(c: &Config) {
 #[test]
 fn the_defaults_are_the_seeds_recipe() {
     let c = parse("").unwrap();
-    let p = &c.model.preprocess;
+    let p = &c.model().preprocess;
     assert_eq!(p.resize, Geometry::Squash);
     assert_eq!(p.interpolation, Filter::Bilinear);
     assert_eq!(p.divide_by, 255.0);
@@ -44,7 +44,7 @@ fn the_defaults_are_the_seeds_recipe() {
     assert_eq!(p.input_type, ElementType::Float32);
     assert_eq!(p.input_size, None);
     assert_eq!(
-        c.model.postprocess,
+        c.model().postprocess,
         Postprocess {
             output: Output::Threshold,
             scores: false
@@ -65,7 +65,7 @@ fn a_torchvision_recipe_is_read() {
          [model.postprocess]\noutput = \"softmax\"\ntop_k = 5\nscores = true\n",
     )
     .unwrap();
-    let p = &c.model.preprocess;
+    let p = &c.model().preprocess;
     assert_eq!(p.resize, Geometry::ShorterSide(256));
     assert_eq!(
         p.input_size,
@@ -74,8 +74,8 @@ fn a_torchvision_recipe_is_read() {
             width: 224
         })
     );
-    assert_eq!(c.model.postprocess.output, Output::Softmax { top_k: 5 });
-    assert!(c.model.postprocess.scores);
+    assert_eq!(c.model().postprocess.output, Output::Softmax { top_k: 5 });
+    assert!(c.model().postprocess.scores);
     round_trips(&c);
 }
 
@@ -87,7 +87,7 @@ fn a_timm_recipe_is_read() {
          [model.postprocess]\noutput = \"softmax\"\n",
     )
     .unwrap();
-    let p = &c.model.preprocess;
+    let p = &c.model().preprocess;
     assert_eq!(p.resize, Geometry::CropPct(0.875));
     assert_eq!(p.interpolation, Filter::Bicubic);
     assert_eq!((p.mean, p.std), ([0.5; 3], [0.5; 3]));
@@ -99,7 +99,7 @@ fn a_timm_recipe_is_read() {
         })
     );
     // A softmax without top_k keeps the one most likely class.
-    assert_eq!(c.model.postprocess.output, Output::Softmax { top_k: 1 });
+    assert_eq!(c.model().postprocess.output, Output::Softmax { top_k: 1 });
     round_trips(&c);
 }
 
@@ -112,7 +112,7 @@ fn keras_recipes_are_read() {
          mean = [103.939, 116.779, 123.68]\nstd = [1, 1, 1]\nchannels = \"bgr\"\nlayout = \"nhwc\"\n",
     )
     .unwrap();
-    let p = &c.model.preprocess;
+    let p = &c.model().preprocess;
     assert_eq!(p.divide_by, 1.0);
     assert_eq!(p.mean, [103.939, 116.779, 123.68]);
     assert_eq!(p.std, [1.0; 3]);
@@ -125,8 +125,8 @@ fn keras_recipes_are_read() {
          [model.postprocess]\noutput = \"sigmoid\"\n",
     )
     .unwrap();
-    assert_eq!(c.model.preprocess.input_type, ElementType::Uint8);
-    assert_eq!(c.model.postprocess.output, Output::Sigmoid);
+    assert_eq!(c.model().preprocess.input_type, ElementType::Uint8);
+    assert_eq!(c.model().postprocess.output, Output::Sigmoid);
     round_trips(&c);
 }
 
@@ -135,7 +135,7 @@ fn mean_and_std_round_to_f32_as_torchvision_does() {
     // torchvision's Normalize holds a Python float list as a float32 tensor: each value is the
     // f64 rounded to f32 once.
     let c = parse("[model.preprocess]\nmean = [0.1, 0.2, 0.3]\nstd = [0.7, 0.8, 0.9]\n").unwrap();
-    let p = &c.model.preprocess;
+    let p = &c.model().preprocess;
     assert_eq!(p.mean, [0.1f64 as f32, 0.2f64 as f32, 0.3f64 as f32]);
     assert_eq!(p.std, [0.7f64 as f32, 0.8f64 as f32, 0.9f64 as f32]);
     assert_eq!(
@@ -252,7 +252,7 @@ fn crop_pct_lies_in_zero_to_one() {
         assert!(message.contains("at most 1"), "{message}");
     }
     let c = parse("[model.preprocess]\nresize = \"crop_pct\"\ncrop_pct = 1\n").unwrap();
-    assert_eq!(c.model.preprocess.resize, Geometry::CropPct(1.0));
+    assert_eq!(c.model().preprocess.resize, Geometry::CropPct(1.0));
 }
 
 #[test]
@@ -309,7 +309,10 @@ fn a_sigmoid_threshold_lies_between_zero_and_one() {
     assert!(message.contains("between 0 and 1"), "{message}");
     // The seed's raw threshold may be anything finite.
     assert_eq!(
-        parse("[model]\nthreshold = 1.5\n").unwrap().model.threshold,
+        parse("[model]\nthreshold = 1.5\n")
+            .unwrap()
+            .model()
+            .threshold,
         1.5
     );
 }

@@ -17,8 +17,8 @@ fn empty_file_gives_defaults() {
         c.server.bind,
         vec![Bind::Tcp("127.0.0.1:10086".parse().unwrap())]
     );
-    assert_eq!(c.model.threshold, 0.5);
-    assert_eq!(c.model.labels, Path::new("/etc/arbiter/class_name.json"));
+    assert_eq!(c.model().threshold, 0.5);
+    assert_eq!(c.model().labels, Path::new("/etc/arbiter/class_name.json"));
     assert_eq!(
         c.memory,
         Memory {
@@ -80,8 +80,8 @@ command = "sleep"
         c.server.trusted_proxies[1],
         TrustedProxy::Net("10.0.0.0/8".parse().unwrap())
     );
-    assert_eq!(c.model.device, Device::Cuda(1));
-    assert_eq!(c.model.threshold, 0.7);
+    assert_eq!(c.model().device, Device::Cuda(1));
+    assert_eq!(c.model().threshold, 0.7);
     assert_eq!(c.batching.max_batch_size, 16);
     assert_eq!(c.batching.max_delay, Duration::ZERO);
     assert_eq!(c.limits.max_body, 8 << 20);
@@ -166,12 +166,12 @@ fn memory_accepts_auto_or_a_size() {
 #[test]
 fn threads_auto_divides_the_cores() {
     let mut c = parse("[server]\nworkers = 2\n").unwrap();
-    assert_eq!(c.threads_per_worker(2), 1);
-    assert_eq!(c.threads_per_worker(16), 8);
+    assert_eq!(c.threads_per_worker(c.model(), 2), 1);
+    assert_eq!(c.threads_per_worker(c.model(), 16), 8);
     c.server.workers = 4;
-    assert_eq!(c.threads_per_worker(2), 1);
-    c.model.threads = 3;
-    assert_eq!(c.threads_per_worker(2), 3);
+    assert_eq!(c.threads_per_worker(c.model(), 2), 1);
+    c.models[0].threads = 3;
+    assert_eq!(c.threads_per_worker(c.model(), 2), 3);
 }
 
 #[test]
@@ -320,4 +320,96 @@ fn lanes_only_on_a_cpu_with_several_threads() {
     assert!(!runs_lanes(true, true, 1));
     assert!(!runs_lanes(true, false, 4));
     assert!(!runs_lanes(false, true, 4));
+}
+
+const THREE_MODELS: &str = r#"
+[batching]
+queue_size = 32
+max_batch_size = 4
+
+[[model]]
+name = "resnet50"
+path = "/m/resnet50.onnx"
+
+[[model]]
+name = "effnet"
+version = "3"
+default = true
+spinning = true
+[model.postprocess]
+output = "softmax"
+top_k = 5
+[model.batching]
+queue_size = 8
+
+[[model]]
+name = "effnet"
+version = "12"
+path = "/m/effnet-12.onnx"
+"#;
+
+#[test]
+fn several_models_each_with_their_own_keys() {
+    let c = parse(THREE_MODELS).unwrap();
+    assert_eq!(c.models.len(), 3);
+    assert_eq!(c.default_model, 1);
+    assert_eq!(c.model().name, "effnet");
+    assert_eq!(c.model().version, "3");
+    assert_eq!(c.models[0].version, "1");
+    assert_eq!(c.models[0].path, Path::new("/m/resnet50.onnx"));
+    // [model.batching] over [batching], key by key.
+    assert_eq!(c.models[1].batching.queue_size, 8);
+    assert_eq!(c.models[1].batching.max_batch_size, 4);
+    assert_eq!(c.models[0].batching, c.batching);
+    assert_eq!(c.models[1].postprocess.output, Output::Softmax { top_k: 5 });
+    assert_eq!(c.models[0].postprocess.output, Output::Threshold);
+    // Several models do not spin unless one says so.
+    assert!(!c.models[0].spinning);
+    assert!(c.models[1].spinning);
+    assert!(parse("").unwrap().model().spinning);
+    // The version rule: exact, else the highest number (12 > 3, not "3" > "12").
+    assert_eq!(c.find_model("effnet", None).unwrap().version, "12");
+    assert_eq!(c.find_model("effnet", Some("3")).unwrap().version, "3");
+    assert!(c.find_model("effnet", Some("4")).is_none());
+    assert!(c.find_model("nope", None).is_none());
+    // The effective config says the same thing.
+    let again = Config::parse(&c.to_toml(), &c.file).unwrap();
+    assert_eq!(again, c);
+}
+
+#[test]
+fn model_table_errors_name_the_entry() {
+    let errors = parse(
+        r#"
+[[model]]
+path = "/a.onnx"
+[[model]]
+name = "b"
+version = "v2"
+[[model]]
+name = "b"
+default = true
+[[model]]
+name = "b"
+default = true
+[model.batching]
+preprocess_threads = 2
+"#,
+    )
+    .unwrap_err();
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.key, e.message))
+        .collect();
+    let has = |key: &str, words: &str| {
+        assert!(
+            text.iter().any(|e| e.contains(key) && e.contains(words)),
+            "no error at {key} saying {words:?} in {text:#?}"
+        )
+    };
+    has("model[0].name", "needs a name");
+    has("model[1].version", "whole number");
+    has("model[3].name", "another model is `b` version 1");
+    has("model[3].default", "already the default");
+    has("model[3].batching.preprocess_threads", "[batching]");
 }

@@ -99,11 +99,15 @@ pub struct Server {
     pub trusted_proxies: Vec<TrustedProxy>,
 }
 
-/// `[model]`: what to serve and how to run it.
+/// A `[model]` (or one `[[model]]` entry): what to serve and how to run it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
-    /// The model's name in the KServe v2 routes.
+    /// The model's name: in `/model_predict?model=`, the KServe v2 routes, metrics and logs.
     pub name: String,
+    /// The model's version in the KServe v2 routes: a positive whole number, as Triton's. Several
+    /// entries may share a name with different versions; a route without a version takes the
+    /// highest.
+    pub version: String,
     /// The ONNX file.
     pub path: PathBuf,
     /// The class names: the seed's JSON object (`{"0": "Aeroplane", ...}`), a JSON list, or a
@@ -133,6 +137,9 @@ pub struct Model {
     pub preprocess: Preprocess,
     /// `[model.postprocess]`: how the model's outputs become the answer.
     pub postprocess: Postprocess,
+    /// `[batching]` with this model's own `[model.batching]` keys over it: each model has its
+    /// own queue and batches.
+    pub batching: Batching,
 }
 
 /// One of Pillow's resampling filters (`Image.resize(size, filter)`); the names of
@@ -308,9 +315,13 @@ pub struct Config {
     pub file: PathBuf,
     /// `[server]`.
     pub server: Server,
-    /// `[model]`.
-    pub model: Model,
-    /// `[batching]`.
+    /// `[model]`, or every `[[model]]` entry in the file's order; never empty.
+    pub models: Vec<Model>,
+    /// The index in `models` of the model `/model_predict` answers with when the request names
+    /// none: the one with `default = true`, else the first.
+    pub default_model: usize,
+    /// `[batching]`: what every model's batching starts from (see [`Model::batching`]), and the
+    /// worker-wide `preprocess_threads`.
     pub batching: Batching,
     /// `[limits]`.
     pub limits: Limits,
