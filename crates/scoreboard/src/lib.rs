@@ -10,15 +10,23 @@
 //! a counter one increment old.
 //!
 //! The arbiter owns the slot life cycle: [`SlotRef::reset`] before forking a worker into a slot
-//! (state [`SlotState::Booting`], counters zeroed, heartbeat now), [`SlotRef::set_pid`] once the
-//! fork returns, and [`SlotRef::free`] after reaping it. It watches [`SlotRef::state`],
-//! [`SlotRef::heartbeat_age`] and, for a worker that exits with the boot-failure code,
-//! [`SlotRef::boot_error`].
+//! (state [`SlotState::Booting`], counters and model names zeroed, heartbeat now),
+//! [`SlotRef::set_pid`] once the fork returns, and [`SlotRef::free`] after reaping it. It watches
+//! [`SlotRef::state`], [`SlotRef::heartbeat_age`], [`SlotRef::requests_served`] and, for a worker
+//! that exits with the boot-failure code, [`SlotRef::boot_error`].
 //!
 //! The worker writes its own slot: state transitions, a heartbeat (CLOCK_MONOTONIC, which is one
-//! clock for all processes on Linux), and its metrics: requests by [`Route`] and status, duration
-//! histograms per route and per [`Stage`], batch sizes, and gauges. Any worker can then answer
-//! `/metrics` for the whole service with [`render_prometheus`], which walks every non-free slot.
+//! clock for all processes on Linux), the in-flight gauge, and its metrics. Every worker serves
+//! every configured model, so a slot has up to [`MAX_MODELS`] per-model blocks: the worker names
+//! them once with [`SlotRef::set_models`] and then counts through a [`ModelRef`]
+//! ([`SlotRef::model`]): requests by [`Route`] and status, duration histograms per route and per
+//! [`Stage`], batch sizes, the queue depth and the model load time, all per model. The slot's own
+//! request counters and per-route durations ([`SlotRef::record_request`]) are for requests that
+//! name no model: health checks, `/metrics`, unknown paths. Every request, with a model or
+//! without, counts in [`SlotRef::requests_served`].
+//!
+//! Any worker can then answer `/metrics` for the whole service with [`render_prometheus`], which
+//! walks every non-free slot and labels per-model series with `model` and `version`.
 //!
 //! Histograms keep non-cumulative bucket counts and an integer sum (nanoseconds, or items for
 //! batch sizes), so an observation is three `fetch_add`s; rendering makes the buckets cumulative.
@@ -33,8 +41,8 @@ use std::time::Duration;
 
 use nix::time::{ClockId, clock_gettime};
 
-pub use layout::BOOT_ERROR_MAX;
-use layout::{MAGIC, STATUS_SLOTS, Slot};
+pub use layout::{BOOT_ERROR_MAX, MAX_MODELS, MODEL_NAME_MAX, MODEL_VERSION_MAX};
+use layout::{MAGIC, Metrics, ModelStats, Slot, status_column};
 pub use render::render_prometheus;
 use shm::Mapping;
 
@@ -233,6 +241,10 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+fn gauge(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// The shared scoreboard. Cloning is cheap and shares the same mapping; a forked child inherits it.
 #[derive(Debug, Clone)]
 pub struct Scoreboard {
@@ -375,16 +387,18 @@ impl SlotRef {
 
     /// The error message a worker wrote before failing to boot, if any.
     pub fn boot_error(&self) -> Option<String> {
-        let s = self.raw();
-        let len = (s.boot_error_len.load(Acquire) as usize).min(BOOT_ERROR_MAX);
-        if len == 0 {
-            return None;
-        }
-        let bytes: Vec<u8> = s.boot_error[..len]
+        let text = self.raw().boot_error.load();
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// The models named by [`SlotRef::set_models`]: (name, version) in model index order.
+    pub fn models(&self) -> Vec<(String, String)> {
+        self.raw()
+            .models
             .iter()
-            .map(|b| b.load(Relaxed))
-            .collect();
-        Some(String::from_utf8_lossy(&bytes).into_owned())
+            .filter(|m| !m.name.is_empty())
+            .map(|m| (m.name.load(), m.version.load()))
+            .collect()
     }
 
     // ---- worker side ----
@@ -402,47 +416,89 @@ impl SlotRef {
     /// Stores a boot error message (truncated to [`BOOT_ERROR_MAX`] bytes at a char boundary) and
     /// sets the state to Failed.
     pub fn set_boot_error(&self, message: &str) {
-        let mut end = message.len().min(BOOT_ERROR_MAX);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let s = self.raw();
-        for (cell, byte) in s.boot_error.iter().zip(&message.as_bytes()[..end]) {
-            cell.store(*byte, Relaxed);
-        }
-        // Release: a reader that sees the length also sees the bytes.
-        s.boot_error_len.store(end as u32, Release);
+        self.raw().boot_error.store(message);
         self.set_state(SlotState::Failed);
     }
 
-    /// Counts one answered request and its duration.
+    /// Names the models this worker serves, as (name, version): `models[i]` becomes model index
+    /// `i` of [`SlotRef::model`]. Names are truncated to [`MODEL_NAME_MAX`] bytes and versions to
+    /// [`MODEL_VERSION_MAX`], at a char boundary; the blocks past `models.len()` are cleared. An
+    /// empty name marks a block unused, so it is neither listed by [`SlotRef::models`] nor
+    /// rendered.
+    ///
+    /// Call it once while booting, before counting through a [`ModelRef`]: it leaves the metrics
+    /// of the named blocks as they are ([`SlotRef::reset`] has zeroed them).
+    ///
+    /// # Panics
+    ///
+    /// If `models` has more than [`MAX_MODELS`] entries (the configuration refuses more).
+    pub fn set_models(&self, models: &[(&str, &str)]) {
+        assert!(
+            models.len() <= MAX_MODELS,
+            "{} models configured, the scoreboard holds at most {MAX_MODELS}",
+            models.len()
+        );
+        let blocks = &self.raw().models;
+        for (block, (name, version)) in blocks.iter().zip(models) {
+            block.version.store(version);
+            block.name.store(name);
+        }
+        for block in &blocks[models.len()..] {
+            block.clear();
+        }
+    }
+
+    /// A handle on model block `index` (the place of the model in [`SlotRef::set_models`]).
+    ///
+    /// # Panics
+    ///
+    /// If `index >= MAX_MODELS`, like slice indexing; see [`SlotRef::get_model`].
+    pub fn model(&self, index: usize) -> ModelRef {
+        self.get_model(index).unwrap_or_else(|| {
+            panic!("model {index} out of range (the scoreboard holds {MAX_MODELS})")
+        })
+    }
+
+    /// A handle on model block `index`, or `None` if `index >= MAX_MODELS`. The block need not be
+    /// named: counts into an unnamed block are kept but not rendered.
+    pub fn get_model(&self, index: usize) -> Option<ModelRef> {
+        (index < MAX_MODELS).then(|| ModelRef {
+            slot: self.clone(),
+            index,
+        })
+    }
+
+    /// Counts one answered request that names no model (health, `/metrics`, unknown paths) and its
+    /// duration. Requests to a model are counted with [`ModelRef::record_request`].
     pub fn record_request(&self, route: Route, status: u16, duration: Duration) {
         let s = self.raw();
-        let column = STATUS_CODES
-            .iter()
-            .position(|&c| c == status)
-            .unwrap_or(STATUS_SLOTS - 1);
-        s.requests[route.index()][column].fetch_add(1, Relaxed);
-        s.request_duration[route.index()].observe(&DURATION_BUCKETS_NS, duration_ns(duration));
+        s.metrics
+            .record_request(route.index(), status, duration_ns(duration));
         s.requests_served.fetch_add(1, Relaxed);
     }
 
-    /// Adds one observation of a stage's duration.
+    /// Adds one observation of a stage's duration, without a model.
+    ///
+    /// Kept for a worker that has not named its models: a worker that has uses
+    /// [`ModelRef::observe_stage`], and once a slot has models only theirs are rendered.
     pub fn observe_stage(&self, stage: Stage, duration: Duration) {
-        self.raw().stage_duration[stage.index()]
+        self.raw().metrics.stage_duration[stage.index()]
             .observe(&DURATION_BUCKETS_NS, duration_ns(duration));
     }
 
-    /// Adds one observation of a batch size.
+    /// Adds one observation of a batch size, without a model (see [`SlotRef::observe_stage`];
+    /// the per-model one is [`ModelRef::observe_batch`]).
     pub fn observe_batch(&self, size: usize) {
-        self.raw().batch_size.observe(&BATCH_BUCKETS, size as u64);
+        self.raw()
+            .metrics
+            .batch_size
+            .observe(&BATCH_BUCKETS, size as u64);
     }
 
-    /// Sets the queue depth gauge.
+    /// Sets the queue depth gauge, without a model (see [`SlotRef::observe_stage`]; the
+    /// per-model one is [`ModelRef::set_queue_depth`]).
     pub fn set_queue_depth(&self, depth: usize) {
-        self.raw()
-            .queue_depth
-            .store(i64::try_from(depth).unwrap_or(i64::MAX), Relaxed);
+        self.raw().metrics.queue_depth.store(gauge(depth), Relaxed);
     }
 
     /// Adds `delta` (may be negative) to the in-flight requests gauge.
@@ -450,21 +506,19 @@ impl SlotRef {
         self.raw().in_flight.fetch_add(delta, Relaxed);
     }
 
-    /// Sets the model load time gauge.
+    /// Sets the model load time gauge, without a model (see [`SlotRef::observe_stage`]; the
+    /// per-model one is [`ModelRef::set_model_load`]).
     pub fn set_model_load(&self, duration: Duration) {
         self.raw()
+            .metrics
             .model_load_ns
             .store(duration_ns(duration), Relaxed);
     }
 
-    /// Requests counted for `route` with `status` (a status outside [`STATUS_CODES`] reads the
-    /// `other` column).
+    /// Requests without a model counted for `route` with `status` (a status outside
+    /// [`STATUS_CODES`] reads the `other` column).
     pub fn requests(&self, route: Route, status: u16) -> u64 {
-        let column = STATUS_CODES
-            .iter()
-            .position(|&c| c == status)
-            .unwrap_or(STATUS_SLOTS - 1);
-        self.raw().requests[route.index()][column].load(Relaxed)
+        self.raw().metrics.requests[route.index()][status_column(status)].load(Relaxed)
     }
 
     /// The in-flight requests gauge.
@@ -472,9 +526,86 @@ impl SlotRef {
         self.raw().in_flight.load(Relaxed)
     }
 
-    /// The queue depth gauge.
+    /// The queue depth gauge without a model (see [`SlotRef::set_queue_depth`]).
     pub fn queue_depth(&self) -> i64 {
-        self.raw().queue_depth.load(Relaxed)
+        self.raw().metrics.queue_depth.load(Relaxed)
+    }
+}
+
+/// A cheap handle on one model's block in one slot: what the worker counts a model's requests,
+/// stages, batches, queue depth and load time with.
+#[derive(Debug, Clone)]
+pub struct ModelRef {
+    slot: SlotRef,
+    index: usize,
+}
+
+impl ModelRef {
+    fn raw(&self) -> &ModelStats {
+        &self.slot.raw().models[self.index]
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.raw().metrics
+    }
+
+    /// The model's index in the slot (its place in [`SlotRef::set_models`]).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The model's name ("" if the block is unused).
+    pub fn name(&self) -> String {
+        self.raw().name.load()
+    }
+
+    /// The model's version ("" if none was set).
+    pub fn version(&self) -> String {
+        self.raw().version.load()
+    }
+
+    /// Counts one answered request to this model and its duration, in the model's block only;
+    /// the slot's [`SlotRef::requests_served`] counts it too, as it counts every request.
+    pub fn record_request(&self, route: Route, status: u16, duration: Duration) {
+        self.metrics()
+            .record_request(route.index(), status, duration_ns(duration));
+        self.slot.raw().requests_served.fetch_add(1, Relaxed);
+    }
+
+    /// Adds one observation of a stage's duration.
+    pub fn observe_stage(&self, stage: Stage, duration: Duration) {
+        self.metrics().stage_duration[stage.index()]
+            .observe(&DURATION_BUCKETS_NS, duration_ns(duration));
+    }
+
+    /// Adds one observation of a batch size.
+    pub fn observe_batch(&self, size: usize) {
+        self.metrics()
+            .batch_size
+            .observe(&BATCH_BUCKETS, size as u64);
+    }
+
+    /// Sets the model's queue depth gauge.
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.metrics().queue_depth.store(gauge(depth), Relaxed);
+    }
+
+    /// Sets the model's load (and warm-up) time gauge.
+    pub fn set_model_load(&self, duration: Duration) {
+        self.metrics()
+            .model_load_ns
+            .store(duration_ns(duration), Relaxed);
+    }
+
+    /// Requests to this model counted for `route` with `status` (a status outside
+    /// [`STATUS_CODES`] reads the `other` column).
+    pub fn requests(&self, route: Route, status: u16) -> u64 {
+        self.metrics().requests[route.index()][status_column(status)].load(Relaxed)
+    }
+
+    /// The model's queue depth gauge.
+    pub fn queue_depth(&self) -> i64 {
+        self.metrics().queue_depth.load(Relaxed)
     }
 }
 

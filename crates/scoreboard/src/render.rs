@@ -1,22 +1,98 @@
 //! Prometheus text exposition (format 0.0.4) of every non-free slot.
 //!
-//! Each metric family is written once, with its `# HELP` and `# TYPE` lines, then one series per
-//! worker (labels `worker` = slot index and `generation`). Request counters and per-route duration
-//! histograms are written only for the routes a worker has seen, to keep the page short.
+//! Each metric family is written once, with its `# HELP` and `# TYPE` lines, then its series.
+//! Every series carries `worker` (the slot index) and `generation`. The families about the worker
+//! itself (info, heartbeat age, in-flight requests) and the restart counter have no more labels.
+//! The families about models (requests, request durations, stage durations, batch sizes, queue
+//! depth, model load time) have one series per named model, labelled `model` and `version` after
+//! the worker's labels. `arbiter_requests_total` and `arbiter_request_duration_seconds` also have
+//! series without a model label, for requests that named none (health checks, `/metrics`, unknown
+//! paths). A slot whose worker has not named its models yet is rendered with its slot-level values
+//! and no model label, as a single-model worker was.
+//!
+//! Request counters and per-route duration histograms are written only for the routes a worker
+//! (or model) has seen, to keep the page short.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::layout::Histogram;
+use crate::layout::{Histogram, Metrics};
 use crate::{
     BATCH_BUCKETS, DURATION_BUCKETS_NS, Route, STATUS_CODES, Scoreboard, SlotRef, SlotState, Stage,
 };
 
+/// One slot being rendered, with its labels and its named models read once.
+struct Live {
+    slot: SlotRef,
+    labels: String,
+    /// (model index, labels including `model` and `version`).
+    models: Vec<(usize, String)>,
+}
+
+impl Live {
+    fn new(slot: SlotRef) -> Live {
+        let labels = format!(
+            "worker=\"{}\",generation=\"{}\"",
+            slot.index(),
+            slot.generation()
+        );
+        let models = slot
+            .raw()
+            .models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.name.is_empty())
+            .map(|(i, m)| {
+                let model = format!(
+                    "{labels},model=\"{}\",version=\"{}\"",
+                    escape(&m.name.load()),
+                    escape(&m.version.load())
+                );
+                (i, model)
+            })
+            .collect();
+        Live {
+            slot,
+            labels,
+            models,
+        }
+    }
+
+    /// The slot-level metrics (requests that name no model) with the worker's labels.
+    fn unnamed(&self) -> (&str, &Metrics) {
+        (&self.labels, &self.slot.raw().metrics)
+    }
+
+    /// Each named model's metrics with its labels.
+    fn named(&self) -> impl Iterator<Item = (&str, &Metrics)> + '_ {
+        let raw = self.slot.raw();
+        self.models
+            .iter()
+            .map(move |(i, labels)| (labels.as_str(), &raw.models[*i].metrics))
+    }
+
+    /// Where the model families' values are: each named model's block, or the slot's own block
+    /// while the worker has named none.
+    fn model_scopes(&self) -> Vec<(&str, &Metrics)> {
+        if self.models.is_empty() {
+            vec![self.unnamed()]
+        } else {
+            self.named().collect()
+        }
+    }
+
+    /// Where request counts are: the slot's own block (requests naming no model), then each model.
+    fn request_scopes(&self) -> impl Iterator<Item = (&str, &Metrics)> + '_ {
+        std::iter::once(self.unnamed()).chain(self.named())
+    }
+}
+
 /// Renders the whole scoreboard as Prometheus text (`text/plain; version=0.0.4`).
 pub fn render_prometheus(board: &Scoreboard) -> String {
-    let live: Vec<SlotRef> = board
+    let live: Vec<Live> = board
         .slots()
         .filter(|s| s.state() != SlotState::Free)
+        .map(Live::new)
         .collect();
     let mut out = String::with_capacity(4096 + live.len() * 8192);
 
@@ -38,13 +114,13 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
         "gauge",
         "One series per worker slot in use, with its pid and state.",
     );
-    for s in &live {
+    for l in &live {
         let _ = writeln!(
             out,
             "arbiter_worker_info{{{},pid=\"{}\",state=\"{}\"}} 1",
-            labels(s),
-            s.pid(),
-            s.state().as_str()
+            l.labels,
+            l.slot.pid(),
+            l.slot.state().as_str()
         );
     }
 
@@ -54,12 +130,12 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
         "gauge",
         "Seconds since the worker's last heartbeat.",
     );
-    for s in &live {
+    for l in &live {
         let _ = writeln!(
             out,
             "arbiter_worker_heartbeat_age_seconds{{{}}} {}",
-            labels(s),
-            s.heartbeat_age().as_secs_f64()
+            l.labels,
+            l.slot.heartbeat_age().as_secs_f64()
         );
     }
 
@@ -67,12 +143,11 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
         &mut out,
         "arbiter_requests_total",
         "counter",
-        "HTTP requests answered, by route and status code.",
+        "HTTP requests answered, by route and status code, and by model for those naming one.",
     );
-    for s in &live {
-        let raw = s.raw();
+    for (labels, m) in live.iter().flat_map(Live::request_scopes) {
         for route in Route::ALL {
-            for (column, counter) in raw.requests[route.index()].iter().enumerate() {
+            for (column, counter) in m.requests[route.index()].iter().enumerate() {
                 let n = counter.load(Relaxed);
                 if n == 0 {
                     continue;
@@ -82,11 +157,8 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
                     .map_or_else(|| "other".to_owned(), u16::to_string);
                 let _ = writeln!(
                     out,
-                    "arbiter_requests_total{{{},route=\"{}\",status=\"{}\"}} {}",
-                    labels(s),
+                    "arbiter_requests_total{{{labels},route=\"{}\",status=\"{status}\"}} {n}",
                     route.as_str(),
-                    status,
-                    n
                 );
             }
         }
@@ -96,13 +168,13 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
         &mut out,
         "arbiter_request_duration_seconds",
         "histogram",
-        "Time from request head to response, by route.",
+        "Time from request head to response, by route, and by model for those naming one.",
     );
-    for s in &live {
+    for (labels, m) in live.iter().flat_map(Live::request_scopes) {
         for route in Route::ALL {
-            let h = &s.raw().request_duration[route.index()];
+            let h = &m.request_duration[route.index()];
             if h.count.load(Relaxed) > 0 {
-                let extra = format!("{},route=\"{}\"", labels(s), route.as_str());
+                let extra = format!("{labels},route=\"{}\"", route.as_str());
                 histogram(
                     &mut out,
                     "arbiter_request_duration_seconds",
@@ -119,20 +191,21 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
         &mut out,
         "arbiter_stage_duration_seconds",
         "histogram",
-        "Time per request in each stage: decode, preprocess, queue_wait, inference.",
+        "Time per request in each stage (decode, preprocess, queue_wait, inference), by model.",
     );
-    for s in &live {
-        for stage in Stage::ALL {
-            let h = &s.raw().stage_duration[stage.index()];
-            let extra = format!("{},stage=\"{}\"", labels(s), stage.as_str());
-            histogram(
-                &mut out,
-                "arbiter_stage_duration_seconds",
-                &extra,
-                h,
-                &DURATION_BUCKETS_NS,
-                seconds,
-            );
+    for l in &live {
+        for (labels, m) in l.model_scopes() {
+            for stage in Stage::ALL {
+                let extra = format!("{labels},stage=\"{}\"", stage.as_str());
+                histogram(
+                    &mut out,
+                    "arbiter_stage_duration_seconds",
+                    &extra,
+                    &m.stage_duration[stage.index()],
+                    &DURATION_BUCKETS_NS,
+                    seconds,
+                );
+            }
         }
     }
 
@@ -140,32 +213,32 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
         &mut out,
         "arbiter_batch_size",
         "histogram",
-        "Images per model run.",
+        "Images per model run, by model.",
     );
-    for s in &live {
-        histogram(
-            &mut out,
-            "arbiter_batch_size",
-            &labels(s),
-            &s.raw().batch_size,
-            &BATCH_BUCKETS,
-            |v| v.to_string(),
-        );
+    for l in &live {
+        for (labels, m) in l.model_scopes() {
+            histogram(
+                &mut out,
+                "arbiter_batch_size",
+                labels,
+                &m.batch_size,
+                &BATCH_BUCKETS,
+                |v| v.to_string(),
+            );
+        }
     }
 
     family(
         &mut out,
         "arbiter_queue_depth",
         "gauge",
-        "Requests waiting for the inference thread.",
+        "Requests waiting for the model's inference thread.",
     );
-    for s in &live {
-        let _ = writeln!(
-            out,
-            "arbiter_queue_depth{{{}}} {}",
-            labels(s),
-            s.queue_depth().max(0)
-        );
+    for l in &live {
+        for (labels, m) in l.model_scopes() {
+            let depth = m.queue_depth.load(Relaxed).max(0);
+            let _ = writeln!(out, "arbiter_queue_depth{{{labels}}} {depth}");
+        }
     }
 
     family(
@@ -174,12 +247,12 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
         "gauge",
         "Requests being handled.",
     );
-    for s in &live {
+    for l in &live {
         let _ = writeln!(
             out,
             "arbiter_in_flight_requests{{{}}} {}",
-            labels(s),
-            s.in_flight().max(0)
+            l.labels,
+            l.slot.in_flight().max(0)
         );
     }
 
@@ -189,14 +262,11 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
         "gauge",
         "Time to load and warm up the model (0 while booting).",
     );
-    for s in &live {
-        let ns = s.raw().model_load_ns.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "arbiter_model_load_seconds{{{}}} {}",
-            labels(s),
-            seconds(ns)
-        );
+    for l in &live {
+        for (labels, m) in l.model_scopes() {
+            let load = seconds(m.model_load_ns.load(Relaxed));
+            let _ = writeln!(out, "arbiter_model_load_seconds{{{labels}}} {load}");
+        }
     }
 
     out
@@ -207,8 +277,18 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn labels(s: &SlotRef) -> String {
-    format!("worker=\"{}\",generation=\"{}\"", s.index(), s.generation())
+/// A label value escaped for the text format: backslash, double quote and newline.
+pub(crate) fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn seconds(ns: u64) -> String {

@@ -100,7 +100,7 @@ fn histogram_buckets_are_inclusive_upper_bounds() {
     for n in [1, 3, 8, 100] {
         slot.observe_batch(n);
     }
-    let h = &slot.raw().stage_duration[Stage::Decode.index()];
+    let h = &slot.raw().metrics.stage_duration[Stage::Decode.index()];
     let counts: Vec<u64> = h.buckets.iter().map(|b| b.load(Relaxed)).collect();
     assert_eq!(counts[0], 1);
     assert_eq!(counts[1], 1);
@@ -309,5 +309,261 @@ fn rendering_is_valid_exposition_over_all_live_slots() {
     assert!(
         !text.contains("route=\"v2_infer\""),
         "unseen routes are not rendered"
+    );
+}
+
+#[test]
+fn a_slot_stays_small_enough_to_map_many() {
+    let size = size_of::<layout::Slot>();
+    assert!(size < 256 * 1024, "a slot is {size} bytes");
+    assert!(
+        size > 16 * 1024,
+        "a slot holds {MAX_MODELS} model blocks: {size} bytes"
+    );
+    assert_eq!(size % 64, 0, "slots stay on cache lines");
+}
+
+#[test]
+fn set_models_round_trips_truncates_and_is_cleared_by_reset() {
+    let board = Scoreboard::create(1).unwrap();
+    let slot = board.slot(0);
+    slot.reset(1, 1);
+    assert!(slot.models().is_empty(), "a reset slot names no model");
+    // 'é' is two bytes, so 63 'n' + 'é' crosses the 64-byte limit in the middle of a char.
+    let long_name = format!("{}é", "n".repeat(MODEL_NAME_MAX - 1));
+    let long_version = "v".repeat(MODEL_VERSION_MAX + 5);
+    slot.set_models(&[("a", "1"), (&long_name, &long_version), ("c", "")]);
+    assert_eq!(
+        slot.models(),
+        [
+            ("a".to_owned(), "1".to_owned()),
+            (
+                "n".repeat(MODEL_NAME_MAX - 1),
+                "v".repeat(MODEL_VERSION_MAX)
+            ),
+            ("c".to_owned(), String::new()),
+        ]
+    );
+    assert_eq!(
+        (slot.model(0).name(), slot.model(0).version()),
+        ("a".into(), "1".into())
+    );
+    assert_eq!(slot.model(2).index(), 2);
+    assert_eq!(slot.model(3).name(), "", "blocks past the list are unnamed");
+
+    // Fewer models clear the blocks after them, counts included.
+    slot.model(1)
+        .record_request(Route::V2Infer, 200, Duration::from_millis(1));
+    slot.set_models(&[("b", "2")]);
+    assert_eq!(slot.models(), [("b".to_owned(), "2".to_owned())]);
+    assert_eq!(slot.model(1).requests(Route::V2Infer, 200), 0);
+
+    slot.model(0)
+        .record_request(Route::V2Infer, 200, Duration::from_millis(1));
+    slot.model(0).set_queue_depth(3);
+    slot.reset(2, 2);
+    assert!(slot.models().is_empty());
+    assert_eq!(slot.model(0).requests(Route::V2Infer, 200), 0);
+    assert_eq!(slot.model(0).queue_depth(), 0);
+    assert_eq!(slot.model(0).name(), "");
+}
+
+#[test]
+fn model_handles_are_bounded() {
+    let board = Scoreboard::create(1).unwrap();
+    let slot = board.slot(0);
+    assert!(slot.get_model(MAX_MODELS - 1).is_some());
+    assert!(slot.get_model(MAX_MODELS).is_none());
+    assert!(std::panic::catch_unwind(|| slot.model(MAX_MODELS)).is_err());
+    let too_many = vec![("m", "1"); MAX_MODELS + 1];
+    assert!(std::panic::catch_unwind(|| slot.set_models(&too_many)).is_err());
+    slot.set_models(&vec![("m", "1"); MAX_MODELS]);
+    assert_eq!(slot.models().len(), MAX_MODELS);
+}
+
+#[test]
+fn each_model_counts_apart_from_the_others_and_from_the_slot() {
+    let board = Scoreboard::create(1).unwrap();
+    let slot = board.slot(0);
+    slot.reset(1, 1);
+    slot.set_models(&[("a", "1"), ("b", "7")]);
+    let (a, b) = (slot.model(0), slot.model(1));
+    a.record_request(Route::V2Infer, 200, Duration::from_millis(5));
+    a.record_request(Route::V2Infer, 200, Duration::from_millis(5));
+    a.record_request(Route::V2Infer, 418, Duration::from_millis(5));
+    b.record_request(Route::ModelPredict, 429, Duration::from_millis(1));
+    slot.record_request(Route::Health, 200, Duration::from_micros(10));
+    a.set_queue_depth(4);
+    b.set_queue_depth(1);
+
+    assert_eq!(a.requests(Route::V2Infer, 200), 2);
+    assert_eq!(
+        a.requests(Route::V2Infer, 418),
+        1,
+        "unknown codes land in 'other'"
+    );
+    assert_eq!(
+        a.requests(Route::V2Infer, 599),
+        1,
+        "every unknown code reads 'other'"
+    );
+    assert_eq!(a.requests(Route::ModelPredict, 429), 0);
+    assert_eq!(b.requests(Route::ModelPredict, 429), 1);
+    assert_eq!(b.requests(Route::V2Infer, 200), 0);
+    // Every listed code has its own column in each model's block.
+    for (i, &code) in STATUS_CODES.iter().enumerate() {
+        let c = slot.model(2 + i % 2);
+        c.record_request(Route::V2Metadata, code, Duration::ZERO);
+        assert_eq!(c.requests(Route::V2Metadata, code), 1, "{code}");
+        assert_eq!(
+            c.requests(Route::V2Metadata, 418),
+            0,
+            "{code} is not 'other'"
+        );
+    }
+    assert_eq!((a.queue_depth(), b.queue_depth()), (4, 1));
+    assert_eq!(slot.queue_depth(), 0, "the slot-level gauge is apart");
+    // Model requests stay out of the slot's route counters, but count as served.
+    assert_eq!(slot.requests(Route::V2Infer, 200), 0);
+    assert_eq!(slot.requests(Route::Health, 200), 1);
+    assert_eq!(slot.requests_served(), 5 + STATUS_CODES.len() as u64);
+}
+
+#[test]
+fn rendering_labels_model_series_and_keeps_slot_series_unlabelled() {
+    let board = Scoreboard::create(2).unwrap();
+    let slot = board.slot(1);
+    slot.reset(10, 3);
+    slot.set_state(SlotState::Ready);
+    slot.set_models(&[("a", "1"), ("b", "2.0")]);
+    let (a, b) = (slot.model(0), slot.model(1));
+    a.record_request(Route::V2Infer, 200, Duration::from_millis(30));
+    a.observe_stage(Stage::Inference, Duration::from_millis(20));
+    a.observe_batch(2);
+    a.set_queue_depth(3);
+    a.set_model_load(Duration::from_millis(500));
+    b.record_request(Route::ModelPredict, 503, Duration::from_millis(2));
+    slot.record_request(Route::Health, 200, Duration::from_micros(30));
+    slot.record_request(Route::Other, 404, Duration::from_micros(30));
+
+    let text = render_prometheus(&board);
+    let samples = check_exposition(&text);
+    let w = "worker=\"1\",generation=\"3\"";
+    let ma = format!("{w},model=\"a\",version=\"1\"");
+    let mb = format!("{w},model=\"b\",version=\"2.0\"");
+    let get = |series: String| {
+        *samples
+            .get(&series)
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        get(format!(
+            "arbiter_requests_total{{{ma},route=\"v2_infer\",status=\"200\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get(format!(
+            "arbiter_requests_total{{{mb},route=\"model_predict\",status=\"503\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get(format!(
+            "arbiter_requests_total{{{w},route=\"health\",status=\"200\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get(format!(
+            "arbiter_requests_total{{{w},route=\"other\",status=\"404\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get(format!(
+            "arbiter_request_duration_seconds_count{{{ma},route=\"v2_infer\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get(format!(
+            "arbiter_request_duration_seconds_count{{{w},route=\"health\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get(format!(
+            "arbiter_stage_duration_seconds_count{{{ma},stage=\"inference\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get(format!(
+            "arbiter_stage_duration_seconds_count{{{mb},stage=\"inference\"}}"
+        )),
+        0.0
+    );
+    assert_eq!(get(format!("arbiter_batch_size_sum{{{ma}}}")), 2.0);
+    assert_eq!(get(format!("arbiter_queue_depth{{{ma}}}")), 3.0);
+    assert_eq!(get(format!("arbiter_queue_depth{{{mb}}}")), 0.0);
+    assert_eq!(get(format!("arbiter_model_load_seconds{{{ma}}}")), 0.5);
+    assert_eq!(get(format!("arbiter_in_flight_requests{{{w}}}")), 0.0);
+    assert_eq!(
+        get(format!("arbiter_worker_heartbeat_age_seconds{{{w}}}")).min(0.0),
+        0.0
+    );
+    // Once the worker has named its models, the model families have no series without a model.
+    for family in [
+        "arbiter_stage_duration_seconds_count",
+        "arbiter_batch_size_count",
+        "arbiter_queue_depth",
+        "arbiter_model_load_seconds",
+    ] {
+        let unlabelled = samples
+            .keys()
+            .filter(|k| k.starts_with(&format!("{family}{{")) && !k.contains("model=\""))
+            .count();
+        assert_eq!(unlabelled, 0, "{family}");
+    }
+    // The worker families carry no model label.
+    for family in ["arbiter_worker_info", "arbiter_in_flight_requests"] {
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with(family))
+                .all(|l| !l.contains("model=")),
+            "{family}"
+        );
+    }
+}
+
+#[test]
+fn an_all_zero_slot_renders_nothing_about_models() {
+    let board = Scoreboard::create(2).unwrap();
+    let empty = render_prometheus(&board);
+    check_exposition(&empty);
+    let samples: Vec<&str> = empty.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(samples, ["arbiter_worker_restarts_total 0"]);
+
+    // A booting worker that has named no model yet has no model-labelled series.
+    board.slot(0).reset(5, 1);
+    let booting = render_prometheus(&board);
+    check_exposition(&booting);
+    assert!(!booting.contains("model=\""), "{booting}");
+    assert!(!booting.contains("arbiter_requests_total{"), "{booting}");
+}
+
+#[test]
+fn label_values_are_escaped() {
+    assert_eq!(render::escape("plain-1.0_x"), "plain-1.0_x");
+    assert_eq!(render::escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    let board = Scoreboard::create(1).unwrap();
+    let slot = board.slot(0);
+    slot.reset(1, 1);
+    slot.set_models(&[("we\"ird", "1\n")]);
+    let text = render_prometheus(&board);
+    assert!(
+        text.contains("model=\"we\\\"ird\",version=\"1\\n\""),
+        "{text}"
     );
 }
