@@ -105,6 +105,22 @@ pub struct Status {
     /// The whole service's memory: PSS of the arbiter and every worker, in bytes.
     #[serde(default)]
     pub total_pss_bytes: u64,
+    /// The models every worker serves, in the running config's order.
+    #[serde(default)]
+    pub models: Vec<ModelStatus>,
+}
+
+/// One model in `arbiter status`, from the running config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStatus {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its ONNX file.
+    pub path: String,
+    /// Whether `/model_predict` answers with it when the request names no model.
+    pub default: bool,
 }
 
 /// One worker in `arbiter status`.
@@ -281,6 +297,22 @@ pub fn render(status: &Status) -> String {
         "memory in use: {} (PSS of the arbiter and its workers)\n",
         mib(status.total_pss_bytes)
     ));
+    if !status.models.is_empty() {
+        out.push_str(&format!(
+            "\n{:<24}  {:>7}  {:<7}  {}\n",
+            "MODEL", "VERSION", "DEFAULT", "PATH"
+        ));
+        for m in &status.models {
+            out.push_str(&format!(
+                "{:<24}  {:>7}  {:<7}  {}\n",
+                m.name,
+                m.version,
+                if m.default { "yes" } else { "" },
+                m.path
+            ));
+        }
+        out.push('\n');
+    }
     out.push_str(&format!(
         "workers: {} running, {} wanted, {} restarts\n\n",
         status.workers.len(),

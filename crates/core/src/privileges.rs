@@ -22,13 +22,23 @@ pub(crate) fn check_start(config: &Config) -> Result<(), Error> {
     ))
 }
 
-/// Creates the folders workers write to (the prepared-weights cache) and, when workers switch
-/// user, hands them to that user: a worker that dropped root could not create them itself.
+/// Creates the folders workers write to (every sharing model's prepared-weights cache) and, when
+/// workers switch user, hands them to that user: a worker that dropped root could not create them
+/// itself. Models that share a folder prepare it once.
 pub(crate) fn prepare_dirs(config: &Config) -> Result<(), Error> {
-    if !config.model.share_weights {
-        return Ok(());
+    let mut done: Vec<&std::path::Path> = Vec::new();
+    for model in config.models.iter().filter(|m| m.share_weights) {
+        let dir = model.cache_dir.as_path();
+        if done.contains(&dir) {
+            continue;
+        }
+        done.push(dir);
+        prepare_dir(config, dir)?;
     }
-    let dir = &config.model.cache_dir;
+    Ok(())
+}
+
+fn prepare_dir(config: &Config, dir: &std::path::Path) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(|e| {
         Error::Privileges(format!(
             "cannot create model.cache_dir {}: {e}",

@@ -50,8 +50,6 @@ pub struct WorkerSpec {
     pub scoreboard: Scoreboard,
     /// Retire after this many requests (jitter already applied).
     pub max_requests: Option<u64>,
-    /// ONNX Runtime intra-op threads for this worker.
-    pub threads: usize,
 }
 
 /// The operating system's processes, borrowed from the arbiter for one turn of its loop: what a
@@ -75,20 +73,11 @@ impl<H: Hooks> Processes for Os<'_, H> {
         config: &Config,
         max_requests: Option<u64>,
     ) -> Result<i32, String> {
-        let threads =
-            config.threads_per_worker(std::thread::available_parallelism().map_or(1, |n| n.get()));
         self.scoreboard.slot(slot).reset(0, generation);
         let arbiter_pid = std::process::id();
         match sys::fork() {
             Ok(ForkResult::Child) => {
-                let code = self.become_worker(
-                    arbiter_pid,
-                    slot,
-                    generation,
-                    config,
-                    max_requests,
-                    threads,
-                );
+                let code = self.become_worker(arbiter_pid, slot, generation, config, max_requests);
                 std::process::exit(code);
             }
             Ok(ForkResult::Parent { child }) => {
@@ -120,7 +109,6 @@ impl<H: Hooks> Os<'_, H> {
         generation: u64,
         config: &Config,
         max_requests: Option<u64>,
-        threads: usize,
     ) -> i32 {
         sys::reset_signals(&SIGNALS);
         sys::tune_malloc();
@@ -144,7 +132,6 @@ impl<H: Hooks> Os<'_, H> {
             listeners,
             scoreboard: self.scoreboard.clone(),
             max_requests,
-            threads,
         };
         self.hooks.worker(config, spec)
     }

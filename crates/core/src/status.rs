@@ -7,7 +7,7 @@
 use arbiter_scoreboard::Scoreboard;
 
 use crate::budget;
-use crate::control::{Status, WorkerStatus};
+use crate::control::{ModelStatus, Status, WorkerStatus};
 use crate::programs::ProgramStatus;
 use crate::supervisor::Supervisor;
 
@@ -115,8 +115,24 @@ pub(crate) fn status(supervisor: &Supervisor, context: Context<'_>) -> Status {
         worker_restarts: context.scoreboard.worker_restarts(),
         programs: context.programs,
         total_pss_bytes: own.pss + held,
+        models: models(&current.config),
         uptime_secs: context.uptime_secs,
     }
+}
+
+/// The models of `config`, as `arbiter status` lists them.
+fn models(config: &arbiter_config::Config) -> Vec<ModelStatus> {
+    config
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ModelStatus {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            path: m.path.display().to_string(),
+            default: i == config.default_model,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -145,6 +161,25 @@ Swap:                  0 kB
             }
         );
         assert_eq!(Memory::parse(""), Memory::default());
+    }
+
+    #[test]
+    fn models_are_listed_in_file_order_with_the_default_marked() {
+        let text = "[[model]]\nname = \"a\"\npath = \"/m/a.onnx\"\n\
+            [[model]]\nname = \"b\"\nversion = \"3\"\npath = \"/m/b.onnx\"\ndefault = true\n";
+        let config =
+            arbiter_config::Config::parse(text, std::path::Path::new("/x/arbiter.toml")).unwrap();
+        let listed: Vec<(String, String, String, bool)> = models(&config)
+            .into_iter()
+            .map(|m| (m.name, m.version, m.path, m.default))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("a".into(), "1".into(), "/m/a.onnx".into(), false),
+                ("b".into(), "3".into(), "/m/b.onnx".into(), true),
+            ]
+        );
     }
 
     #[test]
