@@ -316,7 +316,12 @@ fn device_budget(
 }
 /// `model`'s part of a worker's memory, and where the figure comes from.
 fn estimate(config: &Config, model: &Model) -> Result<(Footprint, String), Error> {
-    let size = model_size(&model.path)?;
+    let size = model_size(&model.path).map_err(|e| match e {
+        Error::Budget(why) if config.models.len() > 1 => {
+            Error::Budget(format!("model `{}`: {why}", label(config, model)))
+        }
+        e => e,
+    })?;
     let private = cpu_private(config, model);
     let (shared, private, source) = match model.device {
         Device::Cpu if model.share_weights => (
@@ -674,5 +679,9 @@ mod tests {
             err.to_string().starts_with("model `a:2` does not fit:"),
             "{err}"
         );
+        // A model whose file is missing is named.
+        std::fs::remove_file(config.models[1].path.clone()).unwrap();
+        let err = compute(&config, 2, 0).unwrap_err().to_string();
+        assert!(err.contains("model `a:2`: cannot size the model"), "{err}");
     }
 }
