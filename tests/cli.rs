@@ -294,3 +294,127 @@ fn check_refuses_a_recipe_the_model_cannot_take() {
         "{stderr}"
     );
 }
+
+/// A config serving two models: the seed's ResNet50 as `voc` (the default) and the set-up's
+/// 256 x 256 test classifier as `small` version 2, its own recipe (a softmax's top 3) and labels.
+/// `small_path` replaces the small classifier's file.
+fn two_models(dir: &std::path::Path, small_path: &std::path::Path) -> PathBuf {
+    resnet50();
+    let path = dir.join("two.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nworkers = 1\npidfile = \"{dir}/a.pid\"\ncontrol_socket = \"{dir}/a.sock\"\n\n\
+             [[model]]\nname = \"voc\"\npath = \"{voc}\"\nlabels = \"{voc_labels}\"\n\
+             runtime_library = \"{runtime}\"\nthreads = 1\n\n\
+             [[model]]\nname = \"small\"\nversion = \"2\"\npath = \"{small}\"\n\
+             labels = \"{small_labels}\"\nruntime_library = \"{runtime}\"\nthreads = 1\n\
+             [model.postprocess]\noutput = \"softmax\"\ntop_k = 3\n",
+            dir = dir.display(),
+            voc = var("models/resnet50-voc20.onnx").display(),
+            voc_labels = root().join("etc/class_name.json").display(),
+            small = small_path.display(),
+            small_labels = var("models/classifier-labels.json").display(),
+            runtime = onnxruntime().display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `arbiter check` checks every model, and a model whose file is missing is named.
+#[test]
+fn check_names_the_model_that_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_models(dir.path(), &var("models/classifier-nchw256.onnx"));
+    let (code, stdout, stderr) = check(&config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("# model `voc`: model input")
+            && stdout.contains("# model `small`: model input"),
+        "{stdout}"
+    );
+    let missing = dir.path().join("gone.onnx");
+    let (code, stdout, stderr) = check(&two_models(dir.path(), &missing));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("model `small`") && stderr.contains("gone.onnx"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("model `voc`"), "{stderr}");
+}
+
+/// `arbiter predict --model` answers with that model's file, recipe and labels; without it, the
+/// default model answers; an unknown model is refused with the ones there are.
+#[test]
+fn predict_picks_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_models(dir.path(), &var("models/classifier-nchw256.onnx"));
+    let images = [photo("chelsea.png"), photo("grace_hopper.jpg")];
+    let run = |model: Option<&str>| -> Vec<serde_json::Value> {
+        let mut cmd = bin();
+        cmd.arg("predict").arg("-c").arg(&config);
+        if let Some(m) = model {
+            cmd.args(["--model", m]);
+        }
+        let out = cmd.args(&images).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let seed = predict_cli(&etc_config(), &images);
+    assert_eq!(run(None), seed);
+    assert_eq!(run(Some("voc")), seed);
+    let small = run(Some("small:2"));
+    assert_eq!(run(Some("small")), small);
+    for answer in &small {
+        let result = answer["result"].as_array().unwrap();
+        assert_eq!(result.len(), 3, "{answer}");
+        assert_ne!(answer, &seed[0]);
+    }
+    let out = bin()
+        .arg("predict")
+        .arg("-c")
+        .arg(&config)
+        .args(["--model", "small:7"])
+        .args(&images)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no model `small:7`") && stderr.contains("voc:1, small:2"),
+        "{stderr}"
+    );
+}
+
+/// `arbiter inspect --model` reads the config's model.
+#[test]
+fn inspect_reads_the_configs_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_models(dir.path(), &var("models/classifier-nchw256.onnx"));
+    let out = bin()
+        .arg("inspect")
+        .arg("-c")
+        .arg(&config)
+        .args(["--model", "small"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("classifier-nchw256.onnx") && stdout.contains("[N, 3, 256, 256]"),
+        "{stdout}"
+    );
+}

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use arbiter_config::{Config, ElementType, TensorLayout};
+use arbiter_config::{ElementType, Model, TensorLayout};
 use arbiter_infer::signature::{self, Dim, ImageInput, ModelSignature};
 use arbiter_infer::{InferError, InputRecipe, Labels, ResolvedInput};
 
@@ -98,10 +98,9 @@ fn section(model: &Path, input: &ImageInput, sig: &ModelSignature) -> String {
     out
 }
 
-/// `arbiter check`'s reading of the model: the recipe of `config` checked against the model's
-/// actual input, and the label count against its classes. The error names the model's input.
-pub(crate) fn check_model(config: &Config) -> Result<String, String> {
-    let model = &config.model;
+/// `arbiter check`'s reading of one model: its recipe checked against the model's actual input,
+/// and the label count against its classes. The error names the model's input.
+pub(crate) fn check_model(model: &Model) -> Result<String, String> {
     let fail = |e: InferError| {
         format!(
             "{}: {}",

@@ -115,7 +115,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Show the workers, listeners and memory budget of a running arbiter.
+    /// Show the models, workers, listeners and memory budget of a running arbiter.
     Status {
         #[command(flatten)]
         config: ConfigArg,
@@ -123,7 +123,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate a config and print it with every default filled in, and its memory budget.
+    /// Validate a config and print it with every default filled in, and its memory budget; check
+    /// every model against its recipe and labels.
     Check {
         #[command(flatten)]
         config: ConfigArg,
@@ -138,11 +139,20 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Print a model's inputs and outputs, and the [model] config section that serves it.
+    /// Print a model's inputs and outputs, and the [model] config section that serves it: the
+    /// file given, else the config's model (--model picks one of several).
     Inspect {
-        /// The ONNX model file.
-        model: PathBuf,
-        /// ONNX Runtime's shared library [default: $ORT_DYLIB_PATH, else var/onnxruntime/]
+        /// The ONNX model file [default: the config's model]
+        #[arg(value_name = "MODEL", conflicts_with = "model")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The config's model to inspect, by name and optional version [default: the default
+        /// model]
+        #[arg(long, value_name = "NAME[:VERSION]")]
+        model: Option<String>,
+        /// ONNX Runtime's shared library [default: the model's runtime_library, else
+        /// $ORT_DYLIB_PATH, else var/onnxruntime/]
         #[arg(long, value_name = "LIBRARY")]
         runtime_library: Option<PathBuf>,
     },
@@ -150,10 +160,41 @@ enum Command {
     Predict {
         #[command(flatten)]
         config: ConfigArg,
+        /// The model to answer with, by name and optional version (without one, its highest)
+        /// [default: the default model]
+        #[arg(long, value_name = "NAME[:VERSION]")]
+        model: Option<String>,
         /// Image files.
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+}
+
+/// The model `NAME[:VERSION]` names in `config` (without a version, its highest), or the
+/// default model when `spec` is `None`.
+fn pick_model<'c>(
+    config: &'c Config,
+    spec: Option<&str>,
+) -> anyhow::Result<&'c arbiter_config::Model> {
+    let Some(spec) = spec else {
+        return Ok(config.model());
+    };
+    let (name, version) = match spec.split_once(':') {
+        Some((name, version)) => (name, Some(version)),
+        None => (spec, None),
+    };
+    config.find_model(name, version).ok_or_else(|| {
+        let served: Vec<String> = config
+            .models
+            .iter()
+            .map(|m| format!("{}:{}", m.name, m.version))
+            .collect();
+        anyhow::anyhow!(
+            "no model `{spec}` in {} (its models: {})",
+            config.file.display(),
+            served.join(", ")
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -194,11 +235,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Request::Ttou,
             nix::sys::signal::Signal::SIGTTOU,
         ),
-        Command::Predict { config, images } => predict::run(&config.load()?, &images),
+        Command::Predict {
+            config,
+            model,
+            images,
+        } => {
+            let config = config.load()?;
+            predict::run(&config, pick_model(&config, model.as_deref())?, &images)
+        }
         Command::Inspect {
+            file: Some(file),
+            runtime_library,
+            ..
+        } => inspect::run(&file, runtime_library.as_deref()),
+        Command::Inspect {
+            file: None,
+            config,
             model,
             runtime_library,
-        } => inspect::run(&model, runtime_library.as_deref()),
+        } => {
+            let config = config.load()?;
+            let model = pick_model(&config, model.as_deref())?;
+            let library = runtime_library.or_else(|| model.runtime_library.clone());
+            inspect::run(&model.path, library.as_deref())
+        }
     }
 }
 
@@ -380,13 +440,25 @@ fn check(config: &ConfigArg) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_FAILURE));
         }
     }
-    // The recipe against the model's actual input (ONNX Runtime reads it; `check` never forks).
-    match inspect::check_model(&config) {
-        Ok(summary) => println!("# {summary}"),
-        Err(e) => {
-            eprintln!("arbiter: {e}");
-            return Ok(ExitCode::from(EXIT_FAILURE));
+    // Each model's recipe against its actual input (ONNX Runtime reads it; `check` never forks).
+    let several = config.models.len() > 1;
+    let mut failed = false;
+    for model in &config.models {
+        let name = if several {
+            format!("model `{}`: ", model.name)
+        } else {
+            String::new()
+        };
+        match inspect::check_model(model) {
+            Ok(summary) => println!("# {name}{summary}"),
+            Err(e) => {
+                eprintln!("arbiter: {name}{e}");
+                failed = true;
+            }
         }
+    }
+    if failed {
+        return Ok(ExitCode::from(EXIT_FAILURE));
     }
     Ok(ExitCode::SUCCESS)
 }

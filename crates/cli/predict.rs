@@ -9,18 +9,22 @@ use arbiter_config::Config;
 use arbiter_infer::{Labels, Model, init_runtime};
 use arbiter_worker::{Elements, Recipe};
 
-/// Prints one JSON line per image: the answer, or `{"error": ...}` for an image that cannot be
-/// read. Exits non-zero if any image failed.
-pub(crate) fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    init_runtime(config.model.runtime_library.as_deref())?;
-    let labels = Labels::load(&config.model.labels)?;
+/// Prints one JSON line per image: `served`'s answer (one of `config`'s models), or
+/// `{"error": ...}` for an image that cannot be read. Exits non-zero if any image failed.
+pub(crate) fn run(
+    config: &Config,
+    served: &arbiter_config::Model,
+    images: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    init_runtime(served.runtime_library.as_deref())?;
+    let labels = Labels::load(&served.labels)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut options = arbiter_worker::model_options(config, threads);
+    let mut options = arbiter_worker::model_options(served, threads);
     options.max_batch = 1;
     options.expected_classes = Some(labels.len());
-    let mut model = Model::load(&options, config.model.spinning)?;
+    let mut model = Model::load(&options, served.spinning)?;
     let size = model.input_size();
-    let recipe = Recipe::from_config(&config.model);
+    let recipe = Recipe::from_config(served);
     let mut failed = false;
     for path in images {
         let answer = std::fs::read(path)
@@ -40,7 +44,7 @@ pub(crate) fn run(config: &Config, images: &[PathBuf]) -> anyhow::Result<ExitCod
         match answer {
             Ok(outputs) => println!(
                 "{}",
-                String::from_utf8_lossy(&recipe.answer(&outputs, &labels, config.model.threshold))
+                String::from_utf8_lossy(&recipe.answer(&outputs, &labels, served.threshold))
             ),
             Err(message) => {
                 failed = true;

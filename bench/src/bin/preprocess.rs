@@ -323,7 +323,7 @@ fn throughput(
     json: bool,
 ) -> Result<(), Error> {
     let config = Config::load(config)?;
-    let model = &config.model;
+    let model = config.model();
     let p = &model.preprocess;
     let signature = arbiter_infer::signature::read(&model.path, model.runtime_library.as_deref())?;
     let input = arbiter_infer::signature::resolve(
