@@ -184,7 +184,8 @@ def check_model(client: httpclient.InferenceServerClient, model: Model, report: 
     onnx_in, onnx_out = session.get_inputs()[0].name, session.get_outputs()[0].name
     if not report.check(
         f"{label} names", (meta_in["name"], meta_out["name"]) == (onnx_in, onnx_out),
-        f"server {meta_in['name']} -> {meta_out['name']}, {model.path.name} {onnx_in} -> {onnx_out}",
+        f"server {meta_in['name']} -> {meta_out['name']}, "
+        f"{model.path.name} {onnx_in} -> {onnx_out}",
     ):
         return
     shape = input_shape(meta_in["shape"], model, layout)
