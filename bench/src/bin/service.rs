@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use arbiter_config::Config;
 use arbiter_infer::{Device, Engine, InferError, Labels, ModelOptions};
 use arbiter_scoreboard::Scoreboard;
-use arbiter_worker::{Batching, InferenceQueue, Listener, Service, ServiceConfig, WorkerOptions};
+use arbiter_worker::{
+    Batching, InferenceQueue, Listener, Models, ServedModel, Service, ServiceConfig, WorkerOptions,
+};
 
 struct Args {
     photo: PathBuf,
@@ -132,7 +134,7 @@ fn main() {
     let a = args();
     // The request limits are the config's defaults.
     let config = Config::parse("", std::path::Path::new("etc/arbiter.toml")).unwrap();
-    let limits = WorkerOptions::from_config(&config, a.threads, None).limits;
+    let limits = WorkerOptions::from_config(&config, |_| a.threads, None).limits;
     let photo = std::fs::read(&a.photo).expect("the photo (run scripts/setup)");
 
     // ONNX Runtime alone: batch-1 runs of a preprocessed image on the same threads.
@@ -156,6 +158,7 @@ fn main() {
     let board = Scoreboard::create(1).unwrap();
     let slot = board.slot(0);
     slot.reset(std::process::id(), 1);
+    slot.set_models(&[("resnet50", "1")]);
     let batching = Batching {
         max_batch_size: a.batch,
         max_delay: Duration::from_millis(a.delay_ms),
@@ -167,22 +170,30 @@ fn main() {
         move || load(&opts, spin),
         &batching,
         a.preprocess,
-        slot.clone(),
+        slot.model(0),
         || {},
     )
     .unwrap();
     let config = ServiceConfig {
-        model_name: "resnet50".into(),
-        threshold: 0.5,
         limits: limits.clone(),
         preprocess_threads: a.preprocess,
         trusted_proxies: Vec::new(),
         trust_unix_peers: false,
         max_requests: None,
-        recipe: arbiter_worker::Recipe::SEED,
     };
     let labels = Labels::load(std::path::Path::new("etc/class_name.json")).unwrap();
-    let service = Service::new(config, labels, queue, board.clone(), slot);
+    let model = ServedModel {
+        name: "resnet50".into(),
+        version: "1".into(),
+        labels,
+        threshold: 0.5,
+        recipe: arbiter_worker::Recipe::SEED,
+        queue,
+        batching,
+        on_gpu: false,
+        stats: slot.model(0),
+    };
+    let service = Service::new(config, Models::new(vec![model], 0), board.clone(), slot);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (_stop, rx) = tokio::sync::watch::channel(false);
