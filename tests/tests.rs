@@ -10,6 +10,7 @@ mod util;
 mod arbiter;
 mod cli;
 mod http;
+mod models;
 mod programs;
 mod reliability;
 mod shared;
