@@ -88,7 +88,9 @@ struct Serve {
 
 impl Hooks for Serve {
     fn worker(&self, config: &Config, spec: WorkerSpec) -> i32 {
-        let mut options = WorkerOptions::from_config(config, spec.threads, spec.max_requests);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = |model: &arbiter_config::Model| config.threads_per_worker(model, cores);
+        let mut options = WorkerOptions::from_config(config, threads, spec.max_requests);
         let logs = self.logs.clone();
         options.reopen_logs = Some(arbiter_worker::ReopenLogs(std::sync::Arc::new(move || {
             if let Err(e) = logs.reopen() {

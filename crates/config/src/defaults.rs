@@ -78,6 +78,10 @@ pub fn spinning(models: usize) -> bool {
     models <= 1
 }
 
+/// The most `[[model]]` tables a config may have: each worker's scoreboard slot has a block of
+/// metrics per model (the worker checks at compile time that the scoreboard has room for them).
+pub const MAX_MODELS: usize = 16;
+
 /// A model's version when its entry leaves `version` out.
 pub const MODEL_VERSION: &str = "1";
 

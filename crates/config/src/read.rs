@@ -262,6 +262,17 @@ fn read_models(
     let mut default = None;
     let mut spinning_set = Vec::new();
     let several = tables.len() > 1;
+    if tables.len() > crate::defaults::MAX_MODELS {
+        errs.at(
+            "model",
+            &root.span,
+            format!(
+                "has {} models; one arbiter serves at most {}",
+                tables.len(),
+                crate::defaults::MAX_MODELS
+            ),
+        );
+    }
     for mut t in tables {
         let (model, is_default, spinning) = read_model(&mut t, base, batching, several, errs);
         let path = t.path.clone();

@@ -1,6 +1,6 @@
 //! The access log: one event per request, and its count in the scoreboard.
 
-use arbiter_scoreboard::{Route, SlotRef};
+use arbiter_scoreboard::{ModelRef, Route, SlotRef};
 use tokio::time::Instant;
 
 /// Counts and logs one request; if dropped unfinished (the client went away and the connection
@@ -8,6 +8,8 @@ use tokio::time::Instant;
 pub(crate) struct Record<'a> {
     slot: &'a SlotRef,
     route: Route,
+    /// The model the request is for, once routing found it.
+    model: Option<(ModelRef, String)>,
     started: Instant,
     method: &'a str,
     path: &'a str,
@@ -29,6 +31,7 @@ impl<'a> Record<'a> {
         Record {
             slot,
             route,
+            model: None,
             started,
             method,
             path,
@@ -37,18 +40,28 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// The request is for this model: it is counted in the model's metrics, and logged with its
+    /// name.
+    pub(crate) fn model(&mut self, stats: &ModelRef, name: &str) {
+        self.model = Some((stats.clone(), name.to_owned()));
+    }
+
     /// Counts the request answered with `status` and `bytes` of body, and writes its access-log
     /// line.
     pub(crate) fn finish(&mut self, status: u16, bytes: u64) {
         self.done = true;
         let elapsed = self.started.elapsed();
         self.slot.add_in_flight(-1);
-        self.slot.record_request(self.route, status, elapsed);
+        match &self.model {
+            Some((stats, _)) => stats.record_request(self.route, status, elapsed),
+            None => self.slot.record_request(self.route, status, elapsed),
+        }
         tracing::info!(
             target: "arbiter::access",
             method = self.method,
             path = self.path,
             route = self.route.as_str(),
+            model = self.model.as_ref().map_or("-", |(_, name)| name.as_str()),
             status,
             duration_ms = elapsed.as_secs_f64() * 1e3,
             bytes,

@@ -283,6 +283,7 @@ pub(crate) fn render_response(
     outputs: &[f32],
     info: &ModelInfo,
     model_name: &str,
+    model_version: &str,
 ) -> Rendered {
     let shape = [call.n, info.num_classes];
     let byte_len = std::mem::size_of_val(outputs);
@@ -297,7 +298,7 @@ pub(crate) fn render_response(
     };
     let response = InferResponse {
         model_name,
-        model_version: MODEL_VERSION,
+        model_version,
         id: call.id.as_ref(),
         outputs: [tensor],
     };
@@ -319,14 +320,12 @@ pub(crate) fn render_response(
     }
 }
 
-/// The one version of the model this server has.
-pub const MODEL_VERSION: &str = "1";
-
-/// `GET /v2/models/{name}`.
-pub(crate) fn model_metadata(info: &ModelInfo, model_name: &str) -> Value {
+/// `GET /v2/models/{name}[/versions/{version}]`: `versions` are every version served under the
+/// name.
+pub(crate) fn model_metadata(info: &ModelInfo, model_name: &str, versions: &[&str]) -> Value {
     serde_json::json!({
         "name": model_name,
-        "versions": [MODEL_VERSION],
+        "versions": versions,
         "platform": "onnxruntime_onnx",
         "inputs": [{
             "name": info.input_name,
@@ -341,12 +340,61 @@ pub(crate) fn model_metadata(info: &ModelInfo, model_name: &str) -> Value {
     })
 }
 
+/// `GET /v2/models/{name}[/versions/{version}]/config`: the model's configuration as Triton
+/// writes it (`config.pbtxt` in JSON), so Triton's clients and tools read it unchanged.
+pub(crate) fn model_config(
+    info: &ModelInfo,
+    model_name: &str,
+    batching: &crate::options::Batching,
+    on_gpu: bool,
+) -> Value {
+    let input = input_shape(info, -1);
+    let dims: Vec<i64> = input.iter().skip(1).copied().collect();
+    let format = match info.layout {
+        TensorLayout::Nchw => "FORMAT_NCHW",
+        TensorLayout::Nhwc => "FORMAT_NHWC",
+    };
+    serde_json::json!({
+        "name": model_name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": { "latest": { "num_versions": 1 } },
+        "max_batch_size": info.max_batch,
+        "input": [{
+            "name": info.input_name,
+            "data_type": format!("TYPE_{}", datatype(info.element)),
+            "format": format,
+            "dims": dims,
+        }],
+        "output": [{
+            "name": info.output_name,
+            "data_type": "TYPE_FP32",
+            "dims": [info.num_classes],
+        }],
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": batching.max_delay.as_micros() as u64,
+            "default_queue_policy": { "max_queue_size": batching.queue_capacity },
+        },
+        "instance_group": [{ "kind": if on_gpu { "KIND_GPU" } else { "KIND_CPU" }, "count": 1 }],
+    })
+}
+
+/// `POST /v2/repository/index`: every model served, each `READY` (a worker serves only once
+/// all its models are loaded).
+pub(crate) fn repository_index<'a>(models: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
+    models
+        .map(|(name, version)| {
+            serde_json::json!({ "name": name, "version": version, "state": "READY" })
+        })
+        .collect()
+}
+
 /// `GET /v2`.
 pub(crate) fn server_metadata() -> Value {
     serde_json::json!({
         "name": "arbiter",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": ["binary_tensor_data", "model_repository"],
     })
 }
 
@@ -529,7 +577,7 @@ mod tests {
             Elements::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.0])
         );
         assert!(call.binary_output);
-        let out = render_response(&call, &[0.5, -1.0, 2.0], &info(), "m");
+        let out = render_response(&call, &[0.5, -1.0, 2.0], &info(), "m", "1");
         let len = out.json_len.unwrap();
         let head: Value = serde_json::from_slice(&out.body[..len]).unwrap();
         assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 12);
@@ -549,7 +597,7 @@ mod tests {
         let call = parse(r#"{"id":7,"inputs":[{"name":"input","shape":[1,3,1,2],"datatype":"FP32","data":[1,2,3,4,5,6]}]}"#)
             .unwrap();
         let outputs = [0.1f32, 1.0e-7, -3.4028235e38];
-        let out = render_response(&call, &outputs, &info(), "resnet50");
+        let out = render_response(&call, &outputs, &info(), "resnet50", "1");
         assert!(out.json_len.is_none());
         let v: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(v["id"], 7);
@@ -572,7 +620,7 @@ mod tests {
             layout: TensorLayout::Nhwc,
             ..info()
         };
-        let meta = model_metadata(&info, "keras");
+        let meta = model_metadata(&info, "keras", &["1"]);
         assert_eq!(meta["inputs"][0]["datatype"], "UINT8");
         assert_eq!(meta["inputs"][0]["shape"], serde_json::json!([-1, 1, 2, 3]));
         let parse = |body: &str| parse_request(body.as_bytes(), None, &info);

@@ -35,6 +35,7 @@ mod client;
 mod engine;
 mod error;
 pub mod kserve;
+mod models;
 mod options;
 mod pipeline;
 pub mod routes;
@@ -47,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbiter_infer::{Labels, error_chain};
-use arbiter_scoreboard::{EXIT_BOOT_FAILURE, Scoreboard, SlotRef, SlotState};
+use arbiter_scoreboard::{EXIT_BOOT_FAILURE, ModelRef, Scoreboard, SlotRef, SlotState};
 use engine::load_engine;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -58,7 +59,10 @@ pub use batcher::{
 };
 pub use client::Peer;
 pub use error::ApiError;
-pub use options::{Batching, CidrError, IpCidr, Limits, ReopenLogs, WorkerOptions, model_options};
+pub use models::{Models, ServedModel};
+pub use options::{
+    Batching, CidrError, IpCidr, Limits, ModelEntry, ReopenLogs, WorkerOptions, model_options,
+};
 pub use pipeline::Recipe;
 pub use server::{Listener, serve};
 pub use service::{OPENAPI_YAML, Service, ServiceConfig};
@@ -107,33 +111,28 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
     );
     let _entered = span.enter();
 
-    let labels = match Labels::load(&opts.labels) {
-        Ok(labels) => labels,
-        Err(e) => return boot_failure(&slot, &error_chain(&e)),
-    };
-    let mut model_options = opts.model.clone();
-    model_options.expected_classes = model_options.expected_classes.or(Some(labels.len()));
-    let beat = slot.clone();
-    let shared_cache = opts.shared_weights_cache.clone();
-    let spinning = opts.intra_op_spinning;
-    let parallel = opts.parallel_batches;
-    let started = InferenceQueue::start(
-        move || load_engine(&model_options, shared_cache.as_deref(), spinning, parallel),
-        &opts.batching,
-        opts.preprocess_threads,
-        slot.clone(),
-        move || beat.heartbeat(),
-    );
-    let (queue, thread) = match started {
-        Ok(started) => started,
-        Err(e) => return boot_failure(&slot, &error_chain(&e)),
-    };
-    slot.set_model_load(queue.info().load_time);
-    let input = (queue.info().width, queue.info().height);
-    if let Err(e) = opts.recipe.resize.check(input.0, input.1) {
-        return boot_failure(&slot, &format!("model.preprocess: {e}"));
+    let names: Vec<(&str, &str)> = opts
+        .models
+        .iter()
+        .map(|m| (m.name.as_str(), m.version.as_str()))
+        .collect();
+    slot.set_models(&names);
+    let mut served = Vec::with_capacity(opts.models.len());
+    let mut threads = Vec::with_capacity(opts.models.len());
+    for (index, entry) in opts.models.iter().enumerate() {
+        let stats = slot.model(index);
+        match load_model(entry, opts.preprocess_threads, &slot, stats) {
+            Ok((model, thread)) => {
+                served.push(model);
+                threads.push(thread);
+            }
+            Err(why) => {
+                let message = format!("model `{}` version {}: {why}", entry.name, entry.version);
+                return boot_failure(&slot, &message);
+            }
+        }
     }
-    opts.recipe.log(input);
+    let models = Models::new(served, opts.default_model);
 
     // Each decoding thread reuses one image buffer instead of faulting in a new one per image.
     arbiter_vision::keep_spare_buffers(opts.preprocess_threads.max(1));
@@ -151,26 +150,76 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
     };
     let service = Service::new(
         ServiceConfig::from_options(&opts),
-        labels,
-        queue,
+        models,
         ctx.scoreboard.clone(),
         slot.clone(),
     );
-    let thread = Arc::new(thread);
+    let threads = Arc::new(threads);
     let (code, drained) = runtime.block_on(serve_until_stopped(
         service,
         listeners,
         &opts,
         slot.clone(),
-        Arc::clone(&thread),
+        Arc::clone(&threads),
     ));
     // Queued work is answered by now; anything still running on the blocking pool is abandoned.
     runtime.shutdown_timeout(Duration::from_millis(500));
-    // After a drain the queue is empty and the thread ends at once; a fast exit does not wait.
-    if drained && !thread.join(Duration::from_secs(5)) {
-        tracing::warn!("the inference thread did not stop in time");
+    // After a drain the queues are empty and the threads end at once; a fast exit does not wait.
+    if drained {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for thread in threads.iter() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !thread.join(left) {
+                tracing::warn!("an inference thread did not stop in time");
+            }
+        }
     }
     code
+}
+
+/// Loads one model: its labels, then its inference thread (ONNX Runtime, the model, warm-up),
+/// heart-beating while it loads; checks its recipe fits the model's input.
+fn load_model(
+    entry: &ModelEntry,
+    preprocess_threads: usize,
+    slot: &SlotRef,
+    stats: ModelRef,
+) -> Result<(ServedModel, InferenceThread), String> {
+    let labels = Labels::load(&entry.labels).map_err(|e| error_chain(&e))?;
+    let mut model_options = entry.model.clone();
+    model_options.expected_classes = model_options.expected_classes.or(Some(labels.len()));
+    let beat = slot.clone();
+    let shared_cache = entry.shared_weights_cache.clone();
+    let spinning = entry.intra_op_spinning;
+    let parallel = entry.parallel_batches;
+    let (queue, thread) = InferenceQueue::start(
+        move || load_engine(&model_options, shared_cache.as_deref(), spinning, parallel),
+        &entry.batching,
+        preprocess_threads,
+        stats.clone(),
+        move || beat.heartbeat(),
+    )
+    .map_err(|e| error_chain(&e))?;
+    stats.set_model_load(queue.info().load_time);
+    let input = (queue.info().width, queue.info().height);
+    entry
+        .recipe
+        .resize
+        .check(input.0, input.1)
+        .map_err(|e| format!("model.preprocess: {e}"))?;
+    entry.recipe.log(input);
+    let model = ServedModel {
+        name: entry.name.clone(),
+        version: entry.version.clone(),
+        labels,
+        threshold: entry.threshold,
+        recipe: entry.recipe,
+        queue,
+        batching: entry.batching.clone(),
+        on_gpu: entry.model.device != arbiter_infer::Device::Cpu,
+        stats,
+    };
+    Ok((model, thread))
 }
 
 fn boot_failure(slot: &SlotRef, message: &str) -> i32 {
@@ -191,7 +240,7 @@ async fn serve_until_stopped(
     listeners: Vec<Listener>,
     opts: &WorkerOptions,
     slot: SlotRef,
-    thread: Arc<InferenceThread>,
+    threads: Arc<Vec<InferenceThread>>,
 ) -> (i32, bool) {
     let signals = (|| {
         Ok::<_, std::io::Error>((
@@ -219,7 +268,7 @@ async fn serve_until_stopped(
     let heartbeat = tokio::spawn(heartbeat_loop(
         slot.clone(),
         opts.heartbeat_interval,
-        Arc::clone(&thread),
+        Arc::clone(&threads),
     ));
     slot.set_state(SlotState::Ready);
     tracing::info!(state = "ready", "worker ready");
@@ -242,7 +291,7 @@ async fn serve_until_stopped(
                 Ok(Err(e)) => format!("cannot serve on the listeners: {e}"),
                 Err(e) => format!("the server task failed: {e}"),
             }),
-            () = inference_ended(&thread) => break Stop::Failed("the inference thread stopped".to_owned()),
+            () = inference_ended(&threads) => break Stop::Failed("an inference thread stopped".to_owned()),
         }
     };
     let result = match stop {
@@ -288,14 +337,14 @@ async fn serve_until_stopped(
     result
 }
 
-/// Writes the heartbeat every `every`, unless the model has been stuck in one run too long.
-async fn heartbeat_loop(slot: SlotRef, every: Duration, thread: Arc<InferenceThread>) {
+/// Writes the heartbeat every `every`, unless a model has been stuck in one run too long.
+async fn heartbeat_loop(slot: SlotRef, every: Duration, threads: Arc<Vec<InferenceThread>>) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut warned = false;
     loop {
         tick.tick().await;
-        match thread.busy_for() {
+        match threads.iter().filter_map(InferenceThread::busy_for).max() {
             Some(busy) if busy > INFERENCE_STALL => {
                 if !warned {
                     tracing::error!(
@@ -310,12 +359,12 @@ async fn heartbeat_loop(slot: SlotRef, every: Duration, thread: Arc<InferenceThr
     }
 }
 
-/// Resolves when the inference thread has ended.
-async fn inference_ended(thread: &InferenceThread) {
+/// Resolves when an inference thread has ended.
+async fn inference_ended(threads: &[InferenceThread]) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        if thread.is_finished() {
+        if threads.iter().any(InferenceThread::is_finished) {
             return;
         }
     }

@@ -6,28 +6,73 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use arbiter_config::{Config, TrustedProxy};
+use arbiter_config::{Config, Model, TrustedProxy};
 
 use crate::pipeline::Recipe;
 
 pub use arbiter_config::{CidrError, IpCidr};
 
-/// Everything one worker needs, from the validated config ([`WorkerOptions::from_config`]).
+/// One model a worker serves, from its `[[model]]` entry ([`ModelEntry::from_config`]).
 #[derive(Debug, Clone)]
-pub struct WorkerOptions {
+pub struct ModelEntry {
+    /// The model's name: `?model=`, the KServe v2 routes, metrics and logs.
+    pub name: String,
+    /// The model's version in the KServe v2 routes.
+    pub version: String,
     /// How to load the model (path, runtime library, device, threads, max batch).
     pub model: arbiter_infer::ModelOptions,
     /// The class-name file (`{"0": "Aeroplane", ...}`).
     pub labels: PathBuf,
     /// Outputs strictly above this are kept (the seed uses 0.5).
     pub threshold: f32,
-    /// The model's name in the KServe v2 routes.
-    pub model_name: String,
+    /// The model's own dynamic batching and queue.
+    pub batching: Batching,
+    /// On a CPU, prepare the model in this cache folder so all workers share one copy of the
+    /// weights (see `arbiter_infer::prepare`); `None` loads the model as it is.
+    pub shared_weights_cache: Option<PathBuf>,
+    /// Let ONNX Runtime's intra-op threads spin between parallel sections.
+    pub intra_op_spinning: bool,
+    /// On a CPU with several intra-op threads, run batches side by side under load, one thread
+    /// each (see `batcher`'s "Lanes"); a lone request still runs on every thread.
+    pub parallel_batches: bool,
+    /// The model's recipe (`[model.preprocess]`, `[model.postprocess]`, `fast_jpeg`).
+    pub recipe: Recipe,
+}
+
+impl ModelEntry {
+    /// The entry of `model`, with `threads` ONNX Runtime intra-op threads.
+    pub fn from_config(model: &Model, threads: usize) -> ModelEntry {
+        let batching = &model.batching;
+        ModelEntry {
+            name: model.name.clone(),
+            version: model.version.clone(),
+            model: model_options(model, threads),
+            labels: model.labels.clone(),
+            threshold: model.threshold,
+            batching: Batching {
+                max_batch_size: batching.max_batch_size,
+                max_delay: batching.max_delay,
+                queue_capacity: batching.queue_size,
+            },
+            shared_weights_cache: model.share_weights.then(|| model.cache_dir.clone()),
+            intra_op_spinning: model.spinning,
+            parallel_batches: model.parallel_batches,
+            recipe: Recipe::from_config(model),
+        }
+    }
+}
+
+/// Everything one worker needs, from the validated config ([`WorkerOptions::from_config`]).
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Every model the worker serves, in the config's order; never empty.
+    pub models: Vec<ModelEntry>,
+    /// The index in `models` of the model a request that names none gets.
+    pub default_model: usize,
     /// Request limits.
     pub limits: Limits,
-    /// Dynamic batching and the inference queue.
-    pub batching: Batching,
-    /// Threads decoding and preprocessing images (and parsing tensor JSON) at once.
+    /// Threads decoding and preprocessing images (and parsing tensor JSON) at once, shared by
+    /// every model.
     pub preprocess_threads: usize,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` headers are believed.
     pub trusted_proxies: Vec<IpCidr>,
@@ -39,16 +84,6 @@ pub struct WorkerOptions {
     pub graceful_timeout: Duration,
     /// Drain and exit (code 0) after answering this many requests.
     pub max_requests: Option<u64>,
-    /// On a CPU, prepare the model in this cache folder so all workers share one copy of the
-    /// weights (see `arbiter_infer::prepare`); `None` loads the model as it is.
-    pub shared_weights_cache: Option<PathBuf>,
-    /// Let ONNX Runtime's intra-op threads spin between parallel sections.
-    pub intra_op_spinning: bool,
-    /// On a CPU with several intra-op threads, run batches side by side under load, one thread
-    /// each (see `batcher`'s "Lanes"); a lone request still runs on every thread.
-    pub parallel_batches: bool,
-    /// The model's recipe (`[model.preprocess]`, `[model.postprocess]`, `fast_jpeg`).
-    pub recipe: Recipe,
     /// Called on USR1: reopen the log file the worker writes to.
     pub reopen_logs: Option<ReopenLogs>,
 }
@@ -64,24 +99,24 @@ impl fmt::Debug for ReopenLogs {
 }
 
 impl WorkerOptions {
-    /// The options of a worker running `config`, with `threads` ONNX Runtime intra-op threads
-    /// and `max_requests` (its jitter drawn) as the arbiter resolved them for it. The log
-    /// reopening hook is the binary's to set.
+    /// The options of a worker running `config`, each model with the ONNX Runtime intra-op
+    /// threads `threads` gives it, and `max_requests` (its jitter drawn) as the arbiter resolved
+    /// them for it. The log reopening hook is the binary's to set.
     pub fn from_config(
         config: &Config,
-        threads: usize,
+        threads: impl Fn(&Model) -> usize,
         max_requests: Option<u64>,
     ) -> WorkerOptions {
-        let model = &config.model;
         let limits = &config.limits;
-        let batching = &config.batching;
         let proxies = &config.server.trusted_proxies;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         WorkerOptions {
-            model: model_options(config, threads),
-            labels: model.labels.clone(),
-            threshold: model.threshold,
-            model_name: model.name.clone(),
+            models: config
+                .models
+                .iter()
+                .map(|m| ModelEntry::from_config(m, threads(m)))
+                .collect(),
+            default_model: config.default_model,
             limits: Limits {
                 max_body_bytes: limits.max_body,
                 max_pixels: limits.max_pixels,
@@ -90,11 +125,6 @@ impl WorkerOptions {
                 request_deadline: limits.request_deadline,
                 keepalive_timeout: limits.keepalive,
                 max_connections: limits.max_connections,
-            },
-            batching: Batching {
-                max_batch_size: batching.max_batch_size,
-                max_delay: batching.max_delay,
-                queue_capacity: batching.queue_size,
             },
             preprocess_threads: config.preprocess_threads_per_worker(cores),
             trusted_proxies: proxies
@@ -108,26 +138,22 @@ impl WorkerOptions {
             heartbeat_interval: arbiter_config::defaults::HEARTBEAT_INTERVAL,
             graceful_timeout: config.server.graceful_timeout,
             max_requests,
-            shared_weights_cache: model.share_weights.then(|| model.cache_dir.clone()),
-            intra_op_spinning: model.spinning,
-            parallel_batches: model.parallel_batches,
-            recipe: Recipe::from_config(model),
             reopen_logs: None,
         }
     }
 }
 
-/// How to load the model of `config` with `threads` intra-op threads, batches up to
+/// How to load `model` with `threads` intra-op threads, batches up to its
 /// `batching.max_batch_size`.
-pub fn model_options(config: &Config, threads: usize) -> arbiter_infer::ModelOptions {
+pub fn model_options(model: &Model, threads: usize) -> arbiter_infer::ModelOptions {
     arbiter_infer::ModelOptions {
-        path: config.model.path.clone(),
-        runtime_library: config.model.runtime_library.clone(),
-        device: config.model.device,
+        path: model.path.clone(),
+        runtime_library: model.runtime_library.clone(),
+        device: model.device,
         intra_threads: threads,
-        max_batch: config.batching.max_batch_size,
+        max_batch: model.batching.max_batch_size,
         expected_classes: None,
-        input: arbiter_infer::InputRecipe::from(&config.model.preprocess),
+        input: arbiter_infer::InputRecipe::from(&model.preprocess),
     }
 }
 

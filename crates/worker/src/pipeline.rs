@@ -199,7 +199,7 @@ mod tests {
     fn the_seed_is_the_configs_defaults() {
         let config =
             arbiter_config::Config::parse("", std::path::Path::new("/etc/arbiter.toml")).unwrap();
-        assert_eq!(Recipe::from_config(&config.model), Recipe::SEED);
+        assert_eq!(Recipe::from_config(config.model()), Recipe::SEED);
         assert_eq!(
             Recipe::SEED.tensor.normalize,
             Some(arbiter_vision::Normalize::SEED)

@@ -6,7 +6,8 @@ use arbiter_scoreboard::Route;
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
-    /// The seed's `POST /model_predict`.
+    /// The seed's `POST /model_predict` (the default model, or `?model=NAME[&version=V]`), and
+    /// `POST /model_predict/{model_name}[/versions/{model_version}]`.
     ModelPredict,
     /// `GET /healthz`.
     Healthz,
@@ -28,6 +29,15 @@ pub enum Endpoint {
     ModelReady,
     /// `POST /v2/models/{model_name}[/versions/{model_version}]/infer`.
     Infer,
+    /// `GET /v2/models/{model_name}[/versions/{model_version}]/config`: Triton's model
+    /// configuration.
+    ModelConfig,
+    /// `POST /v2/repository/index`: Triton's model repository extension.
+    RepositoryIndex,
+    /// `POST /v2/repository/models/{model_name}/load`.
+    RepositoryLoad,
+    /// `POST /v2/repository/models/{model_name}/unload`.
+    RepositoryUnload,
 }
 
 impl Endpoint {
@@ -36,9 +46,13 @@ impl Endpoint {
         match self {
             Endpoint::ModelPredict => Route::ModelPredict,
             Endpoint::Infer => Route::V2Infer,
-            Endpoint::ServerMetadata | Endpoint::ModelMetadata | Endpoint::ModelReady => {
-                Route::V2Metadata
-            }
+            Endpoint::ServerMetadata
+            | Endpoint::ModelMetadata
+            | Endpoint::ModelReady
+            | Endpoint::ModelConfig
+            | Endpoint::RepositoryIndex
+            | Endpoint::RepositoryLoad
+            | Endpoint::RepositoryUnload => Route::V2Metadata,
             Endpoint::Healthz | Endpoint::Readyz | Endpoint::ServerLive | Endpoint::ServerReady => {
                 Route::Health
             }
@@ -70,6 +84,16 @@ const fn route(method: &'static str, path: &'static str, endpoint: Endpoint) -> 
 /// Every route the server has.
 pub const ROUTE_TABLE: &[RouteSpec] = &[
     route("POST", "/model_predict", Endpoint::ModelPredict),
+    route(
+        "POST",
+        "/model_predict/{model_name}",
+        Endpoint::ModelPredict,
+    ),
+    route(
+        "POST",
+        "/model_predict/{model_name}/versions/{model_version}",
+        Endpoint::ModelPredict,
+    ),
     route("GET", "/healthz", Endpoint::Healthz),
     route("GET", "/readyz", Endpoint::Readyz),
     route("GET", "/metrics", Endpoint::Metrics),
@@ -80,6 +104,11 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
     route("GET", "/v2/models/{model_name}", Endpoint::ModelMetadata),
     route("GET", "/v2/models/{model_name}/ready", Endpoint::ModelReady),
     route("POST", "/v2/models/{model_name}/infer", Endpoint::Infer),
+    route(
+        "GET",
+        "/v2/models/{model_name}/config",
+        Endpoint::ModelConfig,
+    ),
     route(
         "GET",
         "/v2/models/{model_name}/versions/{model_version}",
@@ -94,6 +123,22 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
         "POST",
         "/v2/models/{model_name}/versions/{model_version}/infer",
         Endpoint::Infer,
+    ),
+    route(
+        "GET",
+        "/v2/models/{model_name}/versions/{model_version}/config",
+        Endpoint::ModelConfig,
+    ),
+    route("POST", "/v2/repository/index", Endpoint::RepositoryIndex),
+    route(
+        "POST",
+        "/v2/repository/models/{model_name}/load",
+        Endpoint::RepositoryLoad,
+    ),
+    route(
+        "POST",
+        "/v2/repository/models/{model_name}/unload",
+        Endpoint::RepositoryUnload,
     ),
 ];
 
@@ -175,6 +220,18 @@ mod tests {
             Matched::Found(Endpoint::Infer, vec!["m", "1"])
         );
         assert_eq!(find("GET", "/v2/models//ready"), Matched::NotFound);
+        assert_eq!(
+            find("POST", "/model_predict/effnet/versions/2"),
+            Matched::Found(Endpoint::ModelPredict, vec!["effnet", "2"])
+        );
+        assert_eq!(
+            find("GET", "/v2/models/m/config"),
+            Matched::Found(Endpoint::ModelConfig, vec!["m"])
+        );
+        assert_eq!(
+            find("POST", "/v2/repository/models/m/unload"),
+            Matched::Found(Endpoint::RepositoryUnload, vec!["m"])
+        );
         assert_eq!(
             find("DELETE", "/v2/models/m/infer"),
             Matched::MethodNotAllowed(Endpoint::Infer, vec!["POST"])

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use arbiter_infer::Labels;
 use arbiter_scoreboard::{Route, Scoreboard, SlotRef, Stage};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -20,13 +19,13 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::access::Record;
-use crate::batcher::{InferenceQueue, Input, JobOutput};
+use crate::batcher::{Input, JobOutput};
 use crate::body::{self, BodyBudget, BoxError, content_length};
 use crate::client::{Peer, client_address};
 use crate::error::ApiError;
 use crate::kserve;
+use crate::models::{Models, ServedModel};
 use crate::options::{IpCidr, Limits, WorkerOptions};
-use crate::pipeline::Recipe;
 use crate::routes::{self, Endpoint, Matched};
 use crate::upload;
 
@@ -59,10 +58,6 @@ struct ForModel<T> {
 /// The service's settings, taken from [`WorkerOptions`].
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// Name of the model in the KServe v2 routes.
-    pub model_name: String,
-    /// Classification threshold.
-    pub threshold: f32,
     /// Request limits.
     pub limits: Limits,
     /// Decode/preprocess concurrency.
@@ -73,22 +68,17 @@ pub struct ServiceConfig {
     pub trust_unix_peers: bool,
     /// Drain after this many requests.
     pub max_requests: Option<u64>,
-    /// How an image becomes the model's input, and its outputs the answer.
-    pub recipe: Recipe,
 }
 
 impl ServiceConfig {
     /// The service part of the worker's options.
     pub fn from_options(opts: &WorkerOptions) -> ServiceConfig {
         ServiceConfig {
-            model_name: opts.model_name.clone(),
-            threshold: opts.threshold,
             limits: opts.limits.clone(),
             preprocess_threads: opts.preprocess_threads.max(1),
             trusted_proxies: opts.trusted_proxies.clone(),
             trust_unix_peers: opts.trust_unix_peers,
             max_requests: opts.max_requests,
-            recipe: opts.recipe,
         }
     }
 }
@@ -102,8 +92,7 @@ pub struct Service {
 #[derive(Debug)]
 struct Inner {
     config: ServiceConfig,
-    labels: Labels,
-    queue: InferenceQueue,
+    models: Models,
     preprocess: Arc<Semaphore>,
     /// Bytes of request bodies in memory, in [`BODY_UNIT`]s.
     bodies: Arc<Semaphore>,
@@ -116,11 +105,10 @@ struct Inner {
 }
 
 impl Service {
-    /// A service answering with `queue`'s model, counting into `slot` of `scoreboard`.
+    /// A service answering with `models`, counting into `slot` of `scoreboard`.
     pub fn new(
         config: ServiceConfig,
-        labels: Labels,
-        queue: InferenceQueue,
+        models: Models,
         scoreboard: Scoreboard,
         slot: SlotRef,
     ) -> Service {
@@ -132,8 +120,7 @@ impl Service {
         Service {
             inner: Arc::new(Inner {
                 config,
-                labels,
-                queue,
+                models,
                 preprocess,
                 bodies: Arc::new(Semaphore::new(body_units as usize)),
                 body_units,
@@ -200,9 +187,19 @@ impl Service {
         let mut record = Record::begin(&self.inner.slot, route, started, &method, &path, &client);
 
         let deadline = self.inner.config.limits.request_deadline;
-        let result = match tokio::time::timeout(deadline, self.dispatch(matched, req)).await {
-            Ok(result) => result,
-            Err(_) => Err(ApiError::DeadlineExceeded(deadline.as_secs())),
+        let query = req.uri().query().map(str::to_owned);
+        let result = match self.model_of(&matched, query.as_deref()) {
+            Err(e) => Err(e),
+            Ok(model) => {
+                if let Some(model) = model {
+                    record.model(&model.stats, &model.name);
+                }
+                let work = self.dispatch(matched, model, req);
+                match tokio::time::timeout(deadline, work).await {
+                    Ok(result) => result,
+                    Err(_) => Err(ApiError::DeadlineExceeded(deadline.as_secs())),
+                }
+            }
         };
         let response = result.unwrap_or_else(ApiError::into_response);
         record.finish(
@@ -222,9 +219,47 @@ impl Service {
         response
     }
 
+    /// The model a request is for: named by the route's `{model_name}` (and
+    /// `{model_version}`), by `?model=` (and `&version=`) on `/model_predict`, or the default
+    /// one there. `None` for the routes about no model (and the repository's, which name one
+    /// that need not be served).
+    fn model_of(
+        &self,
+        matched: &Matched<'_>,
+        query: Option<&str>,
+    ) -> Result<Option<&ServedModel>, ApiError> {
+        let Matched::Found(endpoint, params) = matched else {
+            return Ok(None);
+        };
+        let models = &self.inner.models;
+        match (endpoint, params.as_slice()) {
+            (
+                Endpoint::ModelPredict
+                | Endpoint::Infer
+                | Endpoint::ModelMetadata
+                | Endpoint::ModelReady
+                | Endpoint::ModelConfig,
+                [name, rest @ ..],
+            ) => models.find(name, rest.first().copied()).map(Some),
+            (Endpoint::ModelPredict, []) => {
+                let (name, version) = model_query(query)?;
+                match name {
+                    Some(name) => models.find(name, version).map(Some),
+                    None if version.is_some() => Err(ApiError::BadRequest(
+                        "`version` needs `model` beside it, like ?model=resnet50&version=1"
+                            .to_owned(),
+                    )),
+                    None => Ok(Some(models.default_model())),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn dispatch<B>(
         &self,
         matched: Matched<'_>,
+        model: Option<&ServedModel>,
         req: Request<B>,
     ) -> Result<Response<Full<Bytes>>, ApiError>
     where
@@ -241,48 +276,86 @@ impl Service {
             }
             Matched::NotFound => return Err(ApiError::NotFound(req.uri().path().to_owned())),
         };
-        let info = self.inner.queue.info();
-        match endpoint {
-            Endpoint::ModelPredict => self.predict(req).await,
-            Endpoint::Infer => {
-                self.check_model(&params)?;
-                self.v2_infer(req).await
-            }
-            Endpoint::Healthz => Ok(json(
+        let models = &self.inner.models;
+        match (endpoint, model) {
+            (Endpoint::ModelPredict, Some(model)) => self.predict(model, req).await,
+            (Endpoint::Infer, Some(model)) => self.v2_infer(model, req).await,
+            (Endpoint::Healthz, _) => Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({ "status": "alive" }),
             )),
-            Endpoint::ServerLive => Ok(json(StatusCode::OK, &serde_json::json!({ "live": true }))),
-            Endpoint::Readyz | Endpoint::ServerReady => {
+            (Endpoint::ServerLive, _) => {
+                Ok(json(StatusCode::OK, &serde_json::json!({ "live": true })))
+            }
+            (Endpoint::Readyz | Endpoint::ServerReady, _) => {
                 self.check_ready()?;
                 Ok(json(StatusCode::OK, &serde_json::json!({ "ready": true })))
             }
-            Endpoint::Metrics => {
+            (Endpoint::Metrics, _) => {
                 let text = arbiter_scoreboard::render_prometheus(&self.inner.scoreboard);
                 Ok(with_type(
                     Response::new(Full::new(Bytes::from(text))),
                     "text/plain; version=0.0.4; charset=utf-8",
                 ))
             }
-            Endpoint::OpenApi => Ok(with_type(
+            (Endpoint::OpenApi, _) => Ok(with_type(
                 Response::new(Full::new(Bytes::from_static(OPENAPI_YAML.as_bytes()))),
                 "application/yaml",
             )),
-            Endpoint::ServerMetadata => Ok(json(StatusCode::OK, &kserve::server_metadata())),
-            Endpoint::ModelMetadata => {
-                self.check_model(&params)?;
-                Ok(json(
-                    StatusCode::OK,
-                    &kserve::model_metadata(info, &self.inner.config.model_name),
-                ))
-            }
-            Endpoint::ModelReady => {
-                self.check_model(&params)?;
-                self.check_ready()?;
-                let body =
-                    serde_json::json!({ "name": self.inner.config.model_name, "ready": true });
+            (Endpoint::ServerMetadata, _) => Ok(json(StatusCode::OK, &kserve::server_metadata())),
+            (Endpoint::ModelMetadata, Some(model)) => {
+                let versions = models.versions(&model.name);
+                let info = model.queue.info();
+                let body = kserve::model_metadata(info, &model.name, &versions);
                 Ok(json(StatusCode::OK, &body))
             }
+            (Endpoint::ModelReady, Some(model)) => {
+                self.check_ready()?;
+                let body = serde_json::json!({
+                    "name": model.name,
+                    "version": model.version,
+                    "ready": true,
+                });
+                Ok(json(StatusCode::OK, &body))
+            }
+            (Endpoint::ModelConfig, Some(model)) => {
+                let info = model.queue.info();
+                let body = kserve::model_config(info, &model.name, &model.batching, model.on_gpu);
+                Ok(json(StatusCode::OK, &body))
+            }
+            (Endpoint::RepositoryIndex, _) => {
+                let served = models.iter().map(|m| (m.name.as_str(), m.version.as_str()));
+                Ok(json(StatusCode::OK, &kserve::repository_index(served)))
+            }
+            (Endpoint::RepositoryLoad, _) => {
+                let name = params.first().copied().unwrap_or_default();
+                if models.versions(name).is_empty() {
+                    return Err(ApiError::BadRequest(format!(
+                        "model `{name}` is not in the config; a model is loaded by adding a \
+                         [[model]] table for it to the config and running `arbiter reload`"
+                    )));
+                }
+                // Configured models are loaded before a worker serves: loading one is done.
+                Ok(json(StatusCode::OK, &serde_json::json!({})))
+            }
+            (Endpoint::RepositoryUnload, _) => {
+                let name = params.first().copied().unwrap_or_default();
+                Err(ApiError::BadRequest(format!(
+                    "models are not unloaded through the API: remove model `{name}`'s [[model]] \
+                     table from the config and run `arbiter reload` (the other models keep \
+                     serving while the workers roll)"
+                )))
+            }
+            (
+                Endpoint::ModelPredict
+                | Endpoint::Infer
+                | Endpoint::ModelMetadata
+                | Endpoint::ModelReady
+                | Endpoint::ModelConfig,
+                None,
+            ) => Err(ApiError::Internal(
+                "a model route was dispatched without its model".to_owned(),
+            )),
         }
     }
 
@@ -293,25 +366,6 @@ impl Service {
             ));
         }
         Ok(())
-    }
-
-    /// The KServe routes' `{model_name}` (and `{model_version}`) must name the served model.
-    fn check_model(&self, params: &[&str]) -> Result<(), ApiError> {
-        let name = &self.inner.config.model_name;
-        match params {
-            [n] if n == name => Ok(()),
-            [n, v] if n == name && *v == kserve::MODEL_VERSION => Ok(()),
-            [n, v] if n == name => Err(ApiError::ModelNotFound(format!(
-                "model `{n}` has no version `{v}`; it has version {}",
-                kserve::MODEL_VERSION
-            ))),
-            [n, ..] => Err(ApiError::ModelNotFound(format!(
-                "unknown model `{n}`; this server serves `{name}`"
-            ))),
-            [] => Err(ApiError::ModelNotFound(format!(
-                "this server serves `{name}`"
-            ))),
-        }
     }
 
     fn budget(&self) -> BodyBudget {
@@ -335,7 +389,11 @@ impl Service {
     }
 
     /// `POST /model_predict`: the seed's API.
-    async fn predict<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
+    async fn predict<B>(
+        &self,
+        model: &ServedModel,
+        req: Request<B>,
+    ) -> Result<Response<Full<Bytes>>, ApiError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -347,18 +405,18 @@ impl Service {
             Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
         };
         let memory = body.take_reservation();
-        let info = self.inner.queue.info();
+        let info = model.queue.info();
         let size = (info.width, info.height);
         let max_pixels = self.inner.config.limits.max_pixels;
-        let recipe = self.inner.config.recipe;
-        let slot = self.inner.slot.clone();
+        let recipe = model.recipe;
+        let stats = model.stats.clone();
         let ((), out) = self
-            .infer(move || {
+            .infer(model, move || {
                 let prepared = recipe.prepare(&image, max_pixels, size);
                 drop((image, memory));
                 let prepared = prepared?;
-                slot.observe_stage(Stage::Decode, prepared.decode);
-                slot.observe_stage(Stage::Preprocess, prepared.preprocess);
+                stats.observe_stage(Stage::Decode, prepared.decode);
+                stats.observe_stage(Stage::Preprocess, prepared.preprocess);
                 Ok(ForModel {
                     input: Input::Image(prepared.image, recipe.tensor),
                     images: 1,
@@ -366,11 +424,7 @@ impl Service {
                 })
             })
             .await?;
-        let answer = recipe.answer(
-            &out.outputs,
-            &self.inner.labels,
-            self.inner.config.threshold,
-        );
+        let answer = recipe.answer(&out.outputs, &model.labels, model.threshold);
         Ok(with_type(
             Response::new(Full::new(Bytes::from(answer))),
             "application/json",
@@ -399,7 +453,11 @@ impl Service {
     }
 
     /// `POST /v2/models/{name}/infer`.
-    async fn v2_infer<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, ApiError>
+    async fn v2_infer<B>(
+        &self,
+        model: &ServedModel,
+        req: Request<B>,
+    ) -> Result<Response<Full<Bytes>>, ApiError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -428,9 +486,9 @@ impl Service {
                     })?,
             ),
         };
-        let info = self.inner.queue.info().clone();
+        let info = model.queue.info().clone();
         let (call, out) = self
-            .infer(move || {
+            .infer(model, move || {
                 let call = kserve::parse_request(&bytes, json_len, &info);
                 drop((bytes, memory));
                 let mut call = call?;
@@ -444,8 +502,9 @@ impl Service {
         let rendered = kserve::render_response(
             &call,
             &out.outputs,
-            self.inner.queue.info(),
-            &self.inner.config.model_name,
+            model.queue.info(),
+            &model.name,
+            &model.version,
         );
         let mut response = Response::new(Full::new(Bytes::from(rendered.body)));
         match rendered.json_len {
@@ -532,16 +591,16 @@ impl Service {
         })
     }
 
-    /// The one path of every inference route: takes a place in the pipeline (or refuses at
+    /// The one path of every inference route: takes a place in `model`'s pipeline (or refuses at
     /// once), waits for a place ahead of the model, runs `prepare` (decode, parse) on the
     /// blocking pool, and runs what it prepared with the batch it joins. Returns what `prepare`
     /// kept for the answer, and the outputs.
-    async fn infer<T, F>(&self, prepare: F) -> Result<(T, JobOutput), ApiError>
+    async fn infer<T, F>(&self, model: &ServedModel, prepare: F) -> Result<(T, JobOutput), ApiError>
     where
         F: FnOnce() -> Result<ForModel<T>, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let queue = &self.inner.queue;
+        let queue = &model.queue;
         let mut permit = queue.admit()?;
         queue.before_preparing(&mut permit).await?;
         let prepared = self.blocking(prepare).await?;
@@ -579,4 +638,30 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Byt
     );
     *response.status_mut() = status;
     response
+}
+
+/// `?model=NAME&version=V` of `/model_predict`: each at most once, with a value; other keys are
+/// ignored.
+fn model_query(query: Option<&str>) -> Result<(Option<&str>, Option<&str>), ApiError> {
+    let mut model = None;
+    let mut version = None;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "model" => &mut model,
+            "version" => &mut version,
+            // Ignored, as the seed's service ignores every query parameter.
+            _ => continue,
+        };
+        if value.is_empty() || slot.replace(value).is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "`{key}` must be given once, with a value"
+            )));
+        }
+    }
+    Ok((model, version))
 }

@@ -36,7 +36,7 @@ fn start(fake: Fake, batching: Batching, limits: Limits) -> TestServer {
 fn the_seed_request_as_clients_send_it() {
     let server = start(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     // curl -F image=@photo.png
@@ -84,7 +84,7 @@ fn the_seed_request_as_clients_send_it() {
 fn keep_alive_serves_several_requests_on_one_connection() {
     let server = start(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     let mut stream = TcpStream::connect(server.addr).unwrap();
@@ -109,7 +109,11 @@ fn every_bad_request_gets_its_status_and_a_json_error() {
         max_pixels: 10_000,
         ..options("").limits
     };
-    let server = start(Fake::new(Duration::ZERO), options("").batching, limits);
+    let server = start(
+        Fake::new(Duration::ZERO),
+        options("").models.remove(0).batching,
+        limits,
+    );
     let a = server.addr;
     let post =
         |headers: &[(&str, &str)], body: &[u8]| request(a, "POST", "/model_predict", headers, body);
@@ -211,7 +215,7 @@ fn every_bad_request_gets_its_status_and_a_json_error() {
 fn the_photos_from_setup_that_must_be_refused() {
     let server = start(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     for (file, status, words) in [
@@ -232,7 +236,7 @@ fn the_photos_from_setup_that_must_be_refused() {
 fn kserve_routes_describe_and_run_the_model() {
     let server = start(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     let a = server.addr;
@@ -278,7 +282,7 @@ fn kserve_routes_describe_and_run_the_model() {
 fn metrics_move_with_known_traffic() {
     let server = start(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     for _ in 0..3 {
@@ -295,10 +299,12 @@ fn metrics_move_with_known_traffic() {
     );
     let page = page.text();
     let l = "worker=\"0\",generation=\"1\"";
+    // The series of a model's requests carry its name and version.
+    let m = "worker=\"0\",generation=\"1\",model=\"resnet50\",version=\"1\"";
     assert_eq!(
         metric(
             &page,
-            &format!("arbiter_requests_total{{{l},route=\"model_predict\",status=\"200\"}}")
+            &format!("arbiter_requests_total{{{m},route=\"model_predict\",status=\"200\"}}")
         ),
         Some(3.0)
     );
@@ -314,12 +320,12 @@ fn metrics_move_with_known_traffic() {
     for stage in ["decode", "preprocess", "queue_wait", "inference"] {
         let v = metric(
             &page,
-            &format!("arbiter_stage_duration_seconds_count{{{l},stage=\"{stage}\"}}"),
+            &format!("arbiter_stage_duration_seconds_count{{{m},stage=\"{stage}\"}}"),
         );
         assert_eq!(v, Some(3.0), "{stage}");
     }
     assert_eq!(
-        metric(&page, &format!("arbiter_batch_size_count{{{l}}}")),
+        metric(&page, &format!("arbiter_batch_size_count{{{m}}}")),
         Some(3.0)
     );
     // The /metrics request itself is in flight while the page renders.
@@ -328,7 +334,7 @@ fn metrics_move_with_known_traffic() {
         Some(1.0)
     );
     assert_eq!(
-        metric(&page, &format!("arbiter_model_load_seconds{{{l}}}")),
+        metric(&page, &format!("arbiter_model_load_seconds{{{m}}}")),
         Some(0.0)
     );
 }
@@ -387,7 +393,7 @@ fn decoding_stays_two_batches_ahead_of_the_model() {
     let clients = crowd(addr, 10);
     let mut deepest = 0;
     while clients.iter().any(|c| !c.is_finished()) {
-        deepest = deepest.max(slot.queue_depth());
+        deepest = deepest.max(slot.model(0).queue_depth());
         std::thread::sleep(Duration::from_millis(5));
     }
     for c in clients {
@@ -509,7 +515,7 @@ fn a_client_that_leaves_is_not_computed() {
         "the abandoned request was computed"
     );
     let page = get(addr, "/metrics").text();
-    let series = "arbiter_requests_total{worker=\"0\",generation=\"1\",route=\"model_predict\",status=\"499\"}";
+    let series = "arbiter_requests_total{worker=\"0\",generation=\"1\",model=\"resnet50\",version=\"1\",route=\"model_predict\",status=\"499\"}";
     assert_eq!(metric(&page, series), Some(1.0), "{page}");
 }
 
@@ -520,7 +526,11 @@ fn slow_clients_time_out_without_blocking_others() {
         body_read_timeout: Duration::from_millis(1500),
         ..options("").limits
     };
-    let server = start(Fake::new(Duration::ZERO), options("").batching, limits);
+    let server = start(
+        Fake::new(Duration::ZERO),
+        options("").models.remove(0).batching,
+        limits,
+    );
     let addr = server.addr;
     // Trickles its headers.
     let mut slow_head = TcpStream::connect(addr).unwrap();
@@ -568,10 +578,11 @@ fn slow_clients_time_out_without_blocking_others() {
         ),
         Some(1.0)
     );
+    let m = "worker=\"0\",generation=\"1\",model=\"resnet50\",version=\"1\"";
     assert_eq!(
         metric(
             &page,
-            &format!("arbiter_requests_total{{{l},route=\"model_predict\",status=\"408\"}}")
+            &format!("arbiter_requests_total{{{m},route=\"model_predict\",status=\"408\"}}")
         ),
         Some(1.0)
     );
@@ -583,7 +594,7 @@ fn an_oversized_upload_still_reads_its_413() {
     // not reset the connection under it.
     let server = start(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     let big = vec![7u8; 24 * 1024 * 1024];
@@ -614,7 +625,11 @@ fn idle_keep_alive_connections_close() {
         keepalive_timeout: Duration::from_millis(300),
         ..options("").limits
     };
-    let server = start(Fake::new(Duration::ZERO), options("").batching, limits);
+    let server = start(
+        Fake::new(Duration::ZERO),
+        options("").models.remove(0).batching,
+        limits,
+    );
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -681,7 +696,7 @@ fn drain_answers_what_was_accepted_then_stops() {
 fn drain_answers_a_request_sent_on_a_connection_accepted_before_it() {
     let mut server = start(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     let addr = server.addr;

@@ -32,7 +32,7 @@ fn real_server() -> TestServer {
     let opts = model_options();
     let (service, board, _slot, _thread) = service_with(
         move || Engine::load(&opts),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     TestServer::start(service, board, options("").limits)

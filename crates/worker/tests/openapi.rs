@@ -90,15 +90,14 @@ fn every_reference_resolves_and_path_parameters_are_declared() {
                 .as_sequence()
                 .map(|s| {
                     s.iter()
-                        .map(|p| {
-                            let p = match p["$ref"].as_str() {
-                                Some(r) => {
-                                    &doc["components"]["parameters"][r.rsplit('/').next().unwrap()]
-                                }
-                                None => p,
-                            };
-                            p["name"].as_str().unwrap().to_owned()
+                        .map(|p| match p["$ref"].as_str() {
+                            Some(r) => {
+                                &doc["components"]["parameters"][r.rsplit('/').next().unwrap()]
+                            }
+                            None => p,
                         })
+                        .filter(|p| p["in"].as_str() == Some("path"))
+                        .map(|p| p["name"].as_str().unwrap().to_owned())
                         .collect()
                 })
                 .unwrap_or_default();

@@ -124,7 +124,9 @@ async fn every_recipe_answers_as_its_python_pipeline() {
             exact += usize::from(diff == 0.0);
             compared += 1;
             // The answer is the recipe's on Python's outputs, and keeps Python's classes.
-            let answer = opts.recipe.answer(&expected, &labels, opts.threshold);
+            let answer = opts.models[0]
+                .recipe
+                .answer(&expected, &labels, opts.models[0].threshold);
             assert_eq!(body.as_bytes(), answer, "{label}");
             let classes: Vec<String> = image["classes"]
                 .as_array()
@@ -169,7 +171,7 @@ async fn kserve_takes_a_uint8_nhwc_input() {
         .find(|i| i["file"].as_str().unwrap().ends_with("/chelsea.png"))
         .unwrap();
     let (service, _labels, opts, _seen, _board) = serve("etc/keras.toml");
-    let name = &opts.model_name;
+    let name = &opts.models[0].name;
     let get = Request::get(format!("/v2/models/{name}"))
         .body(Full::default())
         .unwrap();
@@ -183,7 +185,7 @@ async fn kserve_takes_a_uint8_nhwc_input() {
     );
 
     let bytes = std::fs::read(repo_root().join(image["file"].as_str().unwrap())).unwrap();
-    let arbiter_worker::Elements::U8(pixels) = opts
+    let arbiter_worker::Elements::U8(pixels) = opts.models[0]
         .recipe
         .input(&bytes, opts.limits.max_pixels, (224, 224))
         .unwrap()

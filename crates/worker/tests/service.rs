@@ -37,7 +37,7 @@ fn get(path: &str) -> Request<Full<Bytes>> {
 async fn readiness_fails_while_draining() {
     let (service, _board, _slot, _thread) = service(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     assert_eq!(call(&service, get("/readyz")).await.0, 200);
@@ -62,7 +62,7 @@ async fn max_requests_asks_for_a_drain() {
     };
     let (limited, _board, _slot, _thread) = service_configured(
         || Ok(Fake::new(Duration::ZERO)),
-        options("").batching,
+        options("").models.remove(0).batching,
         config,
     );
     for _ in 0..2 {
@@ -85,7 +85,7 @@ async fn past_the_deadline_the_answer_is_503() {
     };
     let (service, _board, slot, _thread) = service(
         Fake::new(Duration::from_millis(400)),
-        options("").batching,
+        options("").models.remove(0).batching,
         limits,
     );
     let (ct, body) = multipart::curl("image", "w.png", "image/png", &png(4, 4, [9, 9, 9]));
@@ -96,9 +96,15 @@ async fn past_the_deadline_the_answer_is_503() {
     let (status, retry, body) = call(&service, req).await;
     assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
     assert!(body.contains("deadline"), "{body}");
+    // Counted as the model's request, not as one that names no model.
+    assert_eq!(
+        slot.model(0)
+            .requests(arbiter_scoreboard::Route::ModelPredict, 503),
+        1
+    );
     assert_eq!(
         slot.requests(arbiter_scoreboard::Route::ModelPredict, 503),
-        1
+        0
     );
 }
 
@@ -106,7 +112,7 @@ async fn past_the_deadline_the_answer_is_503() {
 async fn an_in_memory_multipart_request() {
     let (service, _board, _slot, _thread) = service(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     let (ct, body) = multipart::requests("b.png", &png(3, 3, [0, 0, 0]));
@@ -157,7 +163,7 @@ async fn became_true(flag: &AtomicBool, within: Duration) -> bool {
 async fn uploads_past_the_body_memory_wait_unread_until_the_first_stalls_or_ends() {
     let (service, _board, _slot, _thread) = service(
         Fake::new(Duration::ZERO),
-        options("").batching,
+        options("").models.remove(0).batching,
         options("").limits,
     );
     // Two bodies of this declared size do not fit in the worker's body memory (20 MiB with the

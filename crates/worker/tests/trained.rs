@@ -222,7 +222,7 @@ async fn model_predict_answers_as_the_python_reference() {
 async fn kserve_infer_gives_the_python_references_logits() {
     let (reference, goldens) = (reference(), goldens());
     let (service, opts, _board) = serve();
-    let name = &opts.model_name;
+    let name = &opts.models[0].name;
     assert_eq!(name, "efficientnet-lite0");
     let req = Request::get(format!("/v2/models/{name}"))
         .body(Full::default())
@@ -238,7 +238,7 @@ async fn kserve_infer_gives_the_python_references_logits() {
     let mut worst = 0f32;
     for (label, expected) in &reference.photos {
         let bytes = std::fs::read(photo_path(label)).unwrap();
-        let Elements::F32(tensor) = opts
+        let Elements::F32(tensor) = opts.models[0]
             .recipe
             .input(&bytes, opts.limits.max_pixels, (224, 224))
             .unwrap_or_else(|e| panic!("{label}: {e}"))

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
-use arbiter_scoreboard::SlotRef;
+use arbiter_scoreboard::ModelRef;
 
 /// The most inference threads (lanes) a worker runs.
 pub(super) const MAX_LANES: usize = 16;
@@ -23,13 +23,13 @@ pub(super) struct Counters {
     /// Per lane: monotonic ns since `epoch` when its current batch started; 0 when idle.
     pub(super) busy_since: [AtomicU64; MAX_LANES],
     epoch: Instant,
-    /// The worker's scoreboard slot: queue depth, stage times, batch sizes.
-    pub(super) slot: SlotRef,
+    /// The model's block of the worker's scoreboard slot: queue depth, stage times, batches.
+    pub(super) stats: ModelRef,
 }
 
 impl Counters {
     /// Counters for a pipeline of `capacity` places, all free.
-    pub(super) fn new(capacity: usize, slot: SlotRef) -> Counters {
+    pub(super) fn new(capacity: usize, stats: ModelRef) -> Counters {
         Counters {
             admitted: AtomicUsize::new(0),
             capacity,
@@ -37,7 +37,7 @@ impl Counters {
             preparing: AtomicUsize::new(0),
             busy_since: std::array::from_fn(|_| AtomicU64::new(0)),
             epoch: Instant::now(),
-            slot,
+            stats,
         }
     }
 
@@ -51,7 +51,7 @@ impl Counters {
     /// Counts one job taken off the channel.
     pub(super) fn dequeued(&self) {
         let depth = self.queued.fetch_sub(1, Relaxed).saturating_sub(1);
-        self.slot.set_queue_depth(depth);
+        self.stats.set_queue_depth(depth);
     }
 }
 

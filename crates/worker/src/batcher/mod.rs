@@ -52,7 +52,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arbiter_infer::InferError;
-use arbiter_scoreboard::SlotRef;
+use arbiter_scoreboard::ModelRef;
 use tokio::sync::Semaphore;
 
 pub use admission::Permit;
@@ -124,13 +124,14 @@ impl InferenceThread {
 }
 
 impl InferenceQueue {
-    /// Starts the inference thread, which calls `load` and then serves the queue; returns once
+    /// Starts the inference thread of one model, which calls `load` and then serves the queue,
+    /// counting into the model's block of the scoreboard (`stats`); returns once
     /// the model is loaded (calling `waiting` every 250 ms until then), or with why it did not.
     pub fn start<B, F>(
         load: F,
         batching: &Batching,
         preprocess_threads: usize,
-        slot: SlotRef,
+        stats: ModelRef,
         mut waiting: impl FnMut(),
     ) -> Result<(InferenceQueue, InferenceThread), StartError>
     where
@@ -138,7 +139,7 @@ impl InferenceQueue {
         F: FnOnce() -> Result<B, InferError> + Send + 'static,
     {
         let capacity = batching.queue_capacity.max(1) + preprocess_threads.max(1);
-        let counters = Arc::new(Counters::new(capacity, slot));
+        let counters = Arc::new(Counters::new(capacity, stats));
         let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
         let (boot_tx, boot_rx) = mpsc::channel::<Result<ModelInfo, StartError>>();
         let thread_counters = Arc::clone(&counters);

@@ -87,7 +87,7 @@ pub(super) fn submit(
     let depth = counters.queued.fetch_add(1, Relaxed) + 1;
     match tx.try_send(job) {
         Ok(()) => {
-            counters.slot.set_queue_depth(depth);
+            counters.stats.set_queue_depth(depth);
             Ok(rx)
         }
         Err(TrySendError::Full(_)) => {

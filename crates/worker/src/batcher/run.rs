@@ -49,7 +49,7 @@ pub(super) fn run_batch<B: Backend>(
     for job in &mut batch {
         job.permit.batch_started();
         counters
-            .slot
+            .stats
             .observe_stage(Stage::QueueWait, started.duration_since(job.enqueued));
         // `submit` let in only jobs of the model's element type and size.
         let appended = match std::mem::replace(&mut job.input, Input::Tensor(Elements::default())) {
@@ -76,7 +76,7 @@ pub(super) fn run_batch<B: Backend>(
     let elapsed = started.elapsed();
     let mut offset = 0;
     for job in batch {
-        counters.slot.observe_stage(Stage::Inference, elapsed);
+        counters.stats.observe_stage(Stage::Inference, elapsed);
         let answer = match &outputs {
             Err(e) => Err(e.clone()),
             Ok(outputs) => {
@@ -119,7 +119,7 @@ fn run_chunks<B: Backend>(
             });
         }
         outputs.extend_from_slice(&out);
-        counters.slot.observe_batch(n);
+        counters.stats.observe_batch(n);
         done += n;
     }
     Ok(outputs)

@@ -78,7 +78,7 @@ fn start(script: &[Step], queue_capacity: usize) -> (InferenceQueue, InferenceTh
         move || Ok(Scripted { script }),
         &batching(queue_capacity),
         1,
-        slot,
+        slot.model(0),
         || {},
     )
     .unwrap()
@@ -153,7 +153,7 @@ fn admission_refuses_past_capacity_and_a_dropped_permit_frees_its_place() {
 fn a_loader_that_fails_or_panics_says_why() {
     let slot = || {
         let board = Scoreboard::create(1).unwrap();
-        board.slot(0)
+        board.slot(0).model(0)
     };
     let failed = InferenceQueue::start(
         || -> Result<Scripted, InferError> {

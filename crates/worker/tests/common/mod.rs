@@ -13,7 +13,7 @@ use arbiter_infer::{InferError, Labels, ModelOptions};
 use arbiter_scoreboard::{Scoreboard, SlotRef, SlotState};
 use arbiter_worker::{
     Backend, Batch, Batching, InferenceQueue, InferenceThread, LaneLoader, Limits, Listener,
-    ModelInfo, Recipe, Service, ServiceConfig, WorkerOptions,
+    ModelInfo, Models, Recipe, ServedModel, Service, ServiceConfig, WorkerOptions,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -35,7 +35,7 @@ pub(crate) const LABELS: &str = r#"{"0": "Aeroplane", "1": "Bicycle", "2": "Bird
 pub(crate) fn options(toml: &str) -> WorkerOptions {
     let config =
         Config::parse(toml, &repo_root().join("etc/test.toml")).unwrap_or_else(|e| panic!("{e}"));
-    WorkerOptions::from_config(&config, 1, None)
+    WorkerOptions::from_config(&config, |_| 1, None)
 }
 
 /// One run of a fake engine: its name and the engines already running when it started.
@@ -156,15 +156,38 @@ pub(crate) fn service_with<B: Backend>(
 /// The test services' settings.
 pub(crate) fn config(limits: Limits) -> ServiceConfig {
     ServiceConfig {
-        model_name: "resnet50".into(),
-        threshold: 0.5,
         limits,
         preprocess_threads: 2,
         trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
         trust_unix_peers: true,
         max_requests: None,
-        recipe: Recipe::SEED,
     }
+}
+
+/// The one model of a test service: `queue`'s, named `name` version 1, with these labels,
+/// threshold and recipe, counted in model block 0 of `slot`.
+pub(crate) fn one_model(
+    name: &str,
+    queue: InferenceQueue,
+    batching: Batching,
+    labels: Labels,
+    recipe: Recipe,
+    threshold: f32,
+    slot: &SlotRef,
+) -> Models {
+    slot.set_models(&[(name, "1")]);
+    let model = ServedModel {
+        name: name.into(),
+        version: "1".into(),
+        labels,
+        threshold,
+        recipe,
+        queue,
+        batching,
+        on_gpu: false,
+        stats: slot.model(0),
+    };
+    Models::new(vec![model], 0)
 }
 
 /// Builds a service with these settings.
@@ -180,18 +203,22 @@ pub(crate) fn service_configured<B: Backend>(
         load,
         &batching,
         config.preprocess_threads,
-        slot.clone(),
+        slot.model(0),
         || {},
     )
     .unwrap();
     slot.set_state(SlotState::Ready);
-    let service = Service::new(
-        config,
-        Labels::parse(LABELS).unwrap(),
+    let labels = Labels::parse(LABELS).unwrap();
+    let models = one_model(
+        "resnet50",
         queue,
-        board.clone(),
-        slot.clone(),
+        batching,
+        labels,
+        Recipe::SEED,
+        0.5,
+        &slot,
     );
+    let service = Service::new(config, models, board.clone(), slot.clone());
     (service, board, slot, thread)
 }
 
@@ -203,27 +230,36 @@ pub(crate) fn serve_config<B: Backend>(
     load: impl FnOnce(ModelOptions) -> Result<B, InferError> + Send + 'static,
 ) -> (Service, Labels, WorkerOptions, Scoreboard) {
     let config = Config::load(&repo_root().join(config)).unwrap_or_else(|e| panic!("{e}"));
-    let mut opts = WorkerOptions::from_config(&config, 1, None);
-    let labels = Labels::load(&opts.labels).unwrap();
-    opts.model.expected_classes = Some(labels.len());
-    opts.model.runtime_library = Some(onnxruntime());
-    let model = opts.model.clone();
+    let opts = WorkerOptions::from_config(&config, |_| 1, None);
+    let mut entry = opts.models[opts.default_model].clone();
+    let labels = Labels::load(&entry.labels).unwrap();
+    entry.model.expected_classes = Some(labels.len());
+    entry.model.runtime_library = Some(onnxruntime());
+    let model = entry.model.clone();
     let board = Scoreboard::create(1).unwrap();
     let slot = board.slot(0);
     slot.reset(std::process::id(), 1);
     let (queue, _thread) = InferenceQueue::start(
         move || load(model),
-        &opts.batching,
+        &entry.batching,
         opts.preprocess_threads,
-        slot.clone(),
+        slot.model(0),
         || {},
     )
     .unwrap();
     slot.set_state(SlotState::Ready);
+    let models = one_model(
+        &entry.name,
+        queue,
+        entry.batching.clone(),
+        labels.clone(),
+        entry.recipe,
+        entry.threshold,
+        &slot,
+    );
     let service = Service::new(
         ServiceConfig::from_options(&opts),
-        labels.clone(),
-        queue,
+        models,
         board.clone(),
         slot,
     );
