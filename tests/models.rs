@@ -611,3 +611,47 @@ fn tritonclient_lists_reads_and_infers_every_model() {
     );
     assert!(report.contains("unload_model: refused"), "{report}");
 }
+
+/// A reload whose new file for one model cannot load changes nothing: `arbiter reload` fails
+/// naming the model and why, and the generation serving keeps answering with every model.
+#[test]
+fn a_model_whose_new_file_fails_to_load_leaves_the_old_one_serving() {
+    let env = start_three();
+    let resnet = resnet_reference();
+    let broken = env.dir.path().join("broken.onnx");
+    std::fs::write(&broken, b"not an ONNX model").unwrap();
+    let tables: Vec<String> = etc_models()
+        .into_iter()
+        .map(|(name, table)| {
+            if name != CLASSIFIER {
+                return table;
+            }
+            let path = table
+                .lines()
+                .find(|l| l.starts_with("path = "))
+                .expect("a path line")
+                .to_owned();
+            table.replace(&path, &format!("path = \"{}\"", broken.display()))
+        })
+        .collect();
+    write_config(&env, &tables);
+    let out = env.cli(&["reload"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the reload was accepted:\n{said}");
+    assert!(
+        said.contains("reload aborted") && said.contains(&format!("model `{CLASSIFIER}`")),
+        "{said}\nlog:\n{}",
+        env.log()
+    );
+    // Every model of the generation serving still answers, the classifier from its old file.
+    assert_eq!(post(&env, "/model_predict").json(), resnet["prediction"]);
+    let r = post(&env, &format!("/model_predict?model={CLASSIFIER}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(&env, &format!("/model_predict?model={EFFNET}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    env.wait_ready(1, Duration::from_secs(30));
+}
