@@ -66,6 +66,7 @@ impl Server {
                 TrustedProxy::Unix,
                 TrustedProxy::Net(IpCidr::host(IpAddr::from([127, 0, 0, 1]))),
             ],
+            ui: true,
         }
     }
 }

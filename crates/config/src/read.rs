@@ -185,6 +185,9 @@ fn read_server(root: &mut Table, base: &Path, errs: &mut Errors) -> Server {
             }
         }
     }
+    if let Some(b) = t.boolean("ui", errs) {
+        server.ui = b;
+    }
     if server.group.is_some() && server.user.is_none() {
         errs.at(
             &format!("{}.group", t.path),

@@ -40,6 +40,7 @@ heartbeat_timeout = "3s"
 max_requests = 1000
 max_requests_jitter = 50
 trusted_proxies = ["unix", "10.0.0.0/8"]
+ui = false
 [model]
 path = "/models/m.onnx"
 threshold = 0.7
@@ -76,6 +77,7 @@ command = "sleep"
     assert_eq!(c.server.workers, 4);
     assert_eq!(c.server.graceful_timeout, Duration::from_secs(5));
     assert_eq!(c.server.max_requests, Some(1000));
+    assert!(!c.server.ui);
     assert_eq!(
         c.server.trusted_proxies[1],
         TrustedProxy::Net("10.0.0.0/8".parse().unwrap())

@@ -97,6 +97,9 @@ pub struct Server {
     pub max_requests_jitter: u64,
     /// Who may set `X-Forwarded-For`.
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// Serve the page for people (`GET /`) and the API's documentation (`GET /docs`); off, both
+    /// answer 404 like any unknown path.
+    pub ui: bool,
 }
 
 /// A `[model]` (or one `[[model]]` entry): what to serve and how to run it.
