@@ -25,7 +25,7 @@ use crate::{Device, InferError, InputElement, Model, ModelOptions, SessionTuning
 pub struct Engine {
     model: Model,
     /// Keeps the prepared model's cache entry held (a shared lock) while the engine runs.
-    _prepared: Option<Prepared>,
+    prepared: Option<Prepared>,
     /// What the model was loaded from and with, when [`Engine::take_lanes`] is to load one
     /// single-thread session per thread from it.
     lanes: Option<Lanes>,
@@ -130,7 +130,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             model,
-            _prepared: prepared,
+            prepared,
             lanes: Some(Lanes {
                 on: false,
                 opts: opts.clone(),
@@ -148,6 +148,13 @@ impl Engine {
             lanes.on = on;
         }
         self
+    }
+
+    /// The name of the prepared-model cache entry the engine was loaded from (see
+    /// [`crate::prepare`]: the model file's sha256, the runtime and the CPU level), or `None` when
+    /// it was loaded from the original file.
+    pub fn prepared_key(&self) -> Option<&str> {
+        self.prepared.as_ref().map(|p| p.key.as_str())
     }
 
     /// The loaded model.
@@ -171,7 +178,7 @@ impl From<Model> for Engine {
     fn from(model: Model) -> Engine {
         Engine {
             model,
-            _prepared: None,
+            prepared: None,
             lanes: None,
         }
     }
