@@ -4,7 +4,9 @@
 //! then lets the [`Supervisor`] tick, and carries out what it asks (start or stop the programs,
 //! close the listeners, answer the clients of a reload). The loop owns everything that is a
 //! file descriptor or a config file: listeners, the control socket, the signal pipe, the
-//! pidfile, the programs' pipes; the supervisor owns the workers' state.
+//! pidfile, the programs' pipes; the supervisor owns the workers' state. It also tells systemd
+//! what it is doing (`notify`): ready once the first generation serves, reloading, stopping,
+//! and the watchdog's ping on every turn that is due one.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
@@ -19,7 +21,8 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
 use crate::control::{Client, Request, Response, Server};
-use crate::listeners::{self, Listener};
+use crate::listeners::{self, Listener, Origin};
+use crate::notify::Notifier;
 use crate::pidfile::Pidfile;
 use crate::processes::{Hooks, Os, SIGNALS};
 use crate::programs::Programs;
@@ -80,6 +83,7 @@ pub struct Arbiter<H: Hooks> {
     control: Option<Server>,
     programs: Programs,
     started: Instant,
+    notifier: Notifier,
     _pidfile: Pidfile,
 }
 
@@ -104,15 +108,22 @@ impl<H: Hooks> Arbiter<H> {
         budget.check()?;
         info!(%budget, "memory budget");
         let pidfile = Pidfile::create(&config.server.pidfile)?;
+        let notifier = Notifier::from_env();
+        let inherited = listeners::from_systemd().map_err(Error::Io)?;
         let mut bound = Vec::new();
-        for bind in &config.server.bind {
-            let listener = listeners::bind(bind, config.server.backlog)?;
-            info!(listener = %listener.describe(), "listening");
-            bound.push((bind.clone(), listener));
-        }
-        for listener in listeners::from_systemd().map_err(Error::Io)? {
-            info!(listener = %listener.describe(), "listening (socket activation)");
-            bound.push((Bind::Fd(listener.fd()), listener));
+        for (bind, listener, origin) in
+            listeners::open_all(&config.server.bind, config.server.backlog, inherited)?
+        {
+            match origin {
+                Origin::Bound => info!(listener = %listener.describe(), %bind, "listening"),
+                Origin::Activated(name) => info!(
+                    listener = %listener.describe(),
+                    %bind,
+                    name = name.as_deref().unwrap_or(""),
+                    "listening (socket activation)"
+                ),
+            }
+            bound.push((bind, listener));
         }
         let control = Server::bind(&config.server.control_socket)?;
         let scoreboard =
@@ -130,8 +141,28 @@ impl<H: Hooks> Arbiter<H> {
             control: Some(control),
             programs,
             started: Instant::now(),
+            notifier,
             _pidfile: pidfile,
         })
+    }
+
+    /// After `--daemon`: tells systemd that this process is the service's main process
+    /// (`MAINPID`; the unit needs `NotifyAccess=all` to accept it from a process it did not
+    /// start).
+    pub fn notify_main_pid(&self) {
+        self.notifier.main_pid();
+    }
+
+    /// The `STATUS=` line while serving.
+    fn serving_status(&self) -> String {
+        let current = self.supervisor.current();
+        let listeners: Vec<String> = self.listeners.iter().map(|(_, l)| l.describe()).collect();
+        format!(
+            "serving: {} workers of generation {} on {}",
+            current.target,
+            current.number,
+            listeners.join(", ")
+        )
     }
 
     /// Runs until stopped. `Ok` after a stop asked for (TERM, INT, QUIT, `arbiter stop`);
@@ -143,8 +174,19 @@ impl<H: Hooks> Arbiter<H> {
             generation = self.supervisor.current().number,
             "arbiter started"
         );
+        if let Some(every) = self.notifier.watchdog_period() {
+            info!(
+                ping_every_ms = every.as_millis() as u64,
+                "systemd watchdog enabled"
+            );
+        }
+        self.notifier.status(&format!(
+            "starting {} workers",
+            self.supervisor.current().target
+        ));
         loop {
             self.wait();
+            self.notifier.watchdog(Instant::now());
             for signal in self.signals.take() {
                 self.on_signal(signal);
             }
@@ -157,7 +199,11 @@ impl<H: Hooks> Arbiter<H> {
         }
         self.cleanup();
         match self.supervisor.fatal() {
-            Some(message) => Err(Error::WorkersFailed(message.to_owned())),
+            Some(message) => {
+                self.notifier
+                    .status(&format!("stopped: workers cannot start: {message}"));
+                Err(Error::WorkersFailed(message.to_owned()))
+            }
             None => {
                 info!("arbiter stopped");
                 Ok(())
@@ -255,8 +301,18 @@ impl<H: Hooks> Arbiter<H> {
     fn carry_out(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::StartPrograms => self.programs.start_all(),
+                Action::StartPrograms => {
+                    // Every worker of the first generation accepts: a request gets its answer.
+                    self.notifier.ready(&self.serving_status());
+                    self.programs.start_all();
+                }
                 Action::Stopping => {
+                    self.notifier
+                        .stopping(if self.supervisor.fatal().is_some() {
+                            "stopping: workers cannot start"
+                        } else {
+                            "stopping"
+                        });
                     let clients = std::mem::take(&mut self.reload_clients);
                     for client in clients.rolling.into_iter().chain(clients.queued) {
                         client.reply(&Response::error("the arbiter is stopping"));
@@ -277,9 +333,14 @@ impl<H: Hooks> Arbiter<H> {
                                 &self.supervisor.current().config.programs,
                                 self.supervisor.programs_started(),
                             );
+                            self.notifier.ready(&self.serving_status());
                             Response::ok(message)
                         }
-                        ReloadOutcome::Aborted(why) => Response::error(why),
+                        ReloadOutcome::Aborted(why) => {
+                            self.notifier
+                                .ready(&format!("{why}; {}", self.serving_status()));
+                            Response::error(why)
+                        }
                     };
                     let rolling = std::mem::take(&mut self.reload_clients.rolling);
                     for client in rolling {
@@ -366,20 +427,38 @@ impl<H: Hooks> Arbiter<H> {
                 }
             }
             ReloadRequest::Queued => self.reload_clients.queued.extend(clients),
-            ReloadRequest::Start => match self.prepare_reload() {
-                Ok(config) => {
-                    self.supervisor.begin_reload(config);
-                    self.reload_clients.rolling = clients;
+            ReloadRequest::Start => {
+                self.notifier.reloading("reloading: reading the config");
+                self.start_reload(clients);
+            }
+        }
+    }
+
+    /// Reads the config again and rolls the workers onto it, or refuses (and says it is ready
+    /// again: systemd waits for a `READY=1` after `RELOADING=1`).
+    fn start_reload(&mut self, clients: Vec<Client>) {
+        match self.prepare_reload() {
+            Ok(config) => {
+                self.supervisor.begin_reload(config);
+                self.reload_clients.rolling = clients;
+                let current = self.supervisor.current();
+                self.notifier.status(&format!(
+                    "reloading: rolling {} workers onto generation {}",
+                    current.target, current.number
+                ));
+            }
+            Err(e) => {
+                error!("reload refused, nothing changed: {e}");
+                self.notifier.ready(&format!(
+                    "reload refused, nothing changed: {e}; {}",
+                    self.serving_status()
+                ));
+                for client in clients {
+                    client.reply(&Response::error(format!(
+                        "reload refused, nothing changed: {e}"
+                    )));
                 }
-                Err(e) => {
-                    error!("reload refused, nothing changed: {e}");
-                    for client in clients {
-                        client.reply(&Response::error(format!(
-                            "reload refused, nothing changed: {e}"
-                        )));
-                    }
-                }
-            },
+            }
         }
     }
 

@@ -26,12 +26,20 @@
 //! | TTIN, TTOU | one worker more, one less |
 //! | USR1 | reopen log files |
 //! | CHLD | reap every child (orphans too, as PID 1) |
+//!
+//! Under systemd (`deploy/systemd/`), the arbiter adopts the sockets of a socket unit
+//! (`LISTEN_FDS`, matched to the binds that name them), and reports through `NOTIFY_SOCKET`:
+//! `READY=1` once the first generation answers, `RELOADING=1` and `READY=1` around a HUP
+//! reload (`Type=notify-reload`), `STOPPING=1`, `STATUS=` lines and the watchdog's pings. The
+//! pidfile is locked for the arbiter's life, and workers and programs die with it
+//! (`PR_SET_PDEATHSIG`), so a killed arbiter leaves nothing serving.
 
 mod arbiter;
 mod backoff;
 pub mod budget;
 pub mod control;
 pub mod listeners;
+mod notify;
 mod phase;
 pub mod pidfile;
 mod privileges;

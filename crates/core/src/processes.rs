@@ -112,11 +112,6 @@ impl<H: Hooks> Os<'_, H> {
     ) -> i32 {
         sys::reset_signals(&SIGNALS);
         sys::tune_malloc();
-        // Die with the arbiter: a worker must never outlive it holding the socket.
-        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-        if nix::unistd::getppid().as_raw() as u32 != arbiter_pid {
-            return 1;
-        }
         *self.control = None;
         let listeners = std::mem::take(self.listeners)
             .into_iter()
@@ -125,6 +120,14 @@ impl<H: Hooks> Os<'_, H> {
         if let Err(e) = crate::privileges::drop_to(config) {
             self.scoreboard.slot(slot).set_boot_error(&e.to_string());
             return EXIT_BOOT_FAILURE;
+        }
+        // Die with the arbiter: a worker must never outlive it holding the socket. SIGKILL, not
+        // a drain: nobody is left to replace it or to stop it later. Asked after dropping
+        // privileges, which clears the setting; then the parent is checked, since an arbiter
+        // that died before the request would never send the signal.
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+        if nix::unistd::getppid().as_raw() as u32 != arbiter_pid {
+            return 1;
         }
         let spec = WorkerSpec {
             slot,

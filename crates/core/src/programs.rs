@@ -262,6 +262,9 @@ impl Supervised {
         // Its own process group: a Ctrl-C at the terminal reaches the arbiter, which stops the
         // program in order, rather than everything at once.
         command.process_group(0);
+        // Killed with the arbiter (SIGKILL), like its workers: an arbiter killed outright
+        // leaves no program behind.
+        crate::sys::die_with_parent(&mut command);
         self.started = Instant::now();
         self.retry_at = None;
         match command.spawn() {

@@ -130,6 +130,36 @@ pub(crate) fn clear_listen_env() {
     }
 }
 
+/// Removes systemd's notification variables once the arbiter has read them, so no worker or
+/// program speaks for the arbiter or pings its watchdog.
+pub(crate) fn clear_notify_env() {
+    for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        // SAFETY: the arbiter is single-threaded, so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
+/// Makes a program the arbiter spawns die (SIGKILL) with the arbiter, as its workers do: the
+/// child asks for `PR_SET_PDEATHSIG` between fork and exec, then checks that its parent is still
+/// the arbiter (it may have died before the request, and would then never send the signal).
+pub(crate) fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls (prctl, getppid); it neither allocates nor takes a lock
+    // (the error is built from a raw errno, without allocating).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        })
+    };
+}
+
 /// Sets an environment variable in the single-threaded arbiter or a freshly forked child.
 pub fn set_env(name: &str, value: &str) {
     // SAFETY: called only while the process is single-threaded (the arbiter, or a worker before
