@@ -10,6 +10,11 @@
 //! paths). A slot whose worker has not named its models yet is rendered with its slot-level values
 //! and no model label, as a single-model worker was.
 //!
+//! `arbiter_queued_requests` (the sum of a worker's model queue depths) and
+//! `arbiter_in_flight_requests` have one series per worker and one without labels, the total over
+//! every worker, which an autoscaler reads without summing (`sum()` over the family would count
+//! each request twice: select `{worker!=""}` or the unlabelled series).
+//!
 //! Request counters and per-route duration histograms are written only for the routes a worker
 //! (or model) has seen, to keep the page short.
 
@@ -79,6 +84,14 @@ impl Live {
         } else {
             self.named().collect()
         }
+    }
+
+    /// Requests queued for any of the worker's models (its own block's while it has named none).
+    fn queued(&self) -> i64 {
+        self.model_scopes()
+            .iter()
+            .map(|(_, m)| m.queue_depth.load(Relaxed).max(0))
+            .sum()
     }
 
     /// Where request counts are: the slot's own block (requests naming no model), then each model.
@@ -243,18 +256,37 @@ pub fn render_prometheus(board: &Scoreboard) -> String {
 
     family(
         &mut out,
+        "arbiter_queued_requests",
+        "gauge",
+        "Requests waiting for a model's inference thread, per worker (all its models), and in \
+         all in the series without labels (for autoscaling).",
+    );
+    let queued: Vec<i64> = live.iter().map(Live::queued).collect();
+    for (l, n) in live.iter().zip(&queued) {
+        let _ = writeln!(out, "arbiter_queued_requests{{{}}} {n}", l.labels);
+    }
+    let _ = writeln!(
+        out,
+        "arbiter_queued_requests {}",
+        queued.iter().sum::<i64>()
+    );
+
+    family(
+        &mut out,
         "arbiter_in_flight_requests",
         "gauge",
-        "Requests being handled.",
+        "Requests being handled (from head read to answer written), per worker, and in all in \
+         the series without labels.",
     );
-    for l in &live {
-        let _ = writeln!(
-            out,
-            "arbiter_in_flight_requests{{{}}} {}",
-            l.labels,
-            l.slot.in_flight().max(0)
-        );
+    let in_flight: Vec<i64> = live.iter().map(|l| l.slot.in_flight().max(0)).collect();
+    for (l, n) in live.iter().zip(&in_flight) {
+        let _ = writeln!(out, "arbiter_in_flight_requests{{{}}} {n}", l.labels);
     }
+    let _ = writeln!(
+        out,
+        "arbiter_in_flight_requests {}",
+        in_flight.iter().sum::<i64>()
+    );
 
     family(
         &mut out,

@@ -543,7 +543,15 @@ fn an_all_zero_slot_renders_nothing_about_models() {
     let empty = render_prometheus(&board);
     check_exposition(&empty);
     let samples: Vec<&str> = empty.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(samples, ["arbiter_worker_restarts_total 0"]);
+    // The service-wide totals are always there, so an autoscaler never reads a missing series.
+    assert_eq!(
+        samples,
+        [
+            "arbiter_worker_restarts_total 0",
+            "arbiter_queued_requests 0",
+            "arbiter_in_flight_requests 0"
+        ]
+    );
 
     // A booting worker that has named no model yet has no model-labelled series.
     board.slot(0).reset(5, 1);
@@ -566,4 +574,44 @@ fn label_values_are_escaped() {
         text.contains("model=\"we\\\"ird\",version=\"1\\n\""),
         "{text}"
     );
+}
+
+#[test]
+fn queued_and_in_flight_gauges_per_worker_and_in_all() {
+    let board = Scoreboard::create(3).unwrap();
+    // Worker 0 serves two models, worker 2 has not named its models yet.
+    let w0 = board.slot(0);
+    w0.reset(10, 1);
+    w0.set_state(SlotState::Ready);
+    w0.set_models(&[("a", "1"), ("b", "1")]);
+    w0.model(0).set_queue_depth(3);
+    w0.model(1).set_queue_depth(2);
+    w0.add_in_flight(7);
+    let w2 = board.slot(2);
+    w2.reset(12, 1);
+    w2.set_state(SlotState::Booting);
+    w2.set_queue_depth(4);
+    w2.add_in_flight(1);
+
+    let text = render_prometheus(&board);
+    let samples = check_exposition(&text);
+    let w0 = "worker=\"0\",generation=\"1\"";
+    let w2 = "worker=\"2\",generation=\"1\"";
+    assert_eq!(samples[&format!("arbiter_queued_requests{{{w0}}}")], 5.0);
+    assert_eq!(samples[&format!("arbiter_queued_requests{{{w2}}}")], 4.0);
+    assert_eq!(samples["arbiter_queued_requests"], 9.0);
+    assert_eq!(samples[&format!("arbiter_in_flight_requests{{{w0}}}")], 7.0);
+    assert_eq!(samples[&format!("arbiter_in_flight_requests{{{w2}}}")], 1.0);
+    assert_eq!(samples["arbiter_in_flight_requests"], 8.0);
+    // The per-model depth is still there beside the worker's sum.
+    assert_eq!(
+        samples[&format!("arbiter_queue_depth{{{w0},model=\"a\",version=\"1\"}}")],
+        3.0
+    );
+
+    // With no worker, the totals are there and zero.
+    let empty = render_prometheus(&Scoreboard::create(1).unwrap());
+    let samples = check_exposition(&empty);
+    assert_eq!(samples["arbiter_queued_requests"], 0.0);
+    assert_eq!(samples["arbiter_in_flight_requests"], 0.0);
 }
