@@ -67,6 +67,9 @@ impl Server {
                 TrustedProxy::Net(IpCidr::host(IpAddr::from([127, 0, 0, 1]))),
             ],
             ui: true,
+            // Fuzzed against libjpeg's own decoder (docs/reliability.md); off is for whoever
+            // wants no C of this project between a stranger's bytes and libjpeg.
+            own_huffman_decoder: true,
         }
     }
 }

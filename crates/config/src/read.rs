@@ -188,6 +188,9 @@ fn read_server(root: &mut Table, base: &Path, errs: &mut Errors) -> Server {
     if let Some(b) = t.boolean("ui", errs) {
         server.ui = b;
     }
+    if let Some(b) = t.boolean("own_huffman_decoder", errs) {
+        server.own_huffman_decoder = b;
+    }
     if server.group.is_some() && server.user.is_none() {
         errs.at(
             &format!("{}.group", t.path),

@@ -100,6 +100,9 @@ pub struct Server {
     /// Serve the page for people (`GET /`) and the API's documentation (`GET /docs`); off, both
     /// answer 404 like any unknown path.
     pub ui: bool,
+    /// Read baseline JPEGs' Huffman-coded data with Arbiter's own decoder (the same coefficients
+    /// as libjpeg's, sooner); false leaves the whole decode to libjpeg-turbo.
+    pub own_huffman_decoder: bool,
 }
 
 /// A `[model]` (or one `[[model]]` entry): what to serve and how to run it.

@@ -42,6 +42,19 @@
 /* After jpeglib.h: the struct jpeg_entropy_decoder whose decode_mcu is replaced. */
 #include <jpegint.h>
 
+/* The Huffman decoder below takes over libjpeg's through jpegint.h, libjpeg's private header:
+ * the entropy decoder's method table and the decompressor's fields it reads are those of
+ * libjpeg-turbo 2.1 (Debian 12's 2.1.5), which it was written and fuzzed against. With any other
+ * version it is left out at compile time (a warning says so) and libjpeg decodes every scan, so a
+ * change in those private structures can never be read wrongly. */
+#if defined(LIBJPEG_TURBO_VERSION_NUMBER) && LIBJPEG_TURBO_VERSION_NUMBER >= 2001000 &&            \
+    LIBJPEG_TURBO_VERSION_NUMBER < 2002000
+#define OWN_HUFFMAN 1
+#else
+#define OWN_HUFFMAN 0
+#warning "not libjpeg-turbo 2.1: Arbiter's own Huffman decoder is left out, libjpeg decodes every scan"
+#endif
+
 /* Bits looked up at once; codes and coefficients longer than this take a slower path. */
 #define FAST_BITS 11
 /* A fast table entry is one of:
@@ -416,7 +429,7 @@ static int copy_scan(struct huffman *f, const uint8_t *src, size_t len) {
 static void take_over_huffman(struct arbiter_jpeg *h) {
     j_decompress_ptr cinfo = &h->dinfo;
     struct huffman *f = &h->huffman;
-    if (cinfo->progressive_mode || cinfo->arith_code || cinfo->restart_interval != 0 ||
+    if (!OWN_HUFFMAN || cinfo->progressive_mode || cinfo->arith_code || cinfo->restart_interval != 0 ||
         cinfo->data_precision != 8 || cinfo->comps_in_scan != cinfo->num_components ||
         cinfo->Ss != 0 || cinfo->Se != 63 || cinfo->Ah != 0 || cinfo->Al != 0 ||
         cinfo->unread_marker != 0 || cinfo->entropy == NULL || cinfo->src == NULL)
@@ -480,6 +493,9 @@ void arbiter_jpeg_free(struct arbiter_jpeg *h) {
 const char *arbiter_jpeg_message(const struct arbiter_jpeg *h) { return h->message; }
 
 int arbiter_jpeg_warnings(const struct arbiter_jpeg *h) { return h->warnings; }
+
+/* Whether this file's Huffman decoder was built (libjpeg-turbo 2.1, see OWN_HUFFMAN). */
+int arbiter_jpeg_own_huffman_built(void) { return OWN_HUFFMAN; }
 
 /* Whether this file's Huffman decoder reads the scan (after arbiter_jpeg_start). */
 int arbiter_jpeg_fast_huffman(const struct arbiter_jpeg *h) { return h->huffman.active; }

@@ -71,6 +71,7 @@ mod tiff;
 
 pub use error::{ErrorKind, VisionError};
 pub use format::Format;
+pub use jpeg::{own_huffman_scans, use_own_huffman_decoder};
 pub use limits::Limits;
 pub use normalize::{ChannelOrder, Normalize, TensorLayout, normalize_into, pixels_into};
 pub use recipe::{Filter, Geometry, Layout, MAX_SHORTER_SIDE, RecipeError, Resize, Span};

@@ -134,6 +134,13 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
     }
     let models = Models::new(served, opts.default_model);
 
+    let own_huffman = arbiter_vision::use_own_huffman_decoder(opts.own_huffman_decoder);
+    if opts.own_huffman_decoder && !own_huffman {
+        tracing::warn!(
+            "server.own_huffman_decoder is on, but this build has no own Huffman decoder \
+             (not libjpeg-turbo 2.1): libjpeg decodes every JPEG"
+        );
+    }
     // Each decoding thread reuses one image buffer instead of faulting in a new one per image.
     arbiter_vision::keep_spare_buffers(opts.preprocess_threads.max(1));
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -84,6 +84,8 @@ pub struct WorkerOptions {
     pub graceful_timeout: Duration,
     /// Drain and exit (code 0) after answering this many requests.
     pub max_requests: Option<u64>,
+    /// Read baseline JPEGs with Arbiter's own Huffman decoder (`server.own_huffman_decoder`).
+    pub own_huffman_decoder: bool,
     /// Called on USR1: reopen the log file the worker writes to.
     pub reopen_logs: Option<ReopenLogs>,
 }
@@ -138,6 +140,7 @@ impl WorkerOptions {
             heartbeat_interval: arbiter_config::defaults::HEARTBEAT_INTERVAL,
             graceful_timeout: config.server.graceful_timeout,
             max_requests,
+            own_huffman_decoder: config.server.own_huffman_decoder,
             reopen_logs: None,
         }
     }

@@ -27,11 +27,17 @@ pub(crate) fn decode_resized(
     if header.components != 3 {
         return Ok(None);
     }
-    // Arbiter's Huffman decoder (the same coefficients, sooner); when it gives up on corrupt or
-    // cut data, libjpeg's own decodes the image again from the start, with its own rules for it.
+    // Arbiter's Huffman decoder (the same coefficients, sooner) unless it is turned off; when it
+    // gives up on corrupt or cut data, libjpeg's own decodes the image again from the start, with
+    // its own rules for it.
     let layout = recipe.layout(size.0, size.1, out_w, out_h);
     let resize = (recipe.filter, &layout);
-    let mut banded = resize_while_decoding(bytes, divisor, size, resize, rows::Huffman::Arbiter)?;
+    let huffman = if super::own_huffman() {
+        rows::Huffman::Arbiter
+    } else {
+        rows::Huffman::Libjpeg
+    };
+    let mut banded = resize_while_decoding(bytes, divisor, size, resize, huffman)?;
     if let Banded::GaveUp = banded {
         banded = resize_while_decoding(bytes, divisor, size, resize, rows::Huffman::Libjpeg)?;
     }
@@ -92,6 +98,9 @@ fn resize_while_decoding(
         }
         resizer.push(&band[..n * stride]);
         done += n;
+    }
+    if rows.huffman() == rows::Huffman::Arbiter {
+        super::OWN_HUFFMAN_SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     rows.finish()?;
     crate::spare::give_back(band);

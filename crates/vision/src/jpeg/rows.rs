@@ -31,8 +31,15 @@ unsafe extern "C" {
     ) -> c_int;
     fn arbiter_jpeg_read(h: *mut Handle, out: *mut u8, stride: c_ulong, max_rows: c_int) -> c_int;
     fn arbiter_jpeg_finish(h: *mut Handle) -> c_int;
-    #[cfg(test)]
+    fn arbiter_jpeg_own_huffman_built() -> c_int;
     fn arbiter_jpeg_fast_huffman(h: *const Handle) -> c_int;
+}
+
+/// Whether `jpeg_rows.c` was built with its own Huffman decoder: only against the libjpeg-turbo
+/// version its use of libjpeg's private structures matches (2.1).
+pub(crate) fn own_huffman_built() -> bool {
+    // SAFETY: the function only returns a constant.
+    unsafe { arbiter_jpeg_own_huffman_built() != 0 }
 }
 
 /// Whose Huffman decoder reads the coefficients.
@@ -100,7 +107,6 @@ impl<'a> Decoder<'a> {
     }
 
     /// Whose Huffman decoder reads the scan.
-    #[cfg(test)]
     pub(super) fn huffman(&self) -> Huffman {
         // SAFETY: the handle is live; the call only reads one of its fields.
         match unsafe { arbiter_jpeg_fast_huffman(self.handle) } {
