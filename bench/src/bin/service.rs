@@ -180,6 +180,7 @@ fn main() {
         trusted_proxies: Vec::new(),
         trust_unix_peers: false,
         max_requests: None,
+        ui: true,
     };
     let labels = Labels::load(std::path::Path::new("etc/class_name.json")).unwrap();
     let model = ServedModel {

@@ -14,6 +14,10 @@ pub(crate) struct Record<'a> {
     method: &'a str,
     path: &'a str,
     client: &'a str,
+    /// The request's id (`X-Request-Id`, the client's or made).
+    request_id: &'a str,
+    /// The client's W3C `traceparent`, when well-formed.
+    traceparent: Option<&'a str>,
     done: bool,
 }
 
@@ -23,10 +27,11 @@ impl<'a> Record<'a> {
         slot: &'a SlotRef,
         route: Route,
         started: Instant,
-        method: &'a str,
-        path: &'a str,
+        request: (&'a str, &'a str),
         client: &'a str,
+        trace: (&'a str, Option<&'a str>),
     ) -> Record<'a> {
+        let ((method, path), (request_id, traceparent)) = (request, trace);
         slot.add_in_flight(1);
         Record {
             slot,
@@ -36,6 +41,8 @@ impl<'a> Record<'a> {
             method,
             path,
             client,
+            request_id,
+            traceparent,
             done: false,
         }
     }
@@ -66,6 +73,8 @@ impl<'a> Record<'a> {
             duration_ms = elapsed.as_secs_f64() * 1e3,
             bytes,
             client = self.client,
+            request_id = self.request_id,
+            traceparent = self.traceparent.unwrap_or("-"),
             "request"
         );
     }

@@ -37,7 +37,9 @@ mod error;
 pub mod kserve;
 mod models;
 mod options;
+pub mod page;
 mod pipeline;
+pub mod request_id;
 pub mod routes;
 pub mod server;
 mod service;
@@ -65,7 +67,7 @@ pub use options::{
 };
 pub use pipeline::Recipe;
 pub use server::{Listener, serve};
-pub use service::{OPENAPI_YAML, Service, ServiceConfig};
+pub use service::{MODEL_NAME, MODEL_VERSION, OPENAPI_YAML, Service, ServiceConfig};
 pub use tensor::{Batch, Elements, ToTensor};
 
 /// Exit code after a clean stop (drain finished, or INT/QUIT).

@@ -88,6 +88,8 @@ pub struct WorkerOptions {
     pub own_huffman_decoder: bool,
     /// Called on USR1: reopen the log file the worker writes to.
     pub reopen_logs: Option<ReopenLogs>,
+    /// Serve the page (`/`) and the documentation (`/docs`): `server.ui`.
+    pub ui: bool,
 }
 
 /// What a worker calls on USR1 to reopen its log file (the binary owns the logger).
@@ -142,6 +144,7 @@ impl WorkerOptions {
             max_requests,
             own_huffman_decoder: config.server.own_huffman_decoder,
             reopen_logs: None,
+            ui: config.server.ui,
         }
     }
 }

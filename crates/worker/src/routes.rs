@@ -3,6 +3,8 @@
 
 use arbiter_scoreboard::Route;
 
+use crate::page::Asset;
+
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -17,6 +19,11 @@ pub enum Endpoint {
     Metrics,
     /// `GET /openapi.yaml`.
     OpenApi,
+    /// `GET /openapi.json`: the same description as JSON.
+    OpenApiJson,
+    /// The page for people and the documentation (`GET /`, `/docs`, their scripts and style),
+    /// served only with `server.ui = true`.
+    Page(Asset),
     /// `GET /v2`.
     ServerMetadata,
     /// `GET /v2/health/live`.
@@ -57,7 +64,7 @@ impl Endpoint {
                 Route::Health
             }
             Endpoint::Metrics => Route::Metrics,
-            Endpoint::OpenApi => Route::Other,
+            Endpoint::OpenApi | Endpoint::OpenApiJson | Endpoint::Page(_) => Route::Other,
         }
     }
 }
@@ -98,6 +105,12 @@ pub const ROUTE_TABLE: &[RouteSpec] = &[
     route("GET", "/readyz", Endpoint::Readyz),
     route("GET", "/metrics", Endpoint::Metrics),
     route("GET", "/openapi.yaml", Endpoint::OpenApi),
+    route("GET", "/openapi.json", Endpoint::OpenApiJson),
+    route("GET", "/", Endpoint::Page(Asset::Index)),
+    route("GET", "/page.js", Endpoint::Page(Asset::Script)),
+    route("GET", "/page.css", Endpoint::Page(Asset::Style)),
+    route("GET", "/docs", Endpoint::Page(Asset::Docs)),
+    route("GET", "/docs.js", Endpoint::Page(Asset::DocsScript)),
     route("GET", "/v2", Endpoint::ServerMetadata),
     route("GET", "/v2/health/live", Endpoint::ServerLive),
     route("GET", "/v2/health/ready", Endpoint::ServerReady),
@@ -210,6 +223,15 @@ mod tests {
             Matched::MethodNotAllowed(Endpoint::ModelPredict, vec!["POST"])
         );
         assert_eq!(find("GET", "/nope"), Matched::NotFound);
+        assert_eq!(
+            find("GET", "/"),
+            Matched::Found(Endpoint::Page(Asset::Index), vec![])
+        );
+        assert_eq!(
+            find("POST", "/"),
+            Matched::MethodNotAllowed(Endpoint::Page(Asset::Index), vec!["GET"])
+        );
+        assert_eq!(find("GET", "//"), Matched::NotFound);
         assert_eq!(find("GET", "/model_predict/"), Matched::NotFound);
         assert_eq!(
             find("GET", "/v2/models/resnet50"),

@@ -26,11 +26,22 @@ use crate::error::ApiError;
 use crate::kserve;
 use crate::models::{Models, ServedModel};
 use crate::options::{IpCidr, Limits, WorkerOptions};
+use crate::page::OPENAPI_JSON;
+use crate::request_id::{self, REQUEST_ID, TRACEPARENT};
 use crate::routes::{self, Endpoint, Matched};
 use crate::upload;
 
 /// The OpenAPI description served at `/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
+
+/// The header naming the model that answered (or was asked and refused).
+pub const MODEL_NAME: &str = "x-model-name";
+/// The header with that model's version.
+pub const MODEL_VERSION: &str = "x-model-version";
+/// The time the server spent on the request, as `total;dur=MILLISECONDS` (W3C Server Timing).
+const SERVER_TIMING: &str = "server-timing";
+/// On every answer: a browser takes each for its declared type only.
+const NOSNIFF: (&str, &str) = ("x-content-type-options", "nosniff");
 
 /// Bytes of an unwanted body read and dropped, past the limit, so the client sees our error.
 const DISCARD_MAX: u64 = 64 * 1024 * 1024;
@@ -68,6 +79,8 @@ pub struct ServiceConfig {
     pub trust_unix_peers: bool,
     /// Drain after this many requests.
     pub max_requests: Option<u64>,
+    /// Serve the page (`/`) and the documentation (`/docs`): `server.ui`.
+    pub ui: bool,
 }
 
 impl ServiceConfig {
@@ -79,6 +92,7 @@ impl ServiceConfig {
             trusted_proxies: opts.trusted_proxies.clone(),
             trust_unix_peers: opts.trust_unix_peers,
             max_requests: opts.max_requests,
+            ui: opts.ui,
         }
     }
 }
@@ -163,7 +177,15 @@ impl Service {
     pub fn note_header_timeout(&self, peer: Peer) {
         let client = self.client_address(&HeaderMap::new(), peer);
         let started = Instant::now() - self.inner.config.limits.header_read_timeout;
-        let mut record = Record::begin(&self.inner.slot, Route::Other, started, "-", "-", &client);
+        let id = request_id::new_id();
+        let mut record = Record::begin(
+            &self.inner.slot,
+            Route::Other,
+            started,
+            ("-", "-"),
+            &client,
+            (&id, None),
+        );
         record.finish(408, 0);
     }
 
@@ -177,14 +199,33 @@ impl Service {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let client = self.client_address(req.headers(), peer);
-        let matched = routes::find(&method, &path);
+        let request_id = request_id::request_id(req.headers());
+        let traceparent = request_id::traceparent(req.headers());
+        let mut matched = routes::find(&method, &path);
+        if !self.inner.config.ui
+            && matches!(
+                matched,
+                Matched::Found(Endpoint::Page(_), _)
+                    | Matched::MethodNotAllowed(Endpoint::Page(_), _)
+            )
+        {
+            matched = Matched::NotFound;
+        }
         let route = match &matched {
             Matched::Found(endpoint, _) | Matched::MethodNotAllowed(endpoint, _) => {
                 endpoint.metric_route()
             }
             Matched::NotFound => Route::Other,
         };
-        let mut record = Record::begin(&self.inner.slot, route, started, &method, &path, &client);
+        let mut record = Record::begin(
+            &self.inner.slot,
+            route,
+            started,
+            (&method, &path),
+            &client,
+            (&request_id, traceparent.as_deref()),
+        );
+        let mut answered_by = None;
 
         let deadline = self.inner.config.limits.request_deadline;
         let query = req.uri().query().map(str::to_owned);
@@ -193,6 +234,7 @@ impl Service {
             Ok(model) => {
                 if let Some(model) = model {
                     record.model(&model.stats, &model.name);
+                    answered_by = Some((model.name.as_str(), model.version.as_str()));
                 }
                 let work = self.dispatch(matched, model, req);
                 match tokio::time::timeout(deadline, work).await {
@@ -201,7 +243,24 @@ impl Service {
                 }
             }
         };
-        let response = result.unwrap_or_else(ApiError::into_response);
+        let mut response = result.unwrap_or_else(ApiError::into_response);
+        let headers = response.headers_mut();
+        let trace = [
+            (REQUEST_ID, Some(request_id.as_str())),
+            (TRACEPARENT, traceparent.as_deref()),
+            (MODEL_NAME, answered_by.map(|(name, _)| name)),
+            (MODEL_VERSION, answered_by.map(|(_, version)| version)),
+        ];
+        for (name, value) in trace {
+            if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.insert(name, v);
+            }
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        if let Ok(v) = HeaderValue::from_str(&format!("total;dur={ms:.1}")) {
+            headers.insert(SERVER_TIMING, v);
+        }
+        headers.insert(NOSNIFF.0, HeaderValue::from_static(NOSNIFF.1));
         record.finish(
             response.status().as_u16(),
             response.body().size_hint().exact().unwrap_or(0),
@@ -302,6 +361,11 @@ impl Service {
                 Response::new(Full::new(Bytes::from_static(OPENAPI_YAML.as_bytes()))),
                 "application/yaml",
             )),
+            (Endpoint::OpenApiJson, _) => Ok(with_type(
+                Response::new(Full::new(Bytes::from_static(OPENAPI_JSON.as_bytes()))),
+                "application/json",
+            )),
+            (Endpoint::Page(asset), _) => Ok(asset.response()),
             (Endpoint::ServerMetadata, _) => Ok(json(StatusCode::OK, &kserve::server_metadata())),
             (Endpoint::ModelMetadata, Some(model)) => {
                 let versions = models.versions(&model.name);

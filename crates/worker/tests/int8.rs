@@ -95,7 +95,7 @@ fn photos() -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_file() && !p.extension().is_some_and(|e| e == "rgb"))
+        .filter(|p| p.is_file() && p.extension().is_none_or(|e| e != "rgb"))
         .collect();
     files.sort();
     files

@@ -161,6 +161,7 @@ pub(crate) fn config(limits: Limits) -> ServiceConfig {
         trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
         trust_unix_peers: true,
         max_requests: None,
+        ui: true,
     }
 }
 
