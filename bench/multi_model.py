@@ -208,7 +208,7 @@ def pct(values, q):
 
 
 def sequential(port, model, seconds):
-    """One client posting to model back to back for `seconds`: its latencies and statuses."""
+    """One client posting to model back to back for `seconds`: (latencies of the 200s, statuses)."""
     client = Client(port, model)
     lat, statuses = [], {}
     deadline = time.monotonic() + seconds
@@ -218,12 +218,18 @@ def sequential(port, model, seconds):
         if status == 200:
             lat.append(dt)
     client.close()
+    return lat, statuses
+
+
+def summarize(lat, statuses, rounds):
+    """A measured model's figures over every round (rounds: each round's p50 in ms)."""
     return {
         "requests": sum(statuses.values()),
         "statuses": statuses,
         "p50_ms": ms(pct(lat, 0.50)),
         "p99_ms": ms(pct(lat, 0.99)),
         "mean_ms": ms(sum(lat) / len(lat)) if lat else None,
+        "round_p50_ms": rounds,
     }
 
 
@@ -277,8 +283,9 @@ class Flood:
         elapsed = float(data.get("summary", {}).get("total") or self.seconds)
         statuses = {str(k): int(v) for k, v in data.get("statusCodeDistribution", {}).items()}
         errors = {str(k): int(v) for k, v in data.get("errorDistribution", {}).items()}
-        # oha's percentiles are over every answer, 503s included.
-        return self.summary(elapsed, statuses, errors)
+        aborted = sum(v for k, v in errors.items() if "deadline" in k.lower())
+        errors = {k: v for k, v in errors.items() if "deadline" not in k.lower()}
+        return self.summary(elapsed, statuses, errors, aborted)
 
     def threads(self):
         statuses, lock = {}, threading.Lock()
@@ -298,9 +305,9 @@ class Flood:
             t.start()
         for t in ts:
             t.join(self.seconds + 180)
-        return self.summary(time.monotonic() - t0, statuses, {})
+        return self.summary(time.monotonic() - t0, statuses, {}, 0)
 
-    def summary(self, elapsed, statuses, errors):
+    def summary(self, elapsed, statuses, errors, aborted):
         ok, busy = statuses.get("200", 0), statuses.get("503", 0)
         return {
             "tool": self.tool,
@@ -308,6 +315,7 @@ class Flood:
             "elapsed_s": elapsed,
             "statuses": statuses,
             "errors": errors,
+            "aborted_at_deadline": aborted,
             "ok": ok,
             "busy_503": busy,
             "ok_per_s": ok / elapsed if elapsed else 0.0,
@@ -316,46 +324,89 @@ class Flood:
 
 
 # --- the two figures -----------------------------------------------------------------------------
-def flood_run(label, models, workers, clients, seconds, out_dir, quiet):
-    """Idle, then flooded, latency of every model but FLOODED on one arbiter."""
+def flood_run(label, models, workers, clients, seconds, rounds, out_dir, quiet):
+    """Idle, then flooded, latency of every model but FLOODED on one arbiter, in `rounds` rounds.
+
+    Each round measures every other model idle, then floods FLOODED and measures them again, so
+    that what else runs on the machine weighs on both sides alike; the figures pool the rounds.
+    """
     others = [m["name"] for m in models if m["name"] != FLOODED]
+    idle = {n: ([], {}, []) for n in others}
+    flooded = {n: ([], {}, []) for n in others}
+    floods, waits = [], []
+
+    def add(acc, lat, statuses):
+        acc[0].extend(lat)
+        for k, v in statuses.items():
+            acc[1][k] = acc[1].get(k, 0) + v
+        acc[2].append(ms(pct(lat, 0.5)))
+
     with tempfile.TemporaryDirectory() as dir:
         arb = Arbiter(dir, "models", workers, models)
         try:
             arb.wait_ready()
             for name in [m["name"] for m in models]:
                 warm(arb.port, name, workers)
-            settle([arb.proc.pid])
-            waited, load = quiet.wait([arb.proc.pid])
-            idle = {name: sequential(arb.port, name, seconds) for name in others}
-            settle([arb.proc.pid])
-            flood = Flood(arb.port, FLOODED, clients, len(others) * seconds + 4, os.path.join(out_dir, f"oha-{slug(label)}.json"))
-            pids = arb.pids()
-            cpu0, busy0, wall0 = cpu_jiffies(pids), machine_busy(), time.monotonic()
-            flood.start()
-            time.sleep(2)  # the flood fills the queue first
-            flooded = {}
-            for name in others:
-                if not flood.thread.is_alive():
-                    break
-                flooded[name] = sequential(arb.port, name, seconds)
-            fl = flood.join()
-            wall = time.monotonic() - wall0
-            fl["server_cores"] = (cpu_jiffies(pids) - cpu0) / CLK_TCK / wall
-            fl["machine_busy_cores"] = (machine_busy() - busy0) / CLK_TCK / wall
+            loadavg = open("/proc/loadavg").read().split()[:3]
+            for r in range(rounds):
+                settle([arb.proc.pid])
+                waits.append(quiet.wait([arb.proc.pid]))
+                for name in others:
+                    add(idle[name], *sequential(arb.port, name, seconds))
+                out_json = os.path.join(out_dir, f"oha-{slug(label)}-{r + 1}.json")
+                flood = Flood(arb.port, FLOODED, clients, len(others) * seconds + 3, out_json)
+                pids = arb.pids()
+                cpu0, busy0, wall0 = cpu_jiffies(pids), machine_busy(), time.monotonic()
+                flood.start()
+                time.sleep(2)  # the flood fills the queue first
+                for name in others:
+                    if flood.thread.is_alive():
+                        add(flooded[name], *sequential(arb.port, name, seconds))
+                fl = flood.join()
+                wall = time.monotonic() - wall0
+                fl["server_cores"] = (cpu_jiffies(pids) - cpu0) / CLK_TCK / wall
+                fl["machine_busy_cores"] = (machine_busy() - busy0) / CLK_TCK / wall
+                floods.append(fl)
             return {
                 "label": label,
                 "workers": workers,
+                "rounds": rounds,
                 "config": arb.text,
-                "quiet_waited_s": waited,
-                "other_load_cores_before": load,
-                "loadavg_before": open("/proc/loadavg").read().split()[:3],
-                "idle": idle,
-                "flooded": flooded,
-                "flood": fl,
+                "quiet": [{"waited_s": w, "other_load_cores": load} for w, load in waits],
+                "loadavg_before": loadavg,
+                "idle": {n: summarize(*idle[n]) for n in others},
+                "flooded": {n: summarize(*flooded[n]) for n in others},
+                "flood": merge_floods(floods),
             }
         finally:
             arb.stop()
+
+
+def merge_floods(floods):
+    """One flood's figures from the rounds' (sums, and averages weighted by time)."""
+    elapsed = sum(f["elapsed_s"] for f in floods)
+    statuses, errors = {}, {}
+    for f in floods:
+        for k, v in f["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+        for k, v in f["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    out = {k: floods[0][k] for k in ("tool", "clients")}
+    out.update(
+        rounds=floods,
+        elapsed_s=elapsed,
+        statuses=statuses,
+        errors=errors,
+        ok=statuses.get("200", 0),
+        busy_503=statuses.get("503", 0),
+        aborted_at_deadline=sum(f["aborted_at_deadline"] for f in floods),
+        ok_per_s=statuses.get("200", 0) / elapsed,
+        answers_per_s=sum(statuses.values()) / elapsed,
+    )
+    for k in ("server_cores", "machine_busy_cores", "oha_cores"):
+        if all(k in f for f in floods):
+            out[k] = sum(f[k] * f["elapsed_s"] for f in floods) / elapsed
+    return out
 
 
 def slug(label):
@@ -451,14 +502,17 @@ def render(res):
         lines += [
             f"## A flood on `{FLOODED}`",
             "",
-            f"One arbiter, {f0['workers']} worker(s). Idle: one client at a time posts to each other "
-            f"model back to back on a keep-alive connection for {m['seconds']:.0f} s. Flooded: "
-            f"{f0['flood']['clients']} concurrent clients ({f0['flood']['tool']}) post to `{FLOODED}` "
-            f"while the same client measures each other model again, one after the other, for "
-            f"{m['seconds']:.0f} s each. Target (issue 22): flooded p50 within {TARGET} x idle p50.",
+            f"One arbiter per config, {f0['workers']} worker(s), {m['rounds']} rounds each. A round: idle, "
+            f"one client at a time posts to each other model back to back on a keep-alive connection "
+            f"for {m['seconds']:.0f} s; then {f0['flood']['clients']} concurrent clients "
+            f"({f0['flood']['tool']}) post to `{FLOODED}` (2 s ahead) while the same client measures "
+            f"each other model again for {m['seconds']:.0f} s each. Alternating the two sides "
+            "round by round makes what else runs on the shared machine weigh on both alike; the "
+            "p50 and p99 pool the rounds, and each round's p50 is given. Target (issue 22): "
+            f"flooded p50 within {TARGET} x idle p50.",
             "",
-            "| config | model | idle p50 / p99 (ms) | flooded p50 / p99 (ms) | p50 ratio | target |",
-            "|---|---|---|---|---|---|",
+            "| config | model | idle p50 / p99 (ms) | flooded p50 / p99 (ms) | p50 ratio | target | rounds' p50 idle -> flooded (ms) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for run in res["flood"]:
             for name, idle in run["idle"].items():
@@ -468,28 +522,41 @@ def render(res):
                 lines.append(
                     f"| {run['label']} | {name} | {fmt(idle['p50_ms'])} / {fmt(idle['p99_ms'])} "
                     f"({idle['requests']} req) | {fmt(fl.get('p50_ms'))} / {fmt(fl.get('p99_ms'))} "
-                    f"({fl.get('requests', 0)} req) | {fmt(r, 2)} x | {met} |"
+                    f"({fl.get('requests', 0)} req) | {fmt(r, 2)} x | {met} | "
+                    + ", ".join(f"{fmt(a)} -> {fmt(b)}" for a, b in zip(idle["round_p50_ms"], fl.get("round_p50_ms", [])))
+                    + " |"
                 )
         lines += [
             "",
             f"The flooded model, `{FLOODED}`:",
             "",
-            "| config | clients | 200 | 503 | other | 200/s | answers/s | arbiter cores | oha cores | machine busy cores |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| config | clients | 200 | 503 | other | in flight at the end | 200/s | answers/s | arbiter cores | oha cores | machine busy cores |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for run in res["flood"]:
             fl = run["flood"]
             other = sum(v for k, v in fl["statuses"].items() if k not in ("200", "503")) + sum(fl["errors"].values())
             lines.append(
                 f"| {run['label']} | {fl['clients']} | {fl['ok']} | {fl['busy_503']} | {other} | "
+                f"{fl['aborted_at_deadline']} | "
                 f"{fl['ok_per_s']:.1f} | {fl['answers_per_s']:.0f} | {fmt(fl.get('server_cores'), 2)} | "
                 f"{fmt(fl.get('oha_cores'), 2)} | {fmt(fl.get('machine_busy_cores'), 2)} |"
             )
-        lines += ["", "The configs' differences:", ""]
+        lines += [
+            "",
+            "Cores are CPU time over the flood's wall time: the arbiter's processes, oha's, and the "
+            "whole machine's (others' jobs included). In flight at the end: the flood's requests "
+            "still unanswered when oha's time was up.",
+            "",
+            "The configs' differences:",
+            "",
+        ]
         for run in res["flood"]:
             lines.append(
-                f"- **{run['label']}**: {run['describe']}. Before it, the rest of the machine used "
-                f"{run['other_load_cores_before']:.2f} cores (load average {' '.join(run['loadavg_before'])})."
+                f"- **{run['label']}**: {run['describe']}. Load average at its start "
+                f"{' '.join(run['loadavg_before'])}; before each round, the rest of the machine used "
+                + ", ".join(f"{q['other_load_cores']:.2f}" for q in run["quiet"])
+                + " cores."
             )
         lines.append("")
     if res.get("memory"):
@@ -523,7 +590,8 @@ def render(res):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=10.0, help="each latency measurement (default 10)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="each latency measurement, per round (default 5)")
+    ap.add_argument("--rounds", type=int, default=3, help="the flood runs' rounds of idle, then flooded (default 3)")
     ap.add_argument("--clients", type=int, default=32, help="the flood's concurrent clients (default 32)")
     ap.add_argument("--flood-workers", type=int, default=1, help="the flood run's workers (default 1)")
     ap.add_argument("--memory-workers", default="1,2", help="the memory runs' workers (default 1,2)")
@@ -554,6 +622,7 @@ def main():
             "git": git,
             "photo": PHOTO,
             "seconds": args.seconds,
+            "rounds": args.rounds,
             "results": os.path.relpath(results_path, ROOT),
         },
         "flood": [],
@@ -561,7 +630,7 @@ def main():
         "notes": [],
     }
     models = models_of()
-    quiet = Quiet(per_point=20, budget=60)
+    quiet = Quiet(per_point=10, budget=90)
     try:
         if args.only in (None, "flood"):
             runs = [
@@ -580,7 +649,7 @@ def main():
                 ),
             ]
             for label, ms_, describe in runs:
-                run = flood_run(label, ms_, args.flood_workers, args.clients, args.seconds, OUT_DIR, quiet)
+                run = flood_run(label, ms_, args.flood_workers, args.clients, args.seconds, args.rounds, OUT_DIR, quiet)
                 run["describe"] = describe
                 res["flood"].append(run)
                 for name, idle in run["idle"].items():
