@@ -14,4 +14,5 @@ mod models;
 mod programs;
 mod reliability;
 mod shared;
+mod systemd;
 mod trained;

@@ -67,6 +67,9 @@ fn start_daemon(mut config: Config) -> anyhow::Result<ExitCode> {
             let logs = Logs::init(&config.log)?;
             match Arbiter::new(config, Serve { logs }) {
                 Ok(arbiter) => {
+                    // Under a systemd unit, the daemon is the service now, not the process
+                    // systemd started (which exits once it reads "ok").
+                    arbiter.notify_main_pid();
                     let _ = write!(report_write, "ok {}", std::process::id());
                     drop(report_write);
                     finish(arbiter.run())
