@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::{
     Amount, Autorestart, Batching, Bind, ChannelOrder, Device, ElementType, Filter, Geometry,
-    IpCidr, Limits, Log, Memory, Model, Output, Postprocess, Preprocess, Program, Server,
-    TensorLayout, TrustedProxy,
+    IpCidr, Limits, Log, Memory, Model, Output, Postprocess, Precision, Preprocess, Program,
+    Server, TensorLayout, TrustedProxy,
 };
 
 /// The most pixels an image may declare by default: Pillow's `Image.MAX_IMAGE_PIXELS`, its
@@ -103,6 +103,8 @@ impl Model {
             device: Device::Cpu,
             // Cores / workers (see `threads_per_worker`).
             threads: 0,
+            // ONNX Runtime, the model's own arithmetic.
+            precision: Precision::Fp32,
             runtime_library: None,
             share_weights: true,
             cache_dir: base.join("../var/cache/prepared"),

@@ -35,8 +35,8 @@ pub use read::locate;
 pub use rules::{find_model, runs_lanes};
 pub use types::{
     Amount, Autorestart, Batching, Bind, ChannelOrder, Config, Device, ElementType, Filter,
-    Geometry, InputSize, Limits, Log, Memory, Model, Output, Postprocess, Preprocess, Program,
-    Server, TensorLayout, TrustedProxy,
+    Geometry, InputSize, Limits, Log, Memory, Model, Output, Postprocess, Precision, Preprocess,
+    Program, Server, TensorLayout, TrustedProxy,
 };
 
 #[cfg(test)]

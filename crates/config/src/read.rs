@@ -11,7 +11,7 @@ use crate::recipe::{read_postprocess, read_preprocess};
 use crate::units::format_duration;
 use crate::{
     Amount, Batching, Bind, Config, ConfigError, Device, IpCidr, Limits, LoadError, Log, Memory,
-    Model, Output, Server, TrustedProxy,
+    Model, Output, Precision, Server, TrustedProxy,
 };
 
 impl Config {
@@ -403,6 +403,20 @@ fn read_model(
     }
     if let Some(n) = t.count("threads", 0, errs) {
         model.threads = n;
+    }
+    if let Some((p, field)) = t.string("precision", errs) {
+        match p.as_str() {
+            "fp32" => model.precision = Precision::Fp32,
+            "bf16" => model.precision = Precision::Bf16,
+            _ => errs.at(
+                &field.path,
+                &field.span,
+                format!(
+                    "`{p}` is not a precision; use \"fp32\" or \"bf16\" (an INT8 model is a \
+                     file of its own: scripts/quantize.py, served at \"fp32\")"
+                ),
+            ),
+        }
     }
     if let Some((p, _)) = t.string("runtime_library", errs) {
         model.runtime_library = Some(resolve(base, &p));

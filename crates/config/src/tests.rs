@@ -415,3 +415,21 @@ preprocess_threads = 2
     has("model[3].default", "already the default");
     has("model[3].batching.preprocess_threads", "[batching]");
 }
+
+#[test]
+fn precision_is_fp32_or_bf16() {
+    let config = parse("[model]\nprecision = \"bf16\"\n").unwrap();
+    assert_eq!(config.model().precision, crate::Precision::Bf16);
+    let config = parse("[model]\n").unwrap();
+    assert_eq!(config.model().precision, crate::Precision::Fp32);
+    let errors = parse("[model]\nprecision = \"int8\"\n").unwrap_err();
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.key, e.message))
+        .collect();
+    assert!(
+        text.iter()
+            .any(|e| e.contains("precision") && e.contains("scripts/quantize.py")),
+        "{text:?}"
+    );
+}

@@ -48,6 +48,34 @@ impl fmt::Display for Device {
     }
 }
 
+/// The arithmetic a model is served in (`precision`). An INT8 model is a file of its own
+/// (`scripts/quantize.py`), served at `fp32` like any other: its integer kernels are in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// ONNX Runtime, the model's own arithmetic.
+    #[default]
+    Fp32,
+    /// OpenVINO's CPU plugin with BF16 inference precision: on a CPU with AVX512-BF16 or AMX
+    /// only, refused at load elsewhere.
+    Bf16,
+}
+
+impl Precision {
+    /// The name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A memory amount that may be measured instead of declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Amount {
@@ -125,6 +153,9 @@ pub struct Model {
     pub device: Device,
     /// ONNX Runtime intra-op threads per worker; 0 means cores / workers.
     pub threads: usize,
+    /// The arithmetic it is served in: `fp32` (ONNX Runtime) or `bf16` (OpenVINO, on a CPU
+    /// with AVX512-BF16 or AMX).
+    pub precision: Precision,
     /// ONNX Runtime's shared library; when absent, `ORT_DYLIB_PATH`.
     pub runtime_library: Option<PathBuf>,
     /// On a CPU, share one copy of the weights between workers through a prepared model.

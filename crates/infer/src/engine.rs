@@ -49,6 +49,26 @@ impl Engine {
         Engine::load_shared(opts, None, false)
     }
 
+    /// [`Engine::load_shared`] at `precision`: `Fp32` is exactly that; `Bf16` compiles the model
+    /// with OpenVINO's CPU plugin at BF16 inference precision ([`Model::load_bf16`]: refused,
+    /// with the reason, on a CPU without AVX512-BF16 or AMX, off the CPU, or without the
+    /// OpenVINO library), with no prepared entry and no lanes (OpenVINO keeps one copy of its
+    /// compiled weights per session; its threads are its own).
+    pub fn load_precision(
+        opts: &ModelOptions,
+        cache: Option<&Path>,
+        spinning: bool,
+        precision: crate::Precision,
+    ) -> Result<Engine, InferError> {
+        match precision {
+            crate::Precision::Fp32 => Engine::load_shared(opts, cache, spinning),
+            crate::Precision::Bf16 => {
+                let tuning = SessionTuning::for_device(opts.device, spinning);
+                Model::load_bf16(opts, &tuning).map(Engine::from)
+            }
+        }
+    }
+
     /// Like [`Engine::load`], but on a CPU first prepares the model in `cache` (or finds it
     /// prepared) so every worker maps one copy of the weights; `spinning` is `model.spinning`
     /// (see [`SessionTuning`]). If preparing fails, the original model is loaded and the log says

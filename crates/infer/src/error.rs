@@ -90,6 +90,15 @@ pub enum InferError {
         /// What to do about it, depending on whether this ONNX Runtime build has CUDA at all.
         hint: String,
     },
+    /// The model's `precision` cannot be served here: the CPU lacks the instructions, or the
+    /// backend that computes it (OpenVINO for `bf16`) is missing or refused the model.
+    #[error("precision {precision} cannot be served: {reason}")]
+    Precision {
+        /// The precision asked for, e.g. "bf16".
+        precision: &'static str,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// A batch handed to [`crate::Model::run`] does not fit the model or the configured maximum.
     #[error("bad batch: {0}")]
     Batch(String),

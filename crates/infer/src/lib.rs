@@ -32,22 +32,36 @@
 //! [`Prediction`] serializes exactly as the seed's JSON. [`postprocess`] does the same by
 //! `[model.postprocess]` (the seed's threshold, a sigmoid and threshold, or a softmax and top k)
 //! into an [`Answer`], which renders as the seed's JSON or with each kept class's index and score.
+//!
+//! [`Engine::load_precision`] serves a model at `precision = "bf16"` through OpenVINO's C library
+//! instead (`openvino`: the same `.onnx` file compiled by OpenVINO's CPU plugin with BF16
+//! inference precision), refused at load on a CPU without AVX512-BF16 or AMX.
+//!
+//! [`CpuOffers`] says what the CPU offers below FP32 (VNNI for INT8 models, AVX512-BF16 and AMX),
+//! for `arbiter check`. An INT8 model (`scripts/quantize.py`) is served like any other: its
+//! prepared cache entry is named by its own sha256, apart from the FP32 model's.
 
 mod classify;
+mod cpu;
 pub mod engine;
 mod error;
 mod labels;
 mod model;
+mod openvino;
 pub mod prepare;
 mod runtime;
 pub mod signature;
 pub mod weights;
 
-pub use arbiter_config::Device;
+pub use arbiter_config::{Device, Precision};
 pub use classify::{Answer, Class, Prediction, Scored, classify, postprocess};
+pub use cpu::CpuOffers;
 pub use engine::Engine;
 pub use error::{InferError, error_chain};
 pub use labels::Labels;
 pub use model::{InputElement, Model, ModelOptions, SessionTuning};
+pub use openvino::{
+    DEFAULT_OPENVINO_LIBRARY, OPENVINO_ENV_VAR, init_openvino, library_path as openvino_library,
+};
 pub use runtime::{DEFAULT_RUNTIME_LIBRARY, RUNTIME_ENV_VAR, init_runtime};
 pub use signature::{InputRecipe, ResolvedInput};

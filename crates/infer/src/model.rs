@@ -13,7 +13,7 @@ use ort::value::{PrimitiveTensorElementType, TensorRef};
 
 use crate::signature::{self, InputRecipe, ModelSignature, ResolvedInput};
 use crate::weights::MappedWeights;
-use crate::{InferError, runtime};
+use crate::{CpuOffers, InferError, openvino, runtime};
 
 /// What [`Model::load`] needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl SessionTuning {
 /// It is `Send` and meant to be owned by one inference thread; [`Model::run`] takes `&mut self`.
 #[derive(Debug)]
 pub struct Model {
-    session: Session,
+    runner: Runner,
     /// The mapped weights the session uses in place; declared after `session`, so dropped after.
     _weights: Option<Arc<MappedWeights>>,
     input_name: String,
@@ -78,6 +78,13 @@ pub struct Model {
     max_batch: usize,
     device: Device,
     load_time: Duration,
+}
+
+/// What runs the model: an ONNX Runtime session, or OpenVINO for `precision = "bf16"`.
+#[derive(Debug)]
+enum Runner {
+    Ort(Session),
+    OpenVino(openvino::Request),
 }
 
 /// The element types of a batch [`Model::run`] takes: `f32` for a `float32` input, `u8` for a
@@ -163,9 +170,8 @@ impl Model {
         }
         let session = builder.commit_from_file(&opts.path).map_err(model_err)?;
         let sig = signature::check(&ModelSignature::of(&session), &opts.input)?;
-
-        let mut model = Model {
-            session,
+        let model = Model {
+            runner: Runner::Ort(session),
             _weights: weights.cloned(),
             input_name: sig.input_name,
             output_name: sig.output_name,
@@ -175,12 +181,49 @@ impl Model {
             device: opts.device,
             load_time: Duration::ZERO,
         };
+        model.finish(sig.classes, opts, tuning, started)
+    }
 
+    /// Loads the model at `precision = "bf16"`: compiled by OpenVINO's CPU plugin with BF16
+    /// inference precision (see [`crate::openvino`]), after the same checks of its input and
+    /// output as [`Model::load`] (read through ONNX Runtime) and the same warm-up. Refused, with
+    /// the reason, off the CPU, on a CPU without AVX512-BF16 or AMX ([`CpuOffers`]), or where
+    /// the OpenVINO library is missing: never a silent FP32 fallback.
+    pub fn load_bf16(opts: &ModelOptions, tuning: &SessionTuning) -> Result<Model, InferError> {
+        let started = Instant::now();
+        bf16_refusal(opts.device, CpuOffers::detect()).map_or(Ok(()), Err)?;
+        let sig = signature::read(&opts.path, opts.runtime_library.as_deref())?;
+        let sig = signature::check(&sig, &opts.input)?;
+        let request = openvino::Request::compile(&opts.path, opts.intra_threads)?;
+        let model = Model {
+            runner: Runner::OpenVino(request),
+            _weights: None,
+            input_name: sig.input_name,
+            output_name: sig.output_name,
+            input: sig.input,
+            classes: sig.classes.unwrap_or(0),
+            max_batch: opts.max_batch.max(1),
+            device: opts.device,
+            load_time: Duration::ZERO,
+        };
+        model.finish(sig.classes, opts, tuning, started)
+    }
+
+    /// The end of a load: the warm-up, the class count checked, the load logged.
+    fn finish(
+        mut self,
+        sig_classes: Option<usize>,
+        opts: &ModelOptions,
+        tuning: &SessionTuning,
+        started: Instant,
+    ) -> Result<Model, InferError> {
+        let model = &mut self;
+        let sig_classes_none = sig_classes.is_none();
         // Warm-up: the first run allocates buffers and picks kernels; better at load than on a
         // request. It also tells the class count when the model leaves it symbolic.
         let first = model.input.fixed_batch.unwrap_or(1);
-        let out = model.run_zeros(first, sig.classes.is_none())?;
-        if sig.classes.is_none() {
+        let out = model.run_zeros(first, sig_classes_none)?;
+        if sig_classes_none {
             model.classes = out.len() / first;
             if model.classes == 0 {
                 return Err(InferError::Shape {
@@ -216,9 +259,13 @@ impl Model {
             classes = model.classes,
             intra_threads = opts.intra_threads.max(1),
             load_ms = model.load_time.as_millis() as u64,
+            precision = match model.runner {
+                Runner::Ort(_) => "fp32",
+                Runner::OpenVino(_) => "bf16 (OpenVINO)",
+            },
             "model loaded"
         );
-        Ok(model)
+        Ok(self)
     }
 
     /// `(width, height)` of the images the model takes.
@@ -350,10 +397,17 @@ impl Model {
             TensorLayout::Nchw => [n, 3, h, w],
             TensorLayout::Nhwc => [n, h, w, 3],
         };
+        let session = match &mut self.runner {
+            Runner::Ort(session) => session,
+            Runner::OpenVino(request) => {
+                let (out_shape, values) = request.run(data, &shape)?;
+                check_output(&self.output_name, self.classes, &out_shape, n, any_classes)?;
+                return Ok(values);
+            }
+        };
         let input = TensorRef::from_array_view((shape, data))
             .map_err(|source| InferError::Run { source })?;
-        let outputs = self
-            .session
+        let outputs = session
             .run(ort::inputs![self.input_name.as_str() => input])
             .map_err(|source| InferError::Run { source })?;
         let Some(output) = outputs.get(&self.output_name) else {
@@ -365,26 +419,54 @@ impl Model {
         let (out_shape, values) = output
             .try_extract_tensor::<f32>()
             .map_err(|source| InferError::Run { source })?;
-        let classes_ok = any_classes || out_shape.get(1) == Some(&(self.classes as i64));
-        if out_shape.len() != 2 || out_shape[0] != n as i64 || !classes_ok {
-            return Err(InferError::Shape {
-                expected: format!(
-                    "[{n}, {}]",
-                    if any_classes {
-                        "C".to_owned()
-                    } else {
-                        self.classes.to_string()
-                    }
-                ),
-                found: format!(
-                    "model output `{}` returned shape {:?} for a batch of {n}",
-                    self.output_name,
-                    &out_shape[..]
-                ),
-            });
-        }
+        check_output(&self.output_name, self.classes, out_shape, n, any_classes)?;
         Ok(values.to_vec())
     }
+}
+
+/// Checks a run's output shape is `[n, C]` (any `C` when `any_classes`).
+fn check_output(
+    output_name: &str,
+    classes: usize,
+    out_shape: &[i64],
+    n: usize,
+    any_classes: bool,
+) -> Result<(), InferError> {
+    let classes_ok = any_classes || out_shape.get(1) == Some(&(classes as i64));
+    if out_shape.len() != 2 || out_shape[0] != n as i64 || !classes_ok {
+        return Err(InferError::Shape {
+            expected: format!(
+                "[{n}, {}]",
+                if any_classes {
+                    "C".to_owned()
+                } else {
+                    classes.to_string()
+                }
+            ),
+            found: format!(
+                "model output `{}` returned shape {:?} for a batch of {n}",
+                output_name, out_shape
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Why `precision = "bf16"` cannot be served on `device` with the CPU's `offers`, if it cannot.
+pub(crate) fn bf16_refusal(device: Device, offers: CpuOffers) -> Option<InferError> {
+    let reason = match device {
+        Device::Cuda(_) => "bf16 is served on the CPU only (through OpenVINO); on a GPU use fp32",
+        Device::Cpu if offers.bf16() => return None,
+        Device::Cpu => {
+            "this CPU has neither AVX512-BF16 nor AMX (the flags avx512_bf16 or amx_bf16 of \
+             /proc/cpuinfo), so BF16 would be emulated, slower than FP32: serve the model at \
+             precision = \"fp32\", or quantize it to INT8 (scripts/quantize.py)"
+        }
+    };
+    Some(InferError::Precision {
+        precision: "bf16",
+        reason: reason.to_owned(),
+    })
 }
 
 /// The CPU session settings: one graph, run sequentially, intra-op threads as given.
@@ -449,6 +531,18 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("run scripts/setup"), "{msg}");
+    }
+
+    #[test]
+    fn bf16_is_refused_without_the_instructions_or_off_the_cpu() {
+        let old = CpuOffers::from_cpuinfo("flags : avx2 fma avx512f avx512_vnni\n");
+        let err = bf16_refusal(Device::Cpu, old).expect("refused");
+        let msg = err.to_string();
+        assert!(msg.starts_with("precision bf16 cannot be served"), "{msg}");
+        assert!(msg.contains("avx512_bf16") && msg.contains("fp32"), "{msg}");
+        let bf16 = CpuOffers::from_cpuinfo("flags : avx512f avx512_bf16\n");
+        assert!(bf16_refusal(Device::Cpu, bf16).is_none());
+        assert!(bf16_refusal(Device::Cuda(0), bf16).is_some());
     }
 
     #[test]
