@@ -17,8 +17,8 @@ use hyper::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, Header
 pub const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
 
 /// The Content-Security-Policy of the HTML pages: their own scripts and styles only, the photo
-/// shown from a `blob:` URL, requests to this origin only, never framed.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
+/// shown from a `blob:` URL (the icon is an empty `data:` one), requests to this origin only, never framed.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// One built-in file of the page.

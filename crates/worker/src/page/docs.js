@@ -14,17 +14,27 @@
   }
 
   // The description's Markdown, kept simple: paragraphs and `code`.
+  function inline(into, text) {
+    (text || "").split(/(`[^`]+`)/).forEach((part, i) => {
+      into.append(i % 2 ? el("code", part.slice(1, -1)) : document.createTextNode(part));
+    });
+    return into;
+  }
+
   function prose(text) {
     const out = document.createDocumentFragment();
     for (const para of (text || "").split(/\n\s*\n/)) {
-      if (!para.trim()) continue;
-      const p = el("p");
-      para.split(/(`[^`]+`)/).forEach((part, i) => {
-        p.append(i % 2 ? el("code", part.slice(1, -1)) : document.createTextNode(part));
-      });
-      out.append(p);
+      if (para.trim()) out.append(inline(el("p"), para));
     }
     return out;
+  }
+
+  // The spec's paths arrive sorted by name (JSON objects): show the seed's API first, then
+  // KServe v2 and Triton's, health and metrics, and this documentation and the page last.
+  function rank(path) {
+    const order = [/^\/model_predict/, /^\/v2\/models/, /^\/v2\/repository/, /^\/v2/, /^\/(healthz|readyz|metrics)$/, /^\/openapi/];
+    const i = order.findIndex((re) => re.test(path));
+    return i < 0 ? order.length : i;
   }
 
   function deref(node) {
@@ -68,7 +78,7 @@
     box.id = op.operationId || `${method}-${path}`;
     const h = el("h3");
     h.append(el("span", method.toUpperCase(), `method ${method}`), el("code", path));
-    box.append(h, el("p", op.summary || ""), prose(op.description));
+    box.append(h, inline(el("p"), op.summary), prose(op.description));
     const params = (op.parameters || []).map(deref);
     if (params.length) {
       const t = el("table");
@@ -108,7 +118,8 @@
     const ops = $("ops");
     ops.replaceChildren();
     const toc = el("ul");
-    for (const [path, item] of Object.entries(spec.paths)) {
+    const paths = Object.entries(spec.paths).sort(([a], [b]) => rank(a) - rank(b));
+    for (const [path, item] of paths) {
       for (const method of METHODS) {
         if (!item[method]) continue;
         const section = operation(method, path, item[method], model);
@@ -116,7 +127,8 @@
         const li = el("li");
         const a = el("a", `${method.toUpperCase()} ${path}`);
         a.href = "#" + section.id;
-        li.append(a, document.createTextNode(" " + (item[method].summary || "")));
+        li.append(a, document.createTextNode(" "));
+        inline(li, item[method].summary);
         toc.append(li);
       }
     }
