@@ -193,6 +193,24 @@ impl Engine {
     }
 }
 
+/// Whether a model at `precision` can be served on `device` here, without loading it (for
+/// `arbiter check`): `Fp32` always; `Bf16` on a CPU with AVX512-BF16 or AMX whose OpenVINO library
+/// loads ([`crate::init_openvino`]). The error says why not, as a load would.
+pub fn check_precision(
+    device: crate::Device,
+    precision: crate::Precision,
+) -> Result<(), InferError> {
+    match precision {
+        crate::Precision::Fp32 => Ok(()),
+        crate::Precision::Bf16 => {
+            if let Some(refusal) = crate::model::bf16_refusal(device, crate::CpuOffers::detect()) {
+                return Err(refusal);
+            }
+            crate::init_openvino(None)
+        }
+    }
+}
+
 impl From<Model> for Engine {
     /// An engine of a model loaded by the caller: no cache entry held, no lanes.
     fn from(model: Model) -> Engine {

@@ -56,7 +56,7 @@ pub mod weights;
 pub use arbiter_config::{Device, Precision};
 pub use classify::{Answer, Class, Prediction, Scored, classify, postprocess};
 pub use cpu::CpuOffers;
-pub use engine::Engine;
+pub use engine::{Engine, check_precision};
 pub use error::{InferError, error_chain};
 pub use labels::Labels;
 pub use model::{InputElement, Model, ModelOptions, SessionTuning};

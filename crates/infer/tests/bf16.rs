@@ -7,8 +7,8 @@
 //! to singles. On a CPU without them: the load is refused with the reason, never a silent FP32.
 
 use arbiter_infer::{
-    CpuOffers, Device, Engine, InferError, InputRecipe, ModelOptions, Precision, init_openvino,
-    init_runtime,
+    CpuOffers, Device, Engine, InferError, InputRecipe, ModelOptions, Precision, check_precision,
+    init_openvino, init_runtime,
 };
 use arbiter_testkit::setup;
 use serde_json::Value;
@@ -91,6 +91,10 @@ fn bf16_answers_within_its_rounding_of_fp32_or_is_refused() {
         return;
     }
     let mut engine = load(8).expect("bf16 loads on a CPU with AVX512-BF16 or AMX");
+    // What `arbiter check` asks: fine here, refused on a GPU; fp32 anywhere.
+    check_precision(Device::Cpu, Precision::Bf16).expect("bf16 can be served here");
+    assert!(check_precision(Device::Cuda(0), Precision::Bf16).is_err());
+    check_precision(Device::Cuda(0), Precision::Fp32).unwrap();
     assert_eq!(
         engine.prepared_key(),
         None,
