@@ -8,7 +8,7 @@
 #   build    compiles the `arbiter` binary from this source tree;
 #   model    fetches ONNX Runtime's library from the pinned `onnxruntime` wheel and writes the test
 #            model with scripts/make_model.py (seeded weights: replace it with your own export);
-#   base     the slim runtime: nginx, libturbojpeg, the configs, the `arbiter` user;
+#   base     the slim runtime: nginx, libjpeg-turbo, the configs, the `arbiter` user;
 #   prebuilt (tests only, `--target prebuilt`) takes the binary, library and model from a
 #            `prebuilt/` directory of the build context instead of building them: see
 #            scripts/container, which builds this same file that way to stay fast;
@@ -18,7 +18,7 @@
 
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libturbojpeg0-dev libjpeg62-turbo-dev pkg-config \
+    && apt-get install -y --no-install-recommends libjpeg62-turbo-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -47,11 +47,11 @@ RUN python3 -m venv /venv \
         "${MODEL_SHA256}" /out/resnet50-voc20.onnx | sha256sum --check --strict
 
 FROM debian:bookworm-slim AS base
-# nginx-light: the proxy on port 8999; libturbojpeg0, libjpeg62-turbo: the JPEG decoder the
-# binary links (TurboJPEG's API and libjpeg's);
+# nginx-light: the proxy on port 8999; libjpeg62-turbo: the JPEG decoder the
+# binary links (libjpeg's API);
 # curl: the health check.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nginx-light libturbojpeg0 libjpeg62-turbo curl \
+    && apt-get install -y --no-install-recommends nginx-light libjpeg62-turbo curl \
     && rm -rf /var/lib/apt/lists/* \
     && rm -f /etc/nginx/sites-enabled/default \
     && sed -i 's/^worker_processes .*/worker_processes 2;/' /etc/nginx/nginx.conf \

@@ -26,7 +26,8 @@ void arbiter_jpeg_free(struct arbiter_jpeg *h);
 const char *arbiter_jpeg_message(const struct arbiter_jpeg *h);
 int arbiter_jpeg_fast_huffman(const struct arbiter_jpeg *h);
 int arbiter_jpeg_start(struct arbiter_jpeg *h, const unsigned char *data, unsigned long len,
-                       unsigned denom, int fast, unsigned *width, unsigned *height);
+                       unsigned denom, int fast, int components, unsigned *width,
+                       unsigned *height);
 int arbiter_jpeg_read(struct arbiter_jpeg *h, unsigned char *out, unsigned long stride,
                       int max_rows);
 int arbiter_jpeg_finish(struct arbiter_jpeg *h);
@@ -52,7 +53,8 @@ static int decode(struct run *r, const uint8_t *data, size_t size, unsigned deno
     struct arbiter_jpeg *h = arbiter_jpeg_new();
     if (h == NULL)
         return -1;
-    int rc = arbiter_jpeg_start(h, data, (unsigned long)size, denom, fast, &r->width, &r->height);
+    int rc =
+        arbiter_jpeg_start(h, data, (unsigned long)size, denom, fast, 3, &r->width, &r->height);
     if (rc != 0 || (unsigned long long)r->width * r->height > MAX_PIXELS || r->width == 0) {
         arbiter_jpeg_free(h);
         return -1;

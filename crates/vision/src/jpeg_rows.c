@@ -1,18 +1,19 @@
 /*
- * Row-by-row JPEG decoding through libjpeg's own API, for `jpeg/banded.rs` (its Rust side is
- * `jpeg/rows.rs`).
+ * Row-by-row JPEG decoding through libjpeg's own API, for `jpeg/banded.rs` and `jpeg/whole.rs`
+ * (its Rust side is `jpeg/rows.rs`): the one binding of libjpeg in Arbiter.
  *
- * TurboJPEG 2.1 (what `jpeg/whole.rs` calls) only decodes a whole image into one buffer;
- * a 12-megapixel photo then needs 36 MB before it is resized to 224 x 224. libjpeg's scanline
- * API hands out a few rows at a time, which the resizer folds in as they come. The calls are the
- * ones tjDecompress2 makes (libjpeg-turbo 2.1's turbojpeg.c): jpeg_mem_src, jpeg_read_header,
- * out_color_space JCS_EXT_RGB, the scaling factor, jpeg_start_decompress, jpeg_read_scanlines,
- * jpeg_finish_decompress; default DCT method and upsampling. So the pixels are TurboJPEG's.
+ * libjpeg's scanline API hands out a few rows at a time, which the resizer folds in as they
+ * come: a 12-megapixel photo is never held whole before it is resized to 224 x 224 (a whole
+ * decode, when one is needed, reads every row into one buffer). The calls are the ones
+ * TurboJPEG's tjDecompress2 makes (libjpeg-turbo 2.1's turbojpeg.c), which Pillow's pixels were
+ * checked against: jpeg_mem_src, jpeg_read_header, out_color_space (JCS_EXT_RGB, JCS_GRAYSCALE or
+ * JCS_CMYK), the scaling factor, jpeg_start_decompress, jpeg_read_scanlines,
+ * jpeg_finish_decompress; default DCT method and upsampling.
  *
  * libjpeg reports fatal errors by calling error_exit, which must not return: it longjmps back
  * into the function of this file that was called, which returns -1 with the message kept in the
  * handle. Warnings (corrupt but decodable data) are counted and the decoding goes on, as
- * TurboJPEG does without TJFLAG_STOPONWARNING. No Rust frame is ever crossed by the longjmp.
+ * TurboJPEG does without TJFLAG_STOPONWARNING and Pillow does. No Rust frame is ever crossed by the longjmp.
  *
  * Huffman decoding. Reading the entropy-coded data is where libjpeg-turbo 2.1 spends most of its
  * time on a photo, and its decoder is slower than it needs to be: it refills its bit buffer a
@@ -501,24 +502,35 @@ int arbiter_jpeg_own_huffman_built(void) { return OWN_HUFFMAN; }
 int arbiter_jpeg_fast_huffman(const struct arbiter_jpeg *h) { return h->huffman.active; }
 
 /* Reads the header of `len` bytes at `data` (which must stay valid until the handle is freed)
- * and starts decoding to RGB at 1/denom scale, with this file's Huffman decoder if `fast` and
- * the scan is one it takes; the output size goes to *width, *height. */
+ * and starts decoding at 1/denom scale to `components` bytes a pixel: 1 gray, 3 RGB, 4 CMYK (as
+ * libjpeg hands it out, Adobe-inverted), with this file's Huffman decoder if `fast` and the scan
+ * is one it takes; the output size goes to *width, *height. */
 int arbiter_jpeg_start(struct arbiter_jpeg *h, const unsigned char *data, unsigned long len,
-                       unsigned denom, int fast, unsigned *width, unsigned *height) {
+                       unsigned denom, int fast, int components, unsigned *width,
+                       unsigned *height) {
     if (setjmp(h->on_error))
         return -1;
+    J_COLOR_SPACE space;
+    switch (components) {
+    case 1: space = JCS_GRAYSCALE; break;
+    case 3: space = JCS_EXT_RGB; break;
+    case 4: space = JCS_CMYK; break;
+    default:
+        snprintf(h->message, sizeof h->message, "no output of %d components", components);
+        return -1;
+    }
     jpeg_mem_src(&h->dinfo, data, len);
     jpeg_read_header(&h->dinfo, TRUE);
-    h->dinfo.out_color_space = JCS_EXT_RGB;
+    h->dinfo.out_color_space = space;
     h->dinfo.scale_num = 1;
     h->dinfo.scale_denom = denom;
     jpeg_start_decompress(&h->dinfo);
     h->started = 1;
     if (fast)
         take_over_huffman(h);
-    if (h->dinfo.output_components != 3) {
-        snprintf(h->message, sizeof h->message, "decoded %d components, not RGB",
-                 h->dinfo.output_components);
+    if (h->dinfo.output_components != components) {
+        snprintf(h->message, sizeof h->message, "decoded %d components, not %d",
+                 h->dinfo.output_components, components);
         return -1;
     }
     *width = h->dinfo.output_width;

@@ -26,6 +26,7 @@ unsafe extern "C" {
         len: c_ulong,
         denom: c_uint,
         fast: c_int,
+        components: c_int,
         width: *mut c_uint,
         height: *mut c_uint,
     ) -> c_int;
@@ -42,6 +43,28 @@ pub(crate) fn own_huffman_built() -> bool {
     unsafe { arbiter_jpeg_own_huffman_built() != 0 }
 }
 
+/// What the decoder hands out for each pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Output {
+    /// 1 byte: a 1-component JPEG's gray.
+    Gray,
+    /// 3 bytes: R, G, B.
+    Rgb,
+    /// 4 bytes: C, M, Y, K as libjpeg hands them out (Adobe-inverted, Pillow's `CMYK;I`).
+    Cmyk,
+}
+
+impl Output {
+    /// Bytes per pixel.
+    pub(super) fn bytes(self) -> usize {
+        match self {
+            Output::Gray => 1,
+            Output::Rgb => 3,
+            Output::Cmyk => 4,
+        }
+    }
+}
+
 /// Whose Huffman decoder reads the coefficients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Huffman {
@@ -56,6 +79,8 @@ pub(super) struct Decoder<'a> {
     handle: *mut Handle,
     width: u32,
     height: u32,
+    /// Bytes per pixel of the output.
+    pixel: usize,
     /// A call failed (or Arbiter's Huffman decoder gave up): libjpeg's state is then undefined,
     /// and the handle may only be freed.
     failed: bool,
@@ -77,6 +102,16 @@ impl<'a> Decoder<'a> {
         denom: u32,
         huffman: Huffman,
     ) -> Result<Decoder<'a>, VisionError> {
+        Decoder::start_as(bytes, denom, huffman, Output::Rgb)
+    }
+
+    /// Reads the header and starts decoding `bytes` to `output` at 1/`denom` scale.
+    pub(super) fn start_as(
+        bytes: &'a [u8],
+        denom: u32,
+        huffman: Huffman,
+        output: Output,
+    ) -> Result<Decoder<'a>, VisionError> {
         // SAFETY: arbiter_jpeg_new has no preconditions; it returns NULL when out of memory.
         let handle = unsafe { arbiter_jpeg_new() };
         if handle.is_null() {
@@ -88,6 +123,7 @@ impl<'a> Decoder<'a> {
             handle,
             width: 0,
             height: 0,
+            pixel: output.bytes(),
             failed: false,
             _bytes: std::marker::PhantomData,
         };
@@ -95,12 +131,23 @@ impl<'a> Decoder<'a> {
             .map_err(|_| VisionError::corrupt(Format::Jpeg, "too long"))?;
         let (mut w, mut h) = (0, 0);
         let fast = c_int::from(huffman == Huffman::Arbiter);
+        let components = output.bytes() as c_int;
         // SAFETY: the handle is live and not started; `bytes` (len of them) stays valid until the
         // handle is freed, since the decoder that frees it borrows them for 'a, and libjpeg only
         // reads them; w and h are valid for writes. A libjpeg error returns -1 from the C call
         // (module doc).
-        let rc =
-            unsafe { arbiter_jpeg_start(handle, bytes.as_ptr(), len, denom, fast, &mut w, &mut h) };
+        let rc = unsafe {
+            arbiter_jpeg_start(
+                handle,
+                bytes.as_ptr(),
+                len,
+                denom,
+                fast,
+                components,
+                &mut w,
+                &mut h,
+            )
+        };
         d.check(rc)?;
         (d.width, d.height) = (w, h);
         Ok(d)
@@ -120,7 +167,7 @@ impl<'a> Decoder<'a> {
         (self.width, self.height)
     }
 
-    /// Decodes up to `max_rows` rows into `out` (rows of `3 * width` bytes); returns how many,
+    /// Decodes up to `max_rows` rows into `out` (rows of `width` pixels); returns how many,
     /// or `None` if Arbiter's Huffman decoder gave up (this decoder is then done with).
     pub(super) fn read(
         &mut self,
@@ -130,12 +177,13 @@ impl<'a> Decoder<'a> {
         if self.failed {
             return Err(self.error());
         }
-        let stride = self.width as usize * 3;
+        let stride = self.width as usize * self.pixel;
         let max_rows = max_rows.min(out.len() / stride.max(1));
         let rows = c_int::try_from(max_rows).unwrap_or(c_int::MAX);
         // SAFETY: the handle is live, started (a failed start returns no decoder) and has not
         // failed (checked above); `out` holds at least `rows` rows of `stride` bytes (checked
-        // above), and libjpeg writes `stride` bytes per row, `width` RGB pixels.
+        // above), and libjpeg writes `stride` bytes per row, `width` pixels of the output's
+        // components (the C call refused a start whose components differ).
         let rc =
             unsafe { arbiter_jpeg_read(self.handle, out.as_mut_ptr(), stride as c_ulong, rows) };
         if rc == -2 {
@@ -174,4 +222,54 @@ impl<'a> Decoder<'a> {
         let message = unsafe { CStr::from_ptr(arbiter_jpeg_message(self.handle)) };
         VisionError::corrupt(Format::Jpeg, message.to_string_lossy().into_owned())
     }
+}
+
+#[cfg(test)]
+unsafe extern "C" {
+    fn arbiter_jpeg_write(
+        rgb: *const u8,
+        width: c_uint,
+        height: c_uint,
+        quality: c_int,
+        h_samp: c_int,
+        v_samp: c_int,
+        out: *mut *mut u8,
+        out_len: *mut c_ulong,
+    ) -> c_int;
+    fn arbiter_jpeg_write_free(buffer: *mut u8);
+}
+
+/// The tests' JPEG encoder (`jpeg_write.c`): `width x height` RGB pixels at `quality`, the luma
+/// component sampled `(h, v)` times the chroma ones.
+#[cfg(test)]
+pub(super) fn encode(
+    rgb: &[u8],
+    width: u32,
+    height: u32,
+    quality: i32,
+    (h_samp, v_samp): (i32, i32),
+) -> Vec<u8> {
+    assert_eq!(rgb.len(), width as usize * height as usize * 3);
+    let mut out = std::ptr::null_mut();
+    let mut len: c_ulong = 0;
+    // SAFETY: rgb holds width x height RGB pixels (asserted); out and len are valid for writes;
+    // on success the C call leaves a malloc'ed buffer of len bytes in out, copied and freed below.
+    let rc = unsafe {
+        arbiter_jpeg_write(
+            rgb.as_ptr(),
+            width,
+            height,
+            quality,
+            h_samp,
+            v_samp,
+            &mut out,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "libjpeg could not encode");
+    // SAFETY: out points to len bytes libjpeg wrote (rc 0), freed once right after the copy.
+    let jpeg = unsafe { std::slice::from_raw_parts(out, len as usize) }.to_vec();
+    // SAFETY: out came from the C call's malloc and is freed once.
+    unsafe { arbiter_jpeg_write_free(out) };
+    jpeg
 }
