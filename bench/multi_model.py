@@ -584,7 +584,12 @@ def render(res):
             )
         lines.append("")
     if res.get("notes"):
-        lines += ["## What this shows", ""] + res["notes"] + [""]
+        lines += [
+            "## What this shows",
+            "",
+            "Written after the run from the figures above; it is kept in the results file's `notes`.",
+            "",
+        ] + res["notes"] + [""]
     return "\n".join(lines)
 
 
