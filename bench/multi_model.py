@@ -146,7 +146,8 @@ class Arbiter:
         self.proc = spawn([BIN, "start", "-c", self.cfg], self.log)
 
     def status(self):
-        out = subprocess.run([BIN, "status", "--json", "-c", self.cfg], capture_output=True, text=True, timeout=10)
+        cmd = [BIN, "status", "--json", "-c", self.cfg]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
         return json.loads(out.stdout) if out.returncode == 0 else None
 
     def wait_ready(self, limit=180.0):
@@ -275,7 +276,9 @@ class Flood:
             f"http://127.0.0.1:{self.port}/model_predict/{self.model}",
         ]
         with open(self.out_json, "wb") as out:
-            p = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, timeout=self.seconds + 180, check=False)
+            p = subprocess.run(
+                cmd, stdout=out, stderr=subprocess.PIPE, timeout=self.seconds + 180, check=False
+            )
         if p.returncode != 0:
             raise RuntimeError(f"oha exited {p.returncode}: {p.stderr.decode(errors='replace')[-2000:]}")
         with open(self.out_json) as f:
@@ -416,7 +419,10 @@ def slug(label):
 def warm(port, model, workers):
     """2 x workers concurrent requests to model, twice (every worker's lanes see some load)."""
     for _ in range(2):
-        ts = [threading.Thread(target=lambda: Client(port, model).post(timeout=60)) for _ in range(2 * workers)]
+        ts = [
+            threading.Thread(target=lambda: Client(port, model).post(timeout=60))
+            for _ in range(2 * workers)
+        ]
         for t in ts:
             t.start()
         for t in ts:
@@ -511,7 +517,8 @@ def render(res):
             "p50 and p99 pool the rounds, and each round's p50 is given. Target (issue 22): "
             f"flooded p50 within {TARGET} x idle p50.",
             "",
-            "| config | model | idle p50 / p99 (ms) | flooded p50 / p99 (ms) | p50 ratio | target | rounds' p50 idle -> flooded (ms) |",
+            "| config | model | idle p50 / p99 (ms) | flooded p50 / p99 (ms) | p50 ratio | target "
+            "| rounds' p50 idle -> flooded (ms) |",
             "|---|---|---|---|---|---|---|",
         ]
         for run in res["flood"]:
@@ -523,19 +530,24 @@ def render(res):
                     f"| {run['label']} | {name} | {fmt(idle['p50_ms'])} / {fmt(idle['p99_ms'])} "
                     f"({idle['requests']} req) | {fmt(fl.get('p50_ms'))} / {fmt(fl.get('p99_ms'))} "
                     f"({fl.get('requests', 0)} req) | {fmt(r, 2)} x | {met} | "
-                    + ", ".join(f"{fmt(a)} -> {fmt(b)}" for a, b in zip(idle["round_p50_ms"], fl.get("round_p50_ms", [])))
+                    + ", ".join(
+                        f"{fmt(a)} -> {fmt(b)}"
+                        for a, b in zip(idle["round_p50_ms"], fl.get("round_p50_ms", []))
+                    )
                     + " |"
                 )
         lines += [
             "",
             f"The flooded model, `{FLOODED}`:",
             "",
-            "| config | clients | 200 | 503 | other | in flight at the end | 200/s | answers/s | arbiter cores | oha cores | machine busy cores |",
+            "| config | clients | 200 | 503 | other | in flight at the end | 200/s | answers/s "
+            "| arbiter cores | oha cores | machine busy cores |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for run in res["flood"]:
             fl = run["flood"]
-            other = sum(v for k, v in fl["statuses"].items() if k not in ("200", "503")) + sum(fl["errors"].values())
+            other = sum(v for k, v in fl["statuses"].items() if k not in ("200", "503"))
+            other += sum(fl["errors"].values())
             lines.append(
                 f"| {run['label']} | {fl['clients']} | {fl['ok']} | {fl['busy_503']} | {other} | "
                 f"{fl['aborted_at_deadline']} | "
@@ -595,14 +607,20 @@ def render(res):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=5.0, help="each latency measurement, per round (default 5)")
-    ap.add_argument("--rounds", type=int, default=3, help="the flood runs' rounds of idle, then flooded (default 3)")
+    ap.add_argument(
+        "--seconds", type=float, default=5.0, help="each latency measurement, per round (default 5)"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="the flood runs' rounds of idle, then flooded (default 3)"
+    )
     ap.add_argument("--clients", type=int, default=32, help="the flood's concurrent clients (default 32)")
     ap.add_argument("--flood-workers", type=int, default=1, help="the flood run's workers (default 1)")
     ap.add_argument("--memory-workers", default="1,2", help="the memory runs' workers (default 1,2)")
     ap.add_argument("--only", choices=["flood", "memory"], help="one figure only")
     ap.add_argument("--md", default=MD, help=f"the report (default {os.path.relpath(MD, ROOT)})")
-    ap.add_argument("--report", metavar="RESULTS.json", help="render the report from a run's results, measuring nothing")
+    ap.add_argument(
+        "--report", metavar="RESULTS.json", help="render the report from a run's results, measuring nothing"
+    )
     args = ap.parse_args()
     if args.report:
         with open(args.report) as f:
@@ -617,7 +635,8 @@ def main():
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_path = os.path.join(OUT_DIR, f"results-{stamp}.json")
     version = subprocess.run([BIN, "--version"], capture_output=True, text=True).stdout.strip()
-    git = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    describe = ["git", "-C", ROOT, "describe", "--always", "--dirty"]
+    git = subprocess.run(describe, capture_output=True, text=True).stdout.strip()
     command = os.environ.get("BENCH_COMMAND") or "python3 bench/multi_model.py " + " ".join(sys.argv[1:])
     res = {
         "meta": {
@@ -654,17 +673,26 @@ def main():
                 ),
             ]
             for label, ms_, describe in runs:
-                run = flood_run(label, ms_, args.flood_workers, args.clients, args.seconds, args.rounds, OUT_DIR, quiet)
+                run = flood_run(
+                    label, ms_, args.flood_workers, args.clients, args.seconds, args.rounds, OUT_DIR, quiet
+                )
                 run["describe"] = describe
                 res["flood"].append(run)
                 for name, idle in run["idle"].items():
                     fl = run["flooded"].get(name, {})
                     r = ratio(fl.get("p50_ms"), idle["p50_ms"])
-                    print(f"{label:>20}  {name:<24} idle p50 {fmt(idle['p50_ms']):>7} ms p99 {fmt(idle['p99_ms']):>7}"
-                          f"   flooded p50 {fmt(fl.get('p50_ms')):>7} ms p99 {fmt(fl.get('p99_ms')):>7}   {fmt(r, 2)} x", flush=True)
+                    print(
+                        f"{label:>20}  {name:<24} idle p50 {fmt(idle['p50_ms']):>7} ms"
+                        f" p99 {fmt(idle['p99_ms']):>7}   flooded p50 {fmt(fl.get('p50_ms')):>7} ms"
+                        f" p99 {fmt(fl.get('p99_ms')):>7}   {fmt(r, 2)} x",
+                        flush=True,
+                    )
                 fl = run["flood"]
-                print(f"{label:>20}  {FLOODED} flood: {fl['ok']} x 200, {fl['busy_503']} x 503, {fl['ok_per_s']:.1f} 200/s"
-                      f" ({fl['clients']} clients, {fl['tool']})", flush=True)
+                print(
+                    f"{label:>20}  {FLOODED} flood: {fl['ok']} x 200, {fl['busy_503']} x 503,"
+                    f" {fl['ok_per_s']:.1f} 200/s ({fl['clients']} clients, {fl['tool']})",
+                    flush=True,
+                )
         if args.only in (None, "memory"):
             for w in [int(x) for x in args.memory_workers.split(",")]:
                 mem = memory_run(models, w)
