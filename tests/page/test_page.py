@@ -5,11 +5,12 @@ driven by Selenium, against a real arbiter serving etc/models.toml's three model
 It opens the page, picks the trained model, uploads var/photos/chelsea.png and reads the labels
 and scores the API gives for the same photo; uploads a file that is not an image and reads the
 error the API's status means; does both again at a phone's viewport (390x844); opens /docs; and
-saves screenshots to docs/ (the whole page: page-desktop.png, page-phone.png; the top of /docs:
-page-docs.png). It prints
-the page's weight and the time from opening it to the first answer.
+saves screenshots (the whole page: page-desktop.png, page-phone.png; the top of /docs:
+page-docs.png) to var/page/, so a test run leaves the checkout as it was. It prints the page's
+weight and the time from opening it to the first answer.
 
-    var/venv/bin/python tests/page/test_page.py     # after cargo build --release (or a debug build)
+    var/venv/bin/python tests/page/test_page.py              # after cargo build --release
+    SHOTS=docs var/venv/bin/python tests/page/test_page.py   # the screenshots docs/ shows
 
 ARBITER_BIN names another binary; SHOTS another folder for the screenshots.
 """
@@ -36,7 +37,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 ROOT = Path(__file__).resolve().parents[2]
 PHOTO = ROOT / "var/photos/chelsea.png"
 MODEL = "efficientnet-lite0"
-SHOTS = Path(os.environ.get("SHOTS", ROOT / "docs"))
+SHOTS = Path(os.environ.get("SHOTS", ROOT / "var" / "page"))
 # The words the page shows for each error status (crates/worker/src/page/page.js).
 MESSAGES = {
     400: "could not read this file as an image",
