@@ -22,7 +22,8 @@ the shared machine holds) and otherwise the file's settings and the defaults.
 2. Memory. For 1 and 2 workers: one arbiter with the three models, then (once it has stopped)
    three arbiters with one model each running side by side; after a warm-up (2 x workers
    concurrent requests to every model, twice), the PSS (/proc/PID/smaps_rollup) of every
-   arbiter and all its workers, summed.
+   arbiter and all its workers, summed, once they are idle; the prepared weights in a cache
+   folder of the run's own, so that no other program's mapping splits their PSS.
 
 JSON results go to var/bench/models/results-TIME.json (and var/bench/models/results.json); the
 report, docs/benchmarks-models.md by default (--md), is written from them alone
@@ -430,41 +431,46 @@ def warm(port, model, workers):
 
 
 def memory_run(models, workers):
-    """Summed PSS of one arbiter with every model against one arbiter per model, side by side."""
+    """Summed PSS of one arbiter with every model, then of one arbiter per model side by side."""
     out = {"workers": workers}
-    # One side at a time: pages both sides map (the ONNX Runtime library, a prepared model's
-    # weights) would otherwise have their PSS split between the two.
-    with tempfile.TemporaryDirectory() as dir:
-        arb = Arbiter(dir, "all", workers, models)
-        try:
-            arb.wait_ready()
-            for m in models:
-                warm(arb.port, m["name"], workers)
-            time.sleep(1)
-            rss, pss, n = memory(arb.pids())
-            out["one_arbiter"] = {"pss": pss, "rss": rss, "processes": n}
-        finally:
-            arb.stop()
-    with tempfile.TemporaryDirectory() as dir:
-        arbs = []
-        try:
-            for m in models:
-                arbs.append(Arbiter(dir, f"only-{m['name']}", workers, [m]))
-            for a in arbs:
-                a.wait_ready()
-            for a, m in zip(arbs, models):
-                warm(a.port, m["name"], workers)
-            time.sleep(1)
-            out["per_model"] = {}
-            for a, m in zip(arbs, models):
-                rss, pss, n = memory(a.pids())
-                out["per_model"][m["name"]] = {"pss": pss, "rss": rss, "processes": n}
-            out["separate"] = {
-                k: sum(v[k] for v in out["per_model"].values()) for k in ("pss", "rss", "processes")
-            }
-        finally:
-            for a in reversed(arbs):
-                a.stop()
+    # The prepared weights in a cache of this run's own: PSS splits a page between every process
+    # that maps it, and other programs on the machine (another benchmark, a test) may map the
+    # files of var/cache/prepared. One side at a time for the same reason: pages both sides map
+    # (the ONNX Runtime library, a model's prepared weights) would have their PSS split.
+    with tempfile.TemporaryDirectory() as cache:
+        models = [{**m, "cache_dir": cache} for m in models]
+        with tempfile.TemporaryDirectory() as dir:
+            arb = Arbiter(dir, "all", workers, models)
+            try:
+                arb.wait_ready()
+                for m in models:
+                    warm(arb.port, m["name"], workers)
+                # Until the lanes loaded in the background are done.
+                settle([arb.proc.pid], limit=30)
+                rss, pss, n = memory(arb.pids())
+                out["one_arbiter"] = {"pss": pss, "rss": rss, "processes": n}
+            finally:
+                arb.stop()
+        with tempfile.TemporaryDirectory() as dir:
+            arbs = []
+            try:
+                for m in models:
+                    arbs.append(Arbiter(dir, f"only-{m['name']}", workers, [m]))
+                for a in arbs:
+                    a.wait_ready()
+                for a, m in zip(arbs, models):
+                    warm(a.port, m["name"], workers)
+                settle([a.proc.pid for a in arbs], limit=30)
+                out["per_model"] = {}
+                for a, m in zip(arbs, models):
+                    rss, pss, n = memory(a.pids())
+                    out["per_model"][m["name"]] = {"pss": pss, "rss": rss, "processes": n}
+                out["separate"] = {
+                    k: sum(v[k] for v in out["per_model"].values()) for k in ("pss", "rss", "processes")
+                }
+            finally:
+                for a in reversed(arbs):
+                    a.stop()
     return out
 
 
@@ -578,7 +584,9 @@ def render(res):
             "Summed PSS (`/proc/PID/smaps_rollup`) of every arbiter and all its workers, in the same "
             "run: first the one arbiter with the three models alone, then, once it has stopped, the "
             "three single-model arbiters side by side (so that no page is shared between the two "
-            "sides), each after a warm-up of 2 x workers concurrent requests to every model, twice. "
+            "sides), each after a warm-up of 2 x workers concurrent requests to every model, twice, "
+            "once its processes are idle, the prepared weights in a cache of the run's own (no other "
+            "program maps them). "
             "The three single-model arbiters each hold one "
             "`[[model]]` entry of `etc/models.toml` (so spinning is on there: the default for one "
             "model).",
