@@ -19,8 +19,8 @@ With `tritonclient.http` only (no request built by hand), it checks that:
   the same tensor, the file taken from the arbiter config given with --config (its `[model]` or
   `[[model]]` tables; relative paths are relative to the config's folder);
 - `load_model` on a configured model succeeds (it is loaded already), on an unknown one is
-  refused with a 400;
-- `unload_model` is refused with a 400 `InferenceServerException` whose message says how a model
+  refused with a 404;
+- `unload_model` is refused with a 403 `InferenceServerException` whose message says how a model
   is removed (editing the config and `arbiter reload`); the message is printed.
 
 Prints one line per check and a summary; exits 0 when every check passed, 1 when any failed,
@@ -270,13 +270,13 @@ def main() -> int:
             client.load_model(UNKNOWN_MODEL)
             report.fail("load_model (unknown)", f"{UNKNOWN_MODEL} was accepted")
         except InferenceServerException as e:
-            report.check("load_model (unknown)", e.status() == "400", f"refused: {e}")
+            report.check("load_model (unknown)", e.status() == "404", f"refused: {e}")
         try:
             client.unload_model(first.name)
             report.fail("unload_model", f"{first.name} was unloaded, not refused")
         except InferenceServerException as e:
             # Refused as a bad request, saying how a model is removed.
-            report.check("unload_model", e.status() == "400" and "reload" in e.message(),
+            report.check("unload_model", e.status() == "403" and "reload" in e.message(),
                          f"refused: {e}")
     except InferenceServerException as e:
         report.fail("server", str(e))

@@ -27,6 +27,9 @@ pub enum ApiError {
         /// The methods the path has.
         allow: Vec<&'static str>,
     },
+    /// Understood and refused: what the API does not do, like unloading a configured model.
+    #[error("{0}")]
+    Refused(String),
     /// Malformed request: not multipart, no `image` field, bad JSON, an undecodable image.
     #[error("{0}")]
     BadRequest(String),
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -379,6 +379,24 @@ pub(crate) fn model_config(
     })
 }
 
+/// Checks the body of `POST /v2/repository/index`: empty, or a JSON object whose `ready`, when
+/// present, is a boolean (Triton's request).
+pub(crate) fn parse_index_request(body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let bad =
+        |why: String| ApiError::BadRequest(format!("invalid repository index request: {why}"));
+    let value: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    let Value::Object(fields) = value else {
+        return Err(bad("not a JSON object".to_owned()));
+    };
+    match fields.get("ready") {
+        None | Some(Value::Bool(_)) => Ok(()),
+        Some(_) => Err(bad("`ready` must be true or false".to_owned())),
+    }
+}
+
 /// `POST /v2/repository/index`: every model served, each `READY` (a worker serves only once
 /// all its models are loaded).
 pub(crate) fn repository_index<'a>(models: impl Iterator<Item = (&'a str, &'a str)>) -> Value {

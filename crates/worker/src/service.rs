@@ -388,13 +388,20 @@ impl Service {
                 Ok(json(StatusCode::OK, &body))
             }
             (Endpoint::RepositoryIndex, _) => {
+                let (parts, body) = req.into_parts();
+                let mut body = self.metered_body(&parts.headers, body).await?;
+                let bytes = body::read_all(&mut body, self.budget())
+                    .await
+                    .map_err(ApiError::from)?;
+                // Every model served is ready: `"ready": true` lists the same ones.
+                kserve::parse_index_request(&bytes)?;
                 let served = models.iter().map(|m| (m.name.as_str(), m.version.as_str()));
                 Ok(json(StatusCode::OK, &kserve::repository_index(served)))
             }
             (Endpoint::RepositoryLoad, _) => {
                 let name = params.first().copied().unwrap_or_default();
                 if models.versions(name).is_empty() {
-                    return Err(ApiError::BadRequest(format!(
+                    return Err(ApiError::ModelNotFound(format!(
                         "model `{name}` is not in the config; a model is loaded by adding a \
                          [[model]] table for it to the config and running `arbiter reload`"
                     )));
@@ -404,7 +411,12 @@ impl Service {
             }
             (Endpoint::RepositoryUnload, _) => {
                 let name = params.first().copied().unwrap_or_default();
-                Err(ApiError::BadRequest(format!(
+                if models.versions(name).is_empty() {
+                    return Err(ApiError::ModelNotFound(format!(
+                        "model `{name}` is not in the config"
+                    )));
+                }
+                Err(ApiError::Refused(format!(
                     "models are not unloaded through the API: remove model `{name}`'s [[model]] \
                      table from the config and run `arbiter reload` (the other models keep \
                      serving while the workers roll)"

@@ -177,6 +177,18 @@ async fn kserve_and_triton_routes_for_every_model() {
 
     let (status, index) = call(&service, post_req("/v2/repository/index")).await;
     assert_eq!(status, 200);
+    // Triton's request body, and what is not one.
+    for (body, want) in [
+        (r#"{"ready": true}"#, 200),
+        (r#"{"ready": {}}"#, 400),
+        ("[]", 400),
+    ] {
+        let req = Request::post("/v2/repository/index")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        assert_eq!(call(&service, req).await.0, want, "{body}");
+    }
     assert_eq!(
         index,
         serde_json::json!([
@@ -188,10 +200,12 @@ async fn kserve_and_triton_routes_for_every_model() {
     let (status, _) = call(&service, post_req("/v2/repository/models/voc/load")).await;
     assert_eq!(status, 200);
     let (status, body) = call(&service, post_req("/v2/repository/models/nope/load")).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("arbiter reload"));
+    let (status, _) = call(&service, post_req("/v2/repository/models/nope/unload")).await;
+    assert_eq!(status, 404);
     let (status, body) = call(&service, post_req("/v2/repository/models/voc/unload")).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 403);
     assert!(
         body["error"]
             .as_str()
