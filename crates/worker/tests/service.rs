@@ -127,6 +127,39 @@ async fn an_in_memory_multipart_request() {
     );
 }
 
+/// RFC 7578 allows field names in UTF-8: parts named so beside the image are skipped like any
+/// other. A control character in a part's header is outside HTTP's header grammar (RFC 9110's
+/// field-value, which RFC 7578 keeps): a clear 400.
+#[tokio::test]
+async fn utf8_field_names_are_read_and_control_characters_refused() {
+    let (service, _board, _slot, _thread) = service(
+        Fake::new(Duration::ZERO),
+        options("").models.remove(0).batching,
+        options("").limits,
+    );
+    let image = png(3, 3, [0, 0, 0]);
+    let body = |name: &[u8]| {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"--xyz\r\nContent-Disposition: form-data; name=\"");
+        b.extend_from_slice(name);
+        b.extend_from_slice(b"\"\r\n\r\n[]\r\n--xyz\r\n");
+        b.extend_from_slice(b"Content-Disposition: form-data; name=\"image\"; filename=\"\xc3\xa9t\xc3\xa9.png\"\r\n\r\n");
+        b.extend_from_slice(&image);
+        b.extend_from_slice(b"\r\n--xyz--\r\n");
+        Request::post("/model_predict")
+            .header("content-type", "multipart/form-data; boundary=xyz")
+            .body(Full::new(Bytes::from(b)))
+            .unwrap()
+    };
+    for name in ["image-légende".as_bytes(), "画像".as_bytes(), b"\xc2\x97"] {
+        let (status, _, answer) = call(&service, body(name)).await;
+        assert_eq!(status, 200, "{}: {answer}", String::from_utf8_lossy(name));
+    }
+    let (status, _, answer) = call(&service, body(b"a\x05b")).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("malformed multipart body"), "{answer}");
+}
+
 /// A request body fed through a channel, which notes when the service first reads it.
 struct Watched {
     rx: tokio::sync::mpsc::Receiver<Bytes>,
