@@ -220,7 +220,22 @@ fn recipe(m: &Model) -> String {
     out
 }
 
-/// A TOML basic string: what `{:?}` would write is not always TOML (`\u{590}`, `\0`).
+/// A TOML basic string (what `{:?}` writes is not always TOML: `\u{590}`, `\0`): `"` and `\`
+/// escaped, control characters as TOML's escapes or `\uXXXX`, everything else as it is.
 pub(crate) fn quote(text: &str) -> String {
-    toml::Value::String(text.to_string()).to_string()
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -433,3 +433,18 @@ fn precision_is_fp32_or_bf16() {
         "{text:?}"
     );
 }
+
+#[test]
+fn quoted_strings_read_back_as_they_were() {
+    for text in [
+        "plain",
+        "a \"quoted\" \\path\\",
+        "tab\tnew\nline\rret",
+        "nul\0 bell\u{7} del\u{7f} c1\u{85}",
+        "\u{590} é 画像 🦀",
+    ] {
+        let doc = format!("key = {}\n", crate::emit::quote(text));
+        let table: toml::Table = doc.parse().unwrap_or_else(|e| panic!("{doc}: {e}"));
+        assert_eq!(table["key"].as_str(), Some(text), "{doc}");
+    }
+}
