@@ -142,3 +142,43 @@ fn bf16_answers_within_its_rounding_of_fp32_or_is_refused() {
         sum / count as f64
     );
 }
+
+/// Images per second of `engine` on `batch` copies of `input` for `seconds`.
+fn speed(engine: &mut Engine, input: &[f32], batch: usize, seconds: f64) -> f64 {
+    let data: Vec<f32> = (0..batch).flat_map(|_| input.iter().copied()).collect();
+    for _ in 0..3 {
+        engine.run(&data, batch).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let mut runs = 0usize;
+    while started.elapsed().as_secs_f64() < seconds && runs < 100_000 {
+        engine.run(&data, batch).unwrap();
+        runs += 1;
+    }
+    (runs * batch) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// FP32 (ONNX Runtime) against BF16 (OpenVINO) in this process, 2 threads, batch 1 and 8, taken
+/// in turn three times: `cargo test --release -p arbiter-infer --test bf16 -- --ignored
+/// --nocapture` (docs/int8.md).
+#[test]
+#[ignore = "a measurement: run it on a quiet machine"]
+fn bf16_speed_against_fp32() {
+    if !CpuOffers::detect().bf16() {
+        eprintln!("this CPU has no BF16");
+        return;
+    }
+    let mut bf16 = load(8).unwrap();
+    let mut fp32 = Engine::load(&options(8)).unwrap();
+    let input = references().remove(0).1;
+    for round in 1..=3 {
+        for batch in [1, 8] {
+            let a = speed(&mut fp32, &input, batch, 3.0);
+            let b = speed(&mut bf16, &input, batch, 3.0);
+            eprintln!(
+                "round {round} batch {batch}: FP32 (ONNX Runtime) {a:.1} img/s, BF16 (OpenVINO) {b:.1} img/s, {:.2}x",
+                b / a
+            );
+        }
+    }
+}
