@@ -143,7 +143,6 @@ fn no_debug_or_introspection_route_is_reachable() {
     let mut env = Env::new(1);
     env.start_ready(1);
     let paths = [
-        "/",
         "/debug",
         "/debug/",
         "/console",
@@ -168,12 +167,10 @@ fn no_debug_or_introspection_route_is_reachable() {
         "/../../etc/passwd",
         "/%2e%2e/%2e%2e/etc/passwd",
         "/model_predict/../debug",
-        "/?__debugger__=yes&cmd=resource&f=style.css",
         "/console?__debugger__=yes",
         "/shutdown",
         "/reload",
-        "/v2/repository/index",
-        "/v2/repository/models/resnet50/load",
+        "/v2/repository/models/resnet50/unload/../../index",
         "/v2/logging",
         "/v2/trace/setting",
     ];
@@ -186,6 +183,35 @@ fn no_debug_or_introspection_route_is_reachable() {
             assert!(r.json()["error"].is_string());
         }
     }
+    // `/` is the page for people, `/v2/repository/...` Triton's repository routes: the Werkzeug
+    // debugger's query gets the page, nothing more, and the repository answers what it is.
+    let page = request(
+        env.addr(),
+        "GET",
+        "/?__debugger__=yes&cmd=resource&f=style.css",
+        &[],
+        b"",
+    );
+    answers.push(format!("GET /?__debugger__ {}", page.status));
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(!page.text().contains("__debugger__") && !page.text().contains("Traceback"));
+    let unload = request(
+        env.addr(),
+        "POST",
+        "/v2/repository/models/resnet50/unload",
+        &[],
+        b"",
+    );
+    answers.push(format!(
+        "POST /v2/repository/models/resnet50/unload {}",
+        unload.status
+    ));
+    assert_eq!(unload.status, 403, "{}", unload.text());
     for method in ["TRACE", "OPTIONS", "DEBUG", "CONNECT"] {
         let r = request(env.addr(), method, "/", &[], b"");
         answers.push(format!("{method} / {}", r.status));
