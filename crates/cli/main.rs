@@ -440,7 +440,10 @@ fn check(config: &ConfigArg) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_FAILURE));
         }
     }
-    // Each model's recipe against its actual input (ONNX Runtime reads it; `check` never forks).
+    // What this CPU's arithmetic offers, for `precision` and INT8 files.
+    println!("# this CPU: {}", arbiter_infer::CpuOffers::detect());
+    // Each model's recipe against its actual input (ONNX Runtime reads it; `check` never forks),
+    // and its precision against this machine.
     let several = config.models.len() > 1;
     let mut failed = false;
     for model in &config.models {
@@ -449,7 +452,16 @@ fn check(config: &ConfigArg) -> anyhow::Result<ExitCode> {
         } else {
             String::new()
         };
-        match inspect::check_model(model) {
+        let library = model.openvino_library.as_deref();
+        let checked = (if model.precision == arbiter_config::Precision::Bf16 {
+            arbiter_infer::init_openvino(library)
+        } else {
+            Ok(())
+        })
+        .and_then(|()| arbiter_infer::check_precision(model.device, model.precision))
+        .map_err(|e| arbiter_infer::error_chain(&e))
+        .and_then(|()| inspect::check_model(model));
+        match checked {
             Ok(summary) => println!("# {name}{summary}"),
             Err(e) => {
                 eprintln!("arbiter: {name}{e}");

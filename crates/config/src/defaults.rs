@@ -106,6 +106,7 @@ impl Model {
             // ONNX Runtime, the model's own arithmetic.
             precision: Precision::Fp32,
             runtime_library: None,
+            openvino_library: None,
             share_weights: true,
             cache_dir: base.join("../var/cache/prepared"),
             // ONNX Runtime's own default for one model (see `spinning`); a machine shared with

@@ -142,7 +142,7 @@ impl Config {
                 )
             };
             out += &format!(
-                "{header}\nname = {}\nversion = \"{}\"\n{default}path = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\nprecision = \"{}\"\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\n\n{}{batching}",
+                "{header}\nname = {}\nversion = \"{}\"\n{default}path = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\nprecision = \"{}\"\n{}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\n\n{}{batching}",
                 quote(&m.name),
                 m.version,
                 q(&m.path),
@@ -152,6 +152,7 @@ impl Config {
                 m.threads,
                 m.precision,
                 opt("runtime_library", m.runtime_library.as_deref().map(q)),
+                opt("openvino_library", m.openvino_library.as_deref().map(q)),
                 m.share_weights,
                 q(&m.cache_dir),
                 m.spinning,

@@ -421,6 +421,9 @@ fn read_model(
     if let Some((p, _)) = t.string("runtime_library", errs) {
         model.runtime_library = Some(resolve(base, &p));
     }
+    if let Some((p, _)) = t.string("openvino_library", errs) {
+        model.openvino_library = Some(resolve(base, &p));
+    }
     if let Some(b) = t.boolean("share_weights", errs) {
         model.share_weights = b;
     }

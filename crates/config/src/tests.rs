@@ -257,14 +257,15 @@ fn program_errors_are_reported_with_their_index() {
 }
 
 /// `etc/arbiter.toml` spells out the built-in defaults: parsed, it is the config that a file
-/// holding only the key with no portable default (the ONNX Runtime library `scripts/setup`
-/// fetches) gives, and it writes every key the effective config has.
+/// holding only the keys with no portable default (the ONNX Runtime and OpenVINO libraries
+/// `scripts/setup` fetches) gives, and it writes every key the effective config has.
 #[test]
 fn etc_arbiter_toml_shows_the_defaults() {
     let path = etc().join("arbiter.toml");
     let shipped = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let minimal = Config::parse(
-        "[model]\nruntime_library = \"../var/onnxruntime/libonnxruntime.so.1.32.0\"\n",
+        "[model]\nruntime_library = \"../var/onnxruntime/libonnxruntime.so.1.32.0\"\n\
+         openvino_library = \"../var/openvino/libopenvino_c.so\"\n",
         &path,
     )
     .unwrap_or_else(|e| panic!("{e}"));

@@ -158,6 +158,8 @@ pub struct Model {
     pub precision: Precision,
     /// ONNX Runtime's shared library; when absent, `ORT_DYLIB_PATH`.
     pub runtime_library: Option<PathBuf>,
+    /// OpenVINO's C library, for `precision = "bf16"`; when absent, `ARBITER_OPENVINO_LIBRARY`.
+    pub openvino_library: Option<PathBuf>,
     /// On a CPU, share one copy of the weights between workers through a prepared model.
     pub share_weights: bool,
     /// Where prepared models are kept.

@@ -8,18 +8,21 @@ use arbiter_infer::{Device, Engine, InferError, ModelOptions};
 use crate::batcher::{Backend, LaneLoader, ModelInfo};
 use crate::tensor::Batch;
 
-/// Loads the worker's engine (see [`Engine::load_shared`]), with one single-thread lane per
+/// Loads the worker's engine at its `precision` (see [`Engine::load_precision`]: FP32 through
+/// ONNX Runtime with shared weights, BF16 through OpenVINO), with one single-thread lane per
 /// ONNX Runtime thread when `parallel_batches` is on and the rule of `arbiter_config::runs_lanes`
-/// allows it (a CPU, more than one thread).
+/// allows it (a CPU, more than one thread, FP32: OpenVINO's threads are its own).
 pub(crate) fn load_engine(
     opts: &ModelOptions,
     cache: Option<&Path>,
     spinning: bool,
     parallel_batches: bool,
+    precision: Precision,
 ) -> Result<Engine, InferError> {
     let on_cpu = opts.device == Device::Cpu;
-    let lanes = arbiter_config::runs_lanes(parallel_batches, on_cpu, opts.intra_threads);
-    Engine::load_shared(opts, cache, spinning).map(|engine| engine.with_lanes(lanes))
+    let lanes = precision == Precision::Fp32
+        && arbiter_config::runs_lanes(parallel_batches, on_cpu, opts.intra_threads);
+    Engine::load_precision(opts, cache, spinning, precision).map(|engine| engine.with_lanes(lanes))
 }
 
 impl Backend for Engine {

@@ -201,8 +201,21 @@ fn load_model(
     let shared_cache = entry.shared_weights_cache.clone();
     let spinning = entry.intra_op_spinning;
     let parallel = entry.parallel_batches;
+    let precision = entry.precision;
+    let openvino = entry.openvino_library.clone();
     let (queue, thread) = InferenceQueue::start(
-        move || load_engine(&model_options, shared_cache.as_deref(), spinning, parallel),
+        move || {
+            if precision == arbiter_config::Precision::Bf16 {
+                arbiter_infer::init_openvino(openvino.as_deref())?;
+            }
+            load_engine(
+                &model_options,
+                shared_cache.as_deref(),
+                spinning,
+                parallel,
+                precision,
+            )
+        },
         &entry.batching,
         preprocess_threads,
         stats.clone(),

@@ -37,6 +37,11 @@ pub struct ModelEntry {
     pub parallel_batches: bool,
     /// The model's recipe (`[model.preprocess]`, `[model.postprocess]`, `fast_jpeg`).
     pub recipe: Recipe,
+    /// The arithmetic it runs in (`precision`): FP32 through ONNX Runtime, or BF16 through
+    /// OpenVINO.
+    pub precision: arbiter_config::Precision,
+    /// OpenVINO's C library for a BF16 model (`openvino_library`).
+    pub openvino_library: Option<PathBuf>,
 }
 
 impl ModelEntry {
@@ -58,6 +63,8 @@ impl ModelEntry {
             intra_op_spinning: model.spinning,
             parallel_batches: model.parallel_batches,
             recipe: Recipe::from_config(model),
+            precision: model.precision,
+            openvino_library: model.openvino_library.clone(),
         }
     }
 }
