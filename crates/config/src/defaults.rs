@@ -70,6 +70,15 @@ impl Server {
             // Fuzzed against libjpeg's own decoder (docs/reliability.md); off is for whoever
             // wants no C of this project between a stranger's bytes and libjpeg.
             own_huffman_decoder: true,
+            // Apache mod_reqtimeout's MinRate: a connection that sends slower than this after
+            // its grace is cut, so slow clients cannot hold the connection slots.
+            min_data_rate: 500,
+            min_data_rate_grace: Duration::from_secs(2),
+            close_on_overload: true,
+            accept_batch: 32,
+            // Measured in docs/overload.md: at 12x and 60x overload on 2 cores, 0 let the HTTP
+            // side and the clients take half the model's cores; 10 kept its goodput.
+            http_nice: 10,
         }
     }
 }

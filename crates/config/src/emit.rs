@@ -40,7 +40,7 @@ impl Config {
         let l = &self.limits;
         let mut out = format!(
             "[server]\nbind = [{}]\nworkers = {}\nbacklog = {}\n{}\n{}\nallow_root = {}\npidfile = {}\ncontrol_socket = {}\n\
-             graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\nui = {}\nown_huffman_decoder = {}\n\n\
+             graceful_timeout = \"{}\"\nboot_timeout = \"{}\"\nheartbeat_timeout = \"{}\"\nmax_requests = {}\nmax_requests_jitter = {}\ntrusted_proxies = [{}]\nui = {}\nown_huffman_decoder = {}\nmin_data_rate = {}\nmin_data_rate_grace = \"{}\"\nclose_on_overload = {}\naccept_batch = {}\nhttp_nice = {}\n\n\
              {}\
              [batching]\nmax_batch_size = {}\nmax_delay = \"{}\"\nqueue_size = {}\npreprocess_threads = {}\n\n\
              [limits]\nmax_body = \"{}\"\nmax_pixels = {}\nheader_timeout = \"{}\"\nbody_timeout = \"{}\"\nrequest_deadline = \"{}\"\nkeepalive = \"{}\"\nmax_connections = {}\n\n\
@@ -61,6 +61,11 @@ impl Config {
             proxies.join(", "),
             s_.ui,
             s_.own_huffman_decoder,
+            s_.min_data_rate,
+            d(s_.min_data_rate_grace),
+            s_.close_on_overload,
+            s_.accept_batch,
+            s_.http_nice,
             self.models_toml(),
             b.max_batch_size,
             d(b.max_delay),

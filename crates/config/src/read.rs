@@ -191,6 +191,29 @@ fn read_server(root: &mut Table, base: &Path, errs: &mut Errors) -> Server {
     if let Some(b) = t.boolean("own_huffman_decoder", errs) {
         server.own_huffman_decoder = b;
     }
+    if let Some(n) = t.count("min_data_rate", 0, errs) {
+        server.min_data_rate = n as u64;
+    }
+    if let Some(d) = t.duration("min_data_rate_grace", errs) {
+        server.min_data_rate_grace = d;
+    }
+    if let Some(b) = t.boolean("close_on_overload", errs) {
+        server.close_on_overload = b;
+    }
+    if let Some(n) = t.count("accept_batch", 1, errs) {
+        server.accept_batch = n;
+    }
+    if let Some((n, field)) = t.integer("http_nice", errs) {
+        if (0..=19).contains(&n) {
+            server.http_nice = n as i32;
+        } else {
+            errs.at(
+                &field.path,
+                &field.span,
+                format!("must be 0 to 19, got {n}"),
+            );
+        }
+    }
     if server.group.is_some() && server.user.is_none() {
         errs.at(
             &format!("{}.group", t.path),

@@ -449,3 +449,27 @@ fn quoted_strings_read_back_as_they_were() {
         assert_eq!(table["key"].as_str(), Some(text), "{doc}");
     }
 }
+
+#[test]
+fn the_overload_keys_are_read_and_checked() {
+    let c = parse(
+        "[server]\nmin_data_rate = 0\nmin_data_rate_grace = \"500ms\"\nclose_on_overload = false\naccept_batch = 4\nhttp_nice = 19\n",
+    )
+    .unwrap();
+    let s = &c.server;
+    assert_eq!(s.min_data_rate, 0);
+    assert_eq!(s.min_data_rate_grace, Duration::from_millis(500));
+    assert!(!s.close_on_overload);
+    assert_eq!((s.accept_batch, s.http_nice), (4, 19));
+    let errs =
+        parse("[server]\nhttp_nice = 20\naccept_batch = 0\nmin_data_rate = -1\n").unwrap_err();
+    let paths: Vec<_> = errs.iter().map(|e| e.key.clone()).collect();
+    assert_eq!(errs.len(), 3, "{paths:?}");
+    for key in [
+        "server.http_nice",
+        "server.accept_batch",
+        "server.min_data_rate",
+    ] {
+        assert!(paths.iter().any(|p| p.contains(key)), "{key}: {paths:?}");
+    }
+}

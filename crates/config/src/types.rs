@@ -131,6 +131,21 @@ pub struct Server {
     /// Read baseline JPEGs' Huffman-coded data with Arbiter's own decoder (the same coefficients
     /// as libjpeg's, sooner); false leaves the whole decode to libjpeg-turbo.
     pub own_huffman_decoder: bool,
+    /// Bytes per second a client must keep sending a request's headers and body at, once
+    /// `min_data_rate_grace` has passed (0: no minimum rate, only the timeouts).
+    pub min_data_rate: u64,
+    /// How long a request's headers, and then its body, may take before `min_data_rate` counts.
+    pub min_data_rate_grace: Duration,
+    /// Close the connection after refusing a request because its model's queue is full, so a
+    /// client that sends again at once pays a new connection.
+    pub close_on_overload: bool,
+    /// Most connections one worker accepts before it lets its other tasks (requests, answers)
+    /// run; the rest wait in the listen backlog.
+    pub accept_batch: usize,
+    /// The nice value of each worker's HTTP thread, and of the decode threads it starts: above
+    /// the model's threads (0), so that under overload the model keeps the cores and the HTTP
+    /// side gets what is left.
+    pub http_nice: i32,
 }
 
 /// A `[model]` (or one `[[model]]` entry): what to serve and how to run it.

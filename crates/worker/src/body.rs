@@ -1,4 +1,4 @@
-//! Reading request bodies within the size limit and the body deadline.
+//! Reading request bodies within the size limit, the body deadline and the minimum data rate.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +31,12 @@ pub(crate) enum BodyError {
         /// The body read timeout.
         secs: u64,
     },
+    /// The client sent the body slower than the minimum rate.
+    #[error("the request body arrived slower than {rate} bytes a second")]
+    TooSlow {
+        /// The minimum rate, in bytes a second.
+        rate: u64,
+    },
     /// The connection failed mid-body.
     #[error("the request body could not be read: {0}")]
     Read(String),
@@ -54,20 +60,51 @@ pub(crate) struct BodyBudget {
     pub deadline: Instant,
     /// The body read timeout, for messages.
     pub timeout_secs: u64,
+    /// Bytes a second the body must arrive at, counted from `rate_from` (0: no minimum).
+    pub min_rate: u64,
+    /// When the minimum rate starts to count: the body's start plus a grace.
+    pub rate_from: Instant,
 }
 
-/// Reads the next data chunk (skipping trailers); `None` at the end.
-async fn next_chunk<B>(body: &mut B, budget: &BodyBudget) -> Result<Option<Bytes>, BodyError>
+impl BodyBudget {
+    /// When the next chunk must have come, `seen` bytes read: the deadline, or sooner the
+    /// instant the client falls below the minimum rate (a second of credit per `min_rate`
+    /// bytes, as Apache mod_reqtimeout's MinRate), and which error that is.
+    fn next_deadline(&self, seen: u64) -> (Instant, BodyError) {
+        let timeout = BodyError::Timeout {
+            secs: self.timeout_secs,
+        };
+        if self.min_rate == 0 {
+            return (self.deadline, timeout);
+        }
+        let credit = Duration::from_secs_f64(seen as f64 / self.min_rate as f64);
+        let slow = self.rate_from + credit;
+        if slow < self.deadline {
+            (
+                slow,
+                BodyError::TooSlow {
+                    rate: self.min_rate,
+                },
+            )
+        } else {
+            (self.deadline, timeout)
+        }
+    }
+}
+
+/// Reads the next data chunk (skipping trailers), `seen` bytes read before; `None` at the end.
+async fn next_chunk<B>(
+    body: &mut B,
+    budget: &BodyBudget,
+    seen: u64,
+) -> Result<Option<Bytes>, BodyError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     loop {
-        let frame = timeout_at(budget.deadline, body.frame())
-            .await
-            .map_err(|_| BodyError::Timeout {
-                secs: budget.timeout_secs,
-            })?;
+        let (deadline, late) = budget.next_deadline(seen);
+        let frame = timeout_at(deadline, body.frame()).await.map_err(|_| late)?;
         match frame {
             None => return Ok(None),
             Some(Err(e)) => return Err(BodyError::Read(e.into().to_string())),
@@ -87,7 +124,7 @@ where
     B::Error: Into<BoxError>,
 {
     let mut buf = BytesMut::new();
-    while let Some(chunk) = next_chunk(body, &budget).await? {
+    while let Some(chunk) = next_chunk(body, &budget, buf.len() as u64).await? {
         if (buf.len() + chunk.len()) as u64 > budget.limit {
             return Err(BodyError::TooLarge {
                 limit: budget.limit,
@@ -109,7 +146,7 @@ where
 {
     futures_util::stream::unfold(Some((body, 0u64)), move |state| async move {
         let (body, seen) = state?;
-        match next_chunk(body, &budget).await {
+        match next_chunk(body, &budget, seen).await {
             Ok(None) => None,
             Ok(Some(chunk)) => {
                 let seen = seen + chunk.len() as u64;
@@ -209,10 +246,12 @@ where
         limit: max,
         deadline,
         timeout_secs: 0,
+        min_rate: 0,
+        rate_from: deadline,
     };
     let mut seen = 0u64;
     loop {
-        match next_chunk(body, &budget).await {
+        match next_chunk(body, &budget, seen).await {
             Ok(None) => return true,
             Ok(Some(chunk)) => {
                 seen += chunk.len() as u64;
@@ -236,6 +275,8 @@ mod tests {
             limit,
             deadline: Instant::now() + Duration::from_secs(5),
             timeout_secs: 5,
+            min_rate: 0,
+            rate_from: Instant::now(),
         }
     }
 
@@ -261,6 +302,8 @@ mod tests {
             limit: 100,
             deadline: Instant::now() + Duration::from_secs(3),
             timeout_secs: 3,
+            min_rate: 0,
+            rate_from: Instant::now(),
         };
         assert_eq!(
             read_all(&mut body, b).await,
@@ -279,5 +322,50 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert!(items[0].is_ok() && items[1].is_ok());
         assert_eq!(items[2], Err(BodyError::TooLarge { limit: 10 }));
+    }
+
+    /// A body trickled a byte at a time: cut at the minimum rate after the grace, long before
+    /// its deadline (paused time: no wall clock in it).
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_body_is_cut_at_the_minimum_rate() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let trickle = tokio::spawn(async move {
+            for _ in 0..1000 {
+                if tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"x"))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut body = StreamBody::new(Box::pin(tokio_stream_of(rx)));
+        let started = Instant::now();
+        let b = BodyBudget {
+            limit: 1 << 20,
+            deadline: started + Duration::from_secs(60),
+            timeout_secs: 60,
+            min_rate: 100,
+            rate_from: started + Duration::from_secs(2),
+        };
+        assert_eq!(
+            read_all(&mut body, b).await,
+            Err(BodyError::TooSlow { rate: 100 })
+        );
+        // 10 bytes a second against 100 after a 2 s grace: cut within the third second.
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        trickle.abort();
+    }
+
+    fn tokio_stream_of<T: Send + 'static>(
+        rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
     }
 }

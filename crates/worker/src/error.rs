@@ -112,7 +112,9 @@ impl From<BodyError> for ApiError {
     fn from(e: BodyError) -> ApiError {
         match e {
             BodyError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
-            BodyError::Timeout { .. } => ApiError::Timeout(e.to_string()),
+            BodyError::Timeout { .. } | BodyError::TooSlow { .. } => {
+                ApiError::Timeout(e.to_string())
+            }
             BodyError::Read(_) => ApiError::BadRequest(e.to_string()),
         }
     }

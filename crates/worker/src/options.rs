@@ -136,6 +136,11 @@ impl WorkerOptions {
                 request_deadline: limits.request_deadline,
                 keepalive_timeout: limits.keepalive,
                 max_connections: limits.max_connections,
+                min_data_rate: config.server.min_data_rate,
+                min_data_rate_grace: config.server.min_data_rate_grace,
+                close_on_overload: config.server.close_on_overload,
+                accept_batch: config.server.accept_batch,
+                http_nice: config.server.http_nice,
             },
             preprocess_threads: config.preprocess_threads_per_worker(cores),
             trusted_proxies: proxies
@@ -187,6 +192,17 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Open connections per worker; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Bytes per second a request's headers and body must keep arriving at after the grace
+    /// (`server.min_data_rate`); 0: no minimum.
+    pub min_data_rate: u64,
+    /// How long headers, then the body, may take before the minimum rate counts.
+    pub min_data_rate_grace: Duration,
+    /// Close the connection after a 503 for a full queue (`server.close_on_overload`).
+    pub close_on_overload: bool,
+    /// Connections accepted in a row before the worker's other tasks run (`server.accept_batch`).
+    pub accept_batch: usize,
+    /// The nice value of the HTTP thread and the decode threads it starts (`server.http_nice`).
+    pub http_nice: i32,
 }
 
 /// Dynamic batching: how the inference thread groups queued requests (`[batching]`).

@@ -1,26 +1,37 @@
 //! Accepting connections on the inherited listeners and serving HTTP/1 on each.
 //!
-//! - Connections per worker are bounded by a semaphore taken before `accept`, so past the limit
-//!   new connections wait in the kernel's backlog (where another worker may take them). At the
-//!   limit, idle keep-alive connections (no request running, none begun) are closed to make
-//!   room, as nginx reuses its own: otherwise clients that merely hold connections open, sending
-//!   a request now and then, would lock everyone else out.
-//! - Accept errors such as EMFILE back off for a moment instead of spinning.
-//! - Headers must arrive within `header_read_timeout` (hyper's timer); a client that started a
-//!   request and stalls gets a 408 before the connection closes.
+//! - Connections per worker are bounded (`max_connections`). At the limit, the connection just
+//!   accepted takes the place of another, asked to close ([`Open::evict_one`]): of those with no
+//!   request running, the one waiting longest, idle since its last answer or still sending its
+//!   request's headers.
+//!   Clients that merely hold connections open (idle, or trickling headers: slowloris) cannot
+//!   lock out a client that sends its request at once.
+//! - Accept errors such as EMFILE close idle connections to make room (and back off for a moment
+//!   when there is none), and the soft limit on open files is raised to the hard one at start.
+//! - A flood of connections is accepted `accept_batch` at a time, the requests already in
+//!   running in between.
+//! - Headers must arrive within `header_read_timeout` (hyper's timer), and, after a grace of
+//!   `min_data_rate_grace`, at `min_data_rate` bytes a second or more; a client that started a
+//!   request and stalls gets a 408 before the connection closes. (`body.rs` holds bodies to the
+//!   same rate.)
 //! - An idle keep-alive connection (no request running, nothing read) closes after
 //!   `keepalive_timeout`.
+//! - A connection closed after an answer its client may not have finished sending for (a 503
+//!   refused from the headers alone) reads off what follows for a moment first, so the close
+//!   does not reset the answer away.
 //! - On shutdown, the accept loops stop (dropping this worker's copy of the listeners) and every
 //!   connection finishes the request it is running, then closes; a connection accepted before
 //!   the drain whose first request has not begun yet waits up to a second for it (its client
 //!   may already have sent it). [`serve`] returns when the last connection has closed.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,7 +41,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, Semaphore, TryAcquireError, watch};
 use tokio::time::Instant;
 
@@ -47,10 +58,19 @@ pub enum Listener {
     Unix(std::os::unix::net::UnixListener),
 }
 
-/// How long accept backs off after an error like EMFILE.
+/// How long accept backs off after an error like EMFILE when no connection can be shed.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// While every connection slot is taken, how often idle connections are asked again to close.
+/// While every connection slot is taken, how often another connection is asked to make room.
 const SHED_INTERVAL: Duration = Duration::from_millis(100);
+/// When accept runs out of file descriptors: connections closed to make room, and how long
+/// they get to close before accept tries again.
+const SHED_ON_EMFILE: usize = 8;
+const SHED_PAUSE: Duration = Duration::from_millis(5);
+/// After an answer that closes the connection (a 503 with its body unread, a 413), what of the
+/// client's request is read and dropped before closing, so that closing with unread bytes does
+/// not reset the connection under the answer (nginx's lingering close).
+const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_millis(500);
 
 /// Serves `service` on `listeners` until `shutdown` becomes true, then drains: returns when every
 /// connection has finished. Fails only if a listener cannot be registered with tokio.
@@ -60,9 +80,11 @@ pub async fn serve(
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    raise_fd_limit();
+    set_nice(limits.http_nice);
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS) as u32;
-    let connections = Arc::new(Semaphore::new(max as usize));
-    let shed_idle = Arc::new(Notify::new());
+    let slots = Arc::new(Semaphore::new(max as usize));
+    let open = Arc::new(Open::default());
     let limits = Arc::new(limits);
     let mut accepts = Vec::new();
     for listener in listeners {
@@ -71,8 +93,8 @@ pub async fn serve(
             acceptor,
             service.clone(),
             Arc::clone(&limits),
-            Arc::clone(&connections),
-            Arc::clone(&shed_idle),
+            Arc::clone(&slots),
+            Arc::clone(&open),
             shutdown.clone(),
         );
         accepts.push(tokio::spawn(task));
@@ -81,8 +103,40 @@ pub async fn serve(
         let _ = task.await;
     }
     // Every connection holds a permit until it closes: all permits back = all connections done.
-    let _all = connections.acquire_many(max).await;
+    let _all = slots.acquire_many(max).await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: each connection is a file descriptor,
+/// and the usual soft limit (1024) is far below what idle keep-alive connections can take.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open files limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
+    }
+}
+
+/// Sets the calling thread's nice value (the worker's HTTP thread: [`serve`] runs on it); the
+/// decode threads it starts from then on inherit it, the model's threads, started before, keep
+/// theirs. Under overload the model keeps the cores, and the HTTP side, whose work grows with
+/// the load, gets what is left (docs/overload.md).
+#[allow(unsafe_code)]
+fn set_nice(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority takes plain integers and touches no memory of ours; on Linux
+    // PRIO_PROCESS with who = 0 is the calling thread.
+    let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, nice) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        tracing::warn!(error = %e, nice, "cannot set the HTTP thread's nice value");
+    }
 }
 
 enum Acceptor {
@@ -124,25 +178,122 @@ impl Acceptor {
     }
 }
 
+/// The open connections of a worker, to choose which one closes when they run short.
+#[derive(Debug)]
+struct Open {
+    /// The instant every connection's times count from.
+    base: Instant,
+    next_id: AtomicU64,
+    connections: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+impl Default for Open {
+    fn default() -> Open {
+        Open {
+            base: Instant::now(),
+            next_id: AtomicU64::new(0),
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Open {
+    fn register(&self) -> (u64, Arc<Activity>) {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let activity = Arc::new(Activity::new(self.base));
+        self.lock().insert(id, Arc::clone(&activity));
+        (id, activity)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks one connection to close to make room: of those with no request running, the one
+    /// that has waited longest, idle since its last answer or in the headers of its next
+    /// request (a well-behaved client sends them at once, so that is a slow one). A client busy
+    /// with requests is never chosen, nor is one between two requests while older ones wait.
+    /// Returns whether one was asked.
+    fn evict_one(&self) -> bool {
+        let connections = self.lock();
+        let mut oldest: Option<(u64, &Arc<Activity>)> = None;
+        for activity in connections.values() {
+            if activity.evicting.load(Relaxed) {
+                continue;
+            }
+            let since = match activity.phase() {
+                Phase::Idle => activity.last.load(Relaxed),
+                Phase::Headers => activity.header_since.load(Relaxed),
+                Phase::Request => continue,
+            };
+            if oldest.is_none_or(|(t, _)| since < t) {
+                oldest = Some((since, activity));
+            }
+        }
+        match oldest {
+            Some((_, victim)) => {
+                victim.evicting.store(true, Relaxed);
+                victim.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 async fn accept_loop(
     acceptor: Acceptor,
     service: Service,
     limits: Arc<Limits>,
-    connections: Arc<Semaphore>,
-    shed_idle: Arc<Notify>,
+    slots: Arc<Semaphore>,
+    open: Arc<Open>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut in_a_row = 0;
     loop {
-        let permit = match Arc::clone(&connections).try_acquire_owned() {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            accepted = acceptor.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if is_resource_error(&e) => {
+                // Out of file descriptors (or memory): idle connections make room for the one
+                // waiting, rather than accept failing until some client leaves.
+                let shed = (0..SHED_ON_EMFILE).filter(|_| open.evict_one()).count();
+                if shed > 0 {
+                    tracing::debug!(error = %e, shed, "accept failed; closing idle connections");
+                    tokio::time::sleep(SHED_PAUSE).await;
+                } else {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+                continue;
+            }
+            // A connection reset before accept, and the like: nothing to do but go on.
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return,
-            // Every slot is taken: idle connections give theirs up.
+            // Every slot is taken: an idle connection, else the slowest to send its headers,
+            // makes room for this one.
             Err(TryAcquireError::NoPermits) => loop {
-                shed_idle.notify_waiters();
+                open.evict_one();
                 tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|stop| *stop) => return,
-                    permit = Arc::clone(&connections).acquire_owned() => match permit {
+                    permit = Arc::clone(&slots).acquire_owned() => match permit {
                         Ok(p) => break p,
                         Err(_) => return,
                     },
@@ -150,35 +301,25 @@ async fn accept_loop(
                 }
             },
         };
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            accepted = acceptor.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let service = service.clone();
-                let limits = Arc::clone(&limits);
-                let shutdown = shutdown.clone();
-                let shed = Arc::clone(&shed_idle);
-                tokio::spawn(async move {
-                    match stream {
-                        Stream::Tcp(s) => {
-                            connection(s, peer, service, &limits, shed, shutdown).await
-                        }
-                        Stream::Unix(s) => {
-                            connection(s, peer, service, &limits, shed, shutdown).await
-                        }
-                    }
-                    drop(permit);
-                });
+        let service = service.clone();
+        let shared = Arc::clone(&limits);
+        let shutdown = shutdown.clone();
+        let open = Arc::clone(&open);
+        tokio::spawn(async move {
+            let limits = shared;
+            let (id, activity) = open.register();
+            match stream {
+                Stream::Tcp(s) => connection(s, peer, service, &limits, activity, shutdown).await,
+                Stream::Unix(s) => connection(s, peer, service, &limits, activity, shutdown).await,
             }
-            Err(e) if is_resource_error(&e) => {
-                tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-            // A connection reset before accept, and the like: nothing to do but go on.
-            Err(e) => tracing::debug!(error = %e, "accept failed"),
+            open.remove(id);
+            drop(permit);
+        });
+        // A flood of connections must not keep the requests already in from running.
+        in_a_row += 1;
+        if in_a_row >= limits.accept_batch {
+            in_a_row = 0;
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -198,34 +339,95 @@ mod libc_codes {
     pub(super) const ENOBUFS: i32 = 105;
 }
 
-/// What a connection has been doing, for the keep-alive idle timer and the 408 decision.
+/// Where a connection is between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Answered at least one request, nothing of the next one read.
+    Idle,
+    /// Receiving a request's headers: just accepted, or some of the next request read.
+    Headers,
+    /// A request is being handled (its body read, its answer computed or written).
+    Request,
+}
+
+/// What a connection has been doing: for the keep-alive timer, the minimum data rate, the 408
+/// decision and the choice of a connection to close. Times are nanoseconds since `base`.
 #[derive(Debug)]
 struct Activity {
-    epoch: Instant,
-    /// Nanoseconds since `epoch` of the last byte read or response finished.
+    base: Instant,
+    /// The last byte read or response finished.
     last: AtomicU64,
+    /// When the current headers began: the accept, or the first byte after an answer.
+    header_since: AtomicU64,
     /// Requests being handled.
     active: AtomicUsize,
-    /// Bytes read in all, and the count when the last request was received.
+    /// Requests begun.
+    requests: AtomicU64,
+    /// Bytes read in all, and the count when the last request began or was answered.
     read_total: AtomicU64,
-    read_at_last_request: AtomicU64,
+    read_mark: AtomicU64,
+    /// Asked to close to make room ([`Open::evict_one`]).
+    evicting: AtomicBool,
+    evict: Notify,
 }
 
 impl Activity {
+    fn new(base: Instant) -> Activity {
+        let now = ns_since(base);
+        Activity {
+            base,
+            last: AtomicU64::new(now),
+            header_since: AtomicU64::new(now),
+            active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            read_total: AtomicU64::new(0),
+            read_mark: AtomicU64::new(0),
+            evicting: AtomicBool::new(false),
+            evict: Notify::new(),
+        }
+    }
+
     fn touch(&self) {
-        let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last.store(ns, Relaxed);
+        self.last.store(ns_since(self.base), Relaxed);
+    }
+
+    fn at(&self, ns: u64) -> Instant {
+        self.base + Duration::from_nanos(ns)
     }
 
     fn idle_until(&self, keepalive: Duration) -> Instant {
-        self.epoch + Duration::from_nanos(self.last.load(Relaxed)) + keepalive
+        self.at(self.last.load(Relaxed)) + keepalive
     }
 
-    /// No request running, and nothing of the next one read.
-    fn is_idle(&self) -> bool {
-        self.active.load(Relaxed) == 0
-            && self.read_total.load(Relaxed) == self.read_at_last_request.load(Relaxed)
+    /// Bytes of the next request read so far.
+    fn pending(&self) -> u64 {
+        self.read_total.load(Relaxed) - self.read_mark.load(Relaxed)
     }
+
+    fn phase(&self) -> Phase {
+        if self.active.load(Relaxed) > 0 {
+            Phase::Request
+        } else if self.requests.load(Relaxed) > 0 && self.pending() == 0 {
+            Phase::Idle
+        } else {
+            Phase::Headers
+        }
+    }
+
+    /// In the headers, the instant the client falls below `min_rate` bytes a second: the
+    /// grace, plus a second per `min_rate` bytes sent (Apache mod_reqtimeout's MinRate).
+    fn too_slow_at(&self, limits: &Limits) -> Option<Instant> {
+        if limits.min_data_rate == 0 || self.phase() != Phase::Headers {
+            return None;
+        }
+        let since = self.at(self.header_since.load(Relaxed));
+        let credit = Duration::from_secs_f64(self.pending() as f64 / limits.min_data_rate as f64);
+        Some(since + limits.min_data_rate_grace + credit)
+    }
+}
+
+fn ns_since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The connection's stream, noting reads in [`Activity`].
@@ -244,8 +446,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
         if read > 0 {
-            self.activity.read_total.fetch_add(read as u64, Relaxed);
-            self.activity.touch();
+            let a = &self.activity;
+            // The first bytes of a keep-alive connection's next request start its headers.
+            if a.active.load(Relaxed) == 0 && a.requests.load(Relaxed) > 0 && a.pending() == 0 {
+                a.header_since.store(ns_since(a.base), Relaxed);
+            }
+            a.read_total.fetch_add(read as u64, Relaxed);
+            a.touch();
         }
         result
     }
@@ -285,24 +492,27 @@ type BoxedResponse =
 /// has already sent (seen under a reload: an empty answer).
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
+/// Why a connection's loop ended.
+enum End {
+    /// hyper finished the connection (or failed it).
+    Served(Result<(), hyper::Error>),
+    /// Its client sent its headers slower than `min_data_rate`.
+    TooSlow,
+    /// Closed to make room for another connection, mid-headers.
+    Evicted,
+}
+
 /// Serves one connection until it closes.
 async fn connection<S>(
     stream: S,
     peer: Peer,
     service: Service,
     limits: &Limits,
-    shed_idle: Arc<Notify>,
+    activity: Arc<Activity>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity {
-        epoch: Instant::now(),
-        last: AtomicU64::new(0),
-        active: AtomicUsize::new(0),
-        read_total: AtomicU64::new(0),
-        read_at_last_request: AtomicU64::new(0),
-    });
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: Arc::clone(&activity),
@@ -313,8 +523,9 @@ async fn connection<S>(
         let service = svc.clone();
         let activity = Arc::clone(&seen);
         activity.active.fetch_add(1, Relaxed);
+        activity.requests.fetch_add(1, Relaxed);
         activity
-            .read_at_last_request
+            .read_mark
             .store(activity.read_total.load(Relaxed), Relaxed);
         Box::pin(async move {
             let guard = ActiveGuard(activity);
@@ -333,12 +544,13 @@ async fn connection<S>(
     // Set at shutdown on a connection whose first request has not begun: until then it waits for
     // that request (its client connected before the drain and is sending it), up to this instant.
     let mut first_request_until: Option<Instant> = None;
-    let result = loop {
+    let end = loop {
         let idle_at = activity.idle_until(limits.keepalive_timeout);
+        let too_slow_at = activity.too_slow_at(limits);
         tokio::select! {
-            result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break result,
+            result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break End::Served(result),
             _ = shutdown.wait_for(|stop| *stop), if !closing && first_request_until.is_none() => {
-                if activity.read_at_last_request.load(Relaxed) == 0 {
+                if activity.requests.load(Relaxed) == 0 {
                     first_request_until = Some(Instant::now() + limits.header_read_timeout.min(FIRST_REQUEST_GRACE));
                 } else {
                     Pin::new(&mut conn).graceful_shutdown();
@@ -346,20 +558,28 @@ async fn connection<S>(
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(10)), if !closing && first_request_until.is_some() => {
-                let begun = activity.read_at_last_request.load(Relaxed) > 0;
+                let begun = activity.requests.load(Relaxed) > 0;
                 if begun || first_request_until.is_some_and(|until| Instant::now() >= until) {
                     Pin::new(&mut conn).graceful_shutdown();
                     closing = true;
                 }
             }
-            _ = shed_idle.notified(), if !closing => {
-                if activity.is_idle() {
+            _ = activity.evict.notified(), if !closing => match activity.phase() {
+                Phase::Idle => {
                     Pin::new(&mut conn).graceful_shutdown();
                     closing = true;
                 }
+                Phase::Headers => break End::Evicted,
+                // A request began since it was chosen: it stays.
+                Phase::Request => activity.evicting.store(false, Relaxed),
+            },
+            _ = tokio::time::sleep_until(too_slow_at.unwrap_or(idle_at)), if !closing && too_slow_at.is_some() => {
+                if activity.too_slow_at(limits).is_some_and(|at| Instant::now() >= at) {
+                    break End::TooSlow;
+                }
             }
             _ = tokio::time::sleep_until(idle_at), if !closing => {
-                if activity.active.load(Relaxed) == 0 && Instant::now() >= activity.idle_until(limits.keepalive_timeout) {
+                if activity.phase() == Phase::Idle && Instant::now() >= activity.idle_until(limits.keepalive_timeout) {
                     Pin::new(&mut conn).graceful_shutdown();
                     closing = true;
                 }
@@ -368,29 +588,63 @@ async fn connection<S>(
     };
     let parts = conn.into_parts();
     let mut stream = parts.io.into_inner().inner;
-    match result {
-        Ok(()) => {}
-        Err(e) if e.is_timeout() => {
-            // Headers did not arrive in time. Say so only if a request had begun: an idle
-            // keep-alive connection just closes.
-            if activity.read_total.load(Relaxed) > activity.read_at_last_request.load(Relaxed) {
+    // Only a connection that began a request hears why it is closed: an idle one just closes.
+    let begun = activity.pending() > 0;
+    let mut linger = false;
+    match end {
+        End::Served(Ok(())) => linger = activity.requests.load(Relaxed) > 0,
+        End::Served(Err(e)) if e.is_timeout() => {
+            if begun {
                 service.note_header_timeout(peer);
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    stream.write_all(&request_timeout_response(limits)),
-                )
-                .await;
+                write_bounded(&mut stream, &request_timeout_response(limits)).await;
             }
         }
-        Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+        End::Served(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+        End::TooSlow => {
+            tracing::debug!("a client sent its headers too slowly; closing its connection");
+            if begun {
+                service.note_header_timeout(peer);
+                write_bounded(&mut stream, &too_slow_response(limits)).await;
+            }
+        }
+        End::Evicted => {
+            tracing::debug!("connections at the limit: closing the slowest in its headers");
+            if begun {
+                write_bounded(&mut stream, EVICTED_RESPONSE).await;
+            }
+        }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    if linger {
+        // The client may still be sending what it was answered without reading (a refused
+        // body): read it off, bounded, so the close does not reset the answer away.
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut left = LINGER_BYTES;
+        let until = Instant::now() + LINGER_TIME;
+        while left > 0 {
+            match tokio::time::timeout_at(until, stream.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    }
 }
+
+async fn write_bounded<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(bytes)).await;
+}
+
+/// The answer of a connection closed mid-headers to make room for others.
+const EVICTED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 72\r\n\r\n{\"error\":\"too many connections: the slowest to send its request closed\"}";
 
 struct ActiveGuard(Arc<Activity>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
+        // The request's bytes, body included, are done with: what comes next is the next one.
+        self.0
+            .read_mark
+            .store(self.0.read_total.load(Relaxed), Relaxed);
         self.0.touch();
         self.0.active.fetch_sub(1, Relaxed);
     }
@@ -398,10 +652,22 @@ impl Drop for ActiveGuard {
 
 /// A raw 408 response, written when hyper's header timer fired.
 fn request_timeout_response(limits: &Limits) -> Vec<u8> {
-    let body = serde_json::json!({
-        "error": format!("the request headers were not received within {} s", limits.header_read_timeout.as_secs())
-    })
-    .to_string();
+    raw_408(format!(
+        "the request headers were not received within {} s",
+        limits.header_read_timeout.as_secs()
+    ))
+}
+
+/// A raw 408 response, for headers sent slower than the minimum rate.
+fn too_slow_response(limits: &Limits) -> Vec<u8> {
+    raw_408(format!(
+        "the request headers arrived slower than {} bytes a second",
+        limits.min_data_rate
+    ))
+}
+
+fn raw_408(error: String) -> Vec<u8> {
+    let body = serde_json::json!({ "error": error }).to_string();
     format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

@@ -13,13 +13,13 @@ use arbiter_scoreboard::{Route, Scoreboard, SlotRef, Stage};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;
-use hyper::header::{CONTENT_TYPE, EXPECT, HeaderMap, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, EXPECT, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::access::Record;
-use crate::batcher::{Input, JobOutput};
+use crate::batcher::{Input, JobOutput, Permit};
 use crate::body::{self, BodyBudget, BoxError, content_length};
 use crate::client::{Peer, client_address};
 use crate::error::ApiError;
@@ -243,8 +243,15 @@ impl Service {
                 }
             }
         };
+        // A refusal for a full queue closes the connection: a client that sends again at once
+        // (ignoring Retry-After) pays a new connection for it, and its unread body goes with it.
+        let close = matches!(result, Err(ApiError::Overloaded))
+            && self.inner.config.limits.close_on_overload;
         let mut response = result.unwrap_or_else(ApiError::into_response);
         let headers = response.headers_mut();
+        if close {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         let trace = [
             (REQUEST_ID, Some(request_id.as_str())),
             (TRACEPARENT, traceparent.as_deref()),
@@ -446,10 +453,13 @@ impl Service {
 
     fn budget(&self) -> BodyBudget {
         let limits = &self.inner.config.limits;
+        let now = Instant::now();
         BodyBudget {
             limit: limits.max_body_bytes,
-            deadline: Instant::now() + limits.body_read_timeout,
+            deadline: now + limits.body_read_timeout,
             timeout_secs: limits.body_read_timeout.as_secs(),
+            min_rate: limits.min_data_rate,
+            rate_from: now + limits.min_data_rate_grace,
         }
     }
 
@@ -475,7 +485,7 @@ impl Service {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
-        let mut body = self.metered_body(&parts.headers, body).await?;
+        let (permit, mut body) = self.admitted_body(model, &parts.headers, body).await?;
         let image = match upload::read_image(&parts.headers, &mut body, self.budget()).await {
             Ok(image) => image,
             Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
@@ -487,7 +497,7 @@ impl Service {
         let recipe = model.recipe;
         let stats = model.stats.clone();
         let ((), out) = self
-            .infer(model, move || {
+            .infer(model, permit, move || {
                 let prepared = recipe.prepare(&image, max_pixels, size);
                 drop((image, memory));
                 let prepared = prepared?;
@@ -539,7 +549,7 @@ impl Service {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
-        let mut body = self.metered_body(&parts.headers, body).await?;
+        let (permit, mut body) = self.admitted_body(model, &parts.headers, body).await?;
         let bytes = match body::read_all(&mut body, self.budget()).await {
             Ok(b) => b,
             Err(e) => {
@@ -564,7 +574,7 @@ impl Service {
         };
         let info = model.queue.info().clone();
         let (call, out) = self
-            .infer(model, move || {
+            .infer(model, permit, move || {
                 let call = kserve::parse_request(&bytes, json_len, &info);
                 drop((bytes, memory));
                 let mut call = call?;
@@ -598,6 +608,28 @@ impl Service {
             }
         };
         Ok(response)
+    }
+
+    /// Admission of an inference request, decided from its headers before any of its body is
+    /// read: the declared length, then a place in `model`'s pipeline (refused at once when the
+    /// queue is full, the body left unread: a refusal costs no more than its headers), then
+    /// room in the body memory. A length refusal is answered once the body is drained.
+    async fn admitted_body<B>(
+        &self,
+        model: &ServedModel,
+        headers: &HeaderMap,
+        mut body: B,
+    ) -> Result<(Permit, body::Metered<B>), ApiError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        if let Err(e) = self.check_declared_length(headers) {
+            return Err(self.after_unread_body(e, headers, &mut body).await);
+        }
+        let permit = model.queue.admit()?;
+        let body = self.metered_body(headers, body).await?;
+        Ok((permit, body))
     }
 
     /// Checks a body's declared length and waits for room for it in the body memory; a refusal
@@ -667,17 +699,21 @@ impl Service {
         })
     }
 
-    /// The one path of every inference route: takes a place in `model`'s pipeline (or refuses at
-    /// once), waits for a place ahead of the model, runs `prepare` (decode, parse) on the
-    /// blocking pool, and runs what it prepared with the batch it joins. Returns what `prepare`
-    /// kept for the answer, and the outputs.
-    async fn infer<T, F>(&self, model: &ServedModel, prepare: F) -> Result<(T, JobOutput), ApiError>
+    /// The one path of every inference route, with the place in `model`'s pipeline its
+    /// admission took ([`Service::admitted_body`]): waits for a place ahead of the model, runs
+    /// `prepare` (decode, parse) on the blocking pool, and runs what it prepared with the batch
+    /// it joins. Returns what `prepare` kept for the answer, and the outputs.
+    async fn infer<T, F>(
+        &self,
+        model: &ServedModel,
+        mut permit: Permit,
+        prepare: F,
+    ) -> Result<(T, JobOutput), ApiError>
     where
         F: FnOnce() -> Result<ForModel<T>, ApiError> + Send + 'static,
         T: Send + 'static,
     {
         let queue = &model.queue;
-        let mut permit = queue.admit()?;
         queue.before_preparing(&mut permit).await?;
         let prepared = self.blocking(prepare).await?;
         let out = queue.run(permit, prepared.input, prepared.images).await?;

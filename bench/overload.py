@@ -1,0 +1,529 @@
+#!/usr/bin/env python3
+"""Overload and hostile clients (issue 26): goodput past capacity, a slowloris, idle connections.
+
+Run through `scripts/bench --overload [--seconds 15]`, which runs scripts/setup, installs oha
+and builds the release binary first (or `python3 bench/overload.py` after them). Every arbiter
+it starts runs the default config (etc/arbiter.toml's model, one worker, every other key at its
+default) written into a temporary folder with absolute paths, on a free loopback port, with its
+own pidfile and control socket and `[memory] limit = "16GiB"`. Every load is bounded in time
+and runs on 127.0.0.1; every process it starts is stopped by pid.
+
+1. Overload. oha posts the 512 x 600 photo (var/photos/grace_hopper.jpg, a multipart body) to
+   /model_predict for `seconds` at 8 clients (the capacity: the issue's baseline), then at 96
+   (12 x) and 480 (60 x). oha sends again as soon as it has an answer, 503s included: clients
+   that ignore Retry-After. Goodput = 200s a second; the target is >= 0.9 x the 8-client figure.
+   During each run the worker's CPU time is read per thread (/proc/PID/task: the HTTP thread
+   `arbiter`, the decode pool `worker-blocking`, the model's `inference*`): where the cycles go.
+2. Slowloris. 8 oha clients as in 1, beside a Python attacker (its own process) holding
+   2 x max_connections connections, each trickling a header line of 16 bytes a second and
+   reconnecting at once when cut. Targets: the 8 clients' req/s >= 0.9 x alone, p99 <= 2 x
+   alone, none failed.
+3. Idle connections. An arbiter with `limits.max_connections = 11000` and `limits.keepalive =
+   "600s"`; a client opens `--idle` (10,000) connections, each answered one GET /healthz and then
+   left idle. The worker's RSS and PSS before and after, per connection, and a POST's latency
+   with them open against without.
+
+JSON results go to var/bench/overload/results-TIME.json; the report, docs/overload.md by
+default (--md), is written from them alone (`--report RESULTS.json` renders it again).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from harness.machine import machine
+from harness.probes import free_port, multipart
+from harness.processes import cleanup, spawn, stop, tree
+from harness.usage import CLK_TCK, memory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "arbiter")
+OHA = os.path.join(ROOT, "var", "tools", "bin", "oha")
+OUT_DIR = os.path.join(ROOT, "var", "bench", "overload")
+MD = os.path.join(ROOT, "docs", "overload.md")
+PHOTO = os.path.join(ROOT, "var", "photos", "grace_hopper.jpg")
+# The default config's limits.max_connections (crates/config/src/defaults.rs).
+MAX_CONNECTIONS = 1000
+# Targets of issue 26.
+GOODPUT_TARGET = 0.9
+LORIS_RATE_TARGET = 0.9
+LORIS_P99_TARGET = 2.0
+
+
+# --- arbiters ------------------------------------------------------------------------------------
+def config_text(dir, port, limits=None, server=None):
+    """The default config with absolute paths, on `port`, its pidfile and socket in `dir`."""
+    lines = [
+        "[server]",
+        f'bind = ["127.0.0.1:{port}"]',
+        "workers = 1",
+        f'pidfile = "{dir}/arbiter.pid"',
+        f'control_socket = "{dir}/arbiter.sock"',
+        f"allow_root = {'true' if os.geteuid() == 0 else 'false'}",
+    ]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in (server or {}).items()]
+    lines += [
+        "",
+        "[memory]",
+        'limit = "16GiB"',
+        "",
+        "[model]",
+        f'path = "{ROOT}/var/models/resnet50-voc20.onnx"',
+        f'labels = "{ROOT}/etc/class_name.json"',
+        f'runtime_library = "{ROOT}/var/onnxruntime/libonnxruntime.so.1.32.0"',
+        f'cache_dir = "{ROOT}/var/cache/prepared"',
+    ]
+    if limits:
+        lines += ["", "[limits]"] + [f"{k} = {json.dumps(v)}" for k, v in limits.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Arbiter:
+    def __init__(self, dir, name, limits=None, server=None):
+        self.port = free_port()
+        self.cfg = os.path.join(dir, f"{name}.toml")
+        with open(self.cfg, "w") as f:
+            f.write(config_text(dir, self.port, limits, server))
+        self.log = os.path.join(dir, f"{name}.log")
+        self.proc = spawn([BIN, "start", "-c", self.cfg], self.log)
+
+    def wait_ready(self, limit=180.0):
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [BIN, "status", "--json", "-c", self.cfg], capture_output=True, text=True, timeout=10
+            )
+            if out.returncode == 0:
+                ws = json.loads(out.stdout).get("workers", [])
+                if len(ws) == 1 and ws[0]["state"] == "ready":
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        with open(self.log) as f:
+            raise RuntimeError(f"the arbiter did not become ready:\n{f.read()[-4000:]}")
+
+    def worker(self):
+        return [p for p in tree([self.proc.pid]) if p != self.proc.pid][0]
+
+    def stop(self):
+        stop(self.proc)
+
+
+def thread_cpu(pid):
+    """{thread name: CPU seconds} of a process's threads, threads of one name summed, and
+    {thread name: nice value}."""
+    out, nice = {}, {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # utime and stime: fields 14 and 15 of stat, 12 and 13 after the name and state.
+        ticks = int(fields[11]) + int(fields[12])
+        key = "inference" if name.startswith("inference") else name
+        out[key] = out.get(key, 0.0) + ticks / CLK_TCK
+        nice[key] = int(fields[16])
+    return out, nice
+
+
+def cpu_delta(before, after, seconds):
+    return {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / seconds, 3) for k in after}
+
+
+# --- load ----------------------------------------------------------------------------------------
+def oha(port, clients, seconds, out_json):
+    cmd = [
+        OHA, "-z", f"{seconds}s", "-c", str(clients), "-t", "60s", "--no-tui",
+        "--output-format", "json", "-m", "POST", "-F", f"image=@{PHOTO}",
+        f"http://127.0.0.1:{port}/model_predict",
+    ]
+    with open(out_json, "wb") as out:
+        p = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, timeout=seconds + 120, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"oha exited {p.returncode}: {p.stderr.decode(errors='replace')[-2000:]}")
+    with open(out_json) as f:
+        data = json.load(f)
+    elapsed = float(data.get("summary", {}).get("total") or seconds)
+    statuses = {str(k): int(v) for k, v in data.get("statusCodeDistribution", {}).items()}
+    errors = {str(k): int(v) for k, v in data.get("errorDistribution", {}).items()}
+    # Requests still running when oha's time was up: not failures of the server.
+    aborted = sum(v for k, v in errors.items() if "deadline" in k.lower())
+    errors = {k: v for k, v in errors.items() if "deadline" not in k.lower()}
+    pct = data.get("latencyPercentiles", {})
+    ok = statuses.get("200", 0)
+    return {
+        "clients": clients,
+        "elapsed_s": elapsed,
+        "statuses": statuses,
+        "errors": errors,
+        "aborted_at_end": aborted,
+        "ok_per_s": ok / elapsed,
+        "refused_per_s": statuses.get("503", 0) / elapsed,
+        "p50_s": pct.get("p50"),
+        "p99_s": pct.get("p99"),
+        "failed": sum(v for k, v in statuses.items() if k != "200") + sum(errors.values()),
+    }
+
+
+def load_run(arbiter, clients, seconds, out_dir, label):
+    worker = arbiter.worker()
+    (before, _), t0 = thread_cpu(worker), time.monotonic()
+    result = oha(arbiter.port, clients, seconds, os.path.join(out_dir, f"oha-{label}.json"))
+    after, nice = thread_cpu(worker)
+    result["worker_cores"] = cpu_delta(before, after, time.monotonic() - t0)
+    result["thread_nice"] = nice
+    print(f"  {label}: {json.dumps(result)}", flush=True)
+    return result
+
+
+# --- the slowloris (run as its own process: python3 overload.py --loris PORT N SECONDS) ----------
+async def loris(port, n, seconds):
+    deadline = time.monotonic() + seconds
+    stats = {"connections": 0, "cut": 0, "connect_failed": 0, "answers": {}}
+
+    async def one(i):
+        await asyncio.sleep(i * 0.001)
+        while time.monotonic() < deadline:
+            try:
+                r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+            except (OSError, asyncio.TimeoutError):
+                stats["connect_failed"] += 1
+                await asyncio.sleep(0.1)
+                continue
+            stats["connections"] += 1
+            try:
+                w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                while time.monotonic() < deadline:
+                    try:
+                        data = await asyncio.wait_for(r.read(4096), 1.0)
+                    except asyncio.TimeoutError:
+                        # 16 bytes a second of a header section that never ends.
+                        w.write(b"X-Loris: 012345\r\n"[:16])
+                        await w.drain()
+                        continue
+                    if not data:
+                        break
+                    code = data[9:12].decode(errors="replace")
+                    stats["answers"][code] = stats["answers"].get(code, 0) + 1
+            except OSError:
+                pass
+            finally:
+                w.close()
+            if time.monotonic() < deadline:
+                stats["cut"] += 1
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    print(json.dumps(stats), flush=True)
+
+
+def slowloris_run(arbiter, seconds, out_dir, attackers):
+    log = os.path.join(out_dir, "loris.json")
+    attacker = spawn(
+        [sys.executable, os.path.abspath(__file__), "--loris", str(arbiter.port), str(attackers),
+         str(seconds + 10)],
+        log,
+        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))},
+    )
+    # The attack first takes hold (every connection open, the first cut by the rate limit).
+    time.sleep(5)
+    result = load_run(arbiter, 8, seconds, out_dir, "beside-slowloris")
+    attacker.wait(timeout=seconds + 60)
+    with open(log) as f:
+        lines = [line for line in f.read().splitlines() if line.startswith("{")]
+    result["attack"] = json.loads(lines[-1]) if lines else None
+    result["attackers"] = attackers
+    stop(attacker)
+    return result
+
+
+# --- idle connections ----------------------------------------------------------------------------
+async def hold_idle(port, n, opened, release):
+    """Opens n connections, each answered one GET /healthz, and holds them until `release`."""
+    conns, failed = [], 0
+    sem = asyncio.Semaphore(200)
+
+    async def one():
+        nonlocal failed
+        async with sem:
+            try:
+                r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+                w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 30)
+                length = int(
+                    [h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")][0]
+                    .split(b":")[1]
+                )
+                await r.readexactly(length)
+                conns.append((r, w))
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, IndexError, ValueError):
+                failed += 1
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    opened["held"], opened["failed"] = len(conns), failed
+    opened["event"].set()
+    while not release.is_set():
+        await asyncio.sleep(0.1)
+    # Still open? A connection the server closed reads EOF at once.
+    alive = 0
+    for r, w in conns:
+        try:
+            data = await asyncio.wait_for(r.read(1), 0.001)
+            alive += 0 if data == b"" else 1
+        except asyncio.TimeoutError:
+            alive += 1
+        except OSError:
+            pass
+    opened["alive_at_end"] = alive
+    for _, w in conns:
+        w.close()
+
+
+def latency(port, n=20):
+    import http.client
+
+    body, ctype = multipart("grace_hopper.jpg")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.request("POST", "/model_predict", body=body, headers={"Content-Type": ctype})
+        resp = conn.getresponse()
+        resp.read()
+        times.append(time.perf_counter() - t0)
+    conn.close()
+    times.sort()
+    return times[len(times) // 2]
+
+
+def idle_run(dir, n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    arbiter = Arbiter(dir, "idle", {"max_connections": n + 1000, "keepalive": "600s"})
+    try:
+        arbiter.wait_ready()
+        worker = arbiter.worker()
+        latency(arbiter.port, 5)
+        p50_alone = latency(arbiter.port)
+        rss0, pss0, _ = memory([worker])
+        opened, release = {"event": threading.Event()}, threading.Event()
+        holder = threading.Thread(
+            target=lambda: asyncio.run(hold_idle(arbiter.port, n, opened, release)), daemon=True
+        )
+        t0 = time.monotonic()
+        holder.start()
+        opened["event"].wait(300)
+        open_s = time.monotonic() - t0
+        time.sleep(1)
+        rss1, pss1, _ = memory([worker])
+        fds = len(os.listdir(f"/proc/{worker}/fd"))
+        p50_held = latency(arbiter.port)
+        release.set()
+        holder.join(120)
+        held = opened.get("held", 0)
+        result = {
+            "asked": n,
+            "held": held,
+            "failed": opened.get("failed"),
+            "alive_at_end": opened.get("alive_at_end"),
+            "open_s": open_s,
+            "worker_fds": fds,
+            "rss_before": rss0,
+            "rss_after": rss1,
+            "pss_before": pss0,
+            "pss_after": pss1,
+            "rss_per_connection": (rss1 - rss0) / held if held else None,
+            "pss_per_connection": (pss1 - pss0) / held if held else None,
+            "post_p50_alone_s": p50_alone,
+            "post_p50_beside_idle_s": p50_held,
+        }
+        print(f"  idle: {json.dumps(result)}", flush=True)
+        return result
+    finally:
+        arbiter.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# --- the report ----------------------------------------------------------------------------------
+def met(ok):
+    return "**met**" if ok else "**missed**"
+
+
+def report(results, md):
+    runs = results["runs"]
+    base = runs["capacity"]
+    cap = base["ok_per_s"]
+    lines = [
+        "# Overload and hostile clients",
+        "",
+        "Written by `bench/overload.py` from its results alone; the run that made these figures:",
+        "",
+        f"    {results['command']}",
+        "",
+        f"Machine: {results['machine']}. Date: {results['date']}. One arbiter, the default config "
+        "(etc/arbiter.toml's model, one worker), load from oha and Python on the same machine, "
+        f"over loopback, {results['seconds']} s a run. The body: the 512 x 600 photo in a "
+        "multipart form (about 70 KB).",
+        "",
+        "## Goodput past capacity",
+        "",
+        "oha sends again as soon as it has an answer, a 503 included: clients that ignore "
+        "`Retry-After`.",
+        "",
+        "| clients | 200/s | x capacity | 503/s | p50 | p99 | other failures | worker cores: HTTP, decode, model |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key in ("capacity", "12x", "60x", "capacity-nice0", "12x-nice0", "60x-nice0"):
+        r = runs.get(key)
+        if r is None:
+            continue
+        c = r["worker_cores"]
+        other = r["failed"] - r["statuses"].get("503", 0)
+        cap = runs["capacity-nice0" if key.endswith("nice0") else "capacity"]["ok_per_s"]
+        lines.append(
+            f"| {r['clients']}{' (http_nice = 0)' if key.endswith('nice0') else ''} | {r['ok_per_s']:.1f} | {r['ok_per_s'] / cap:.2f} | "
+            f"{r['refused_per_s']:.0f} | {r['p50_s'] * 1e3:.0f} ms | {r['p99_s'] * 1e3:.0f} ms | "
+            f"{other} | {c.get('arbiter', 0):.2f}, {c.get('worker-blocking', 0):.2f}, "
+            f"{c.get('inference', 0):.2f} |"
+        )
+    cap = base["ok_per_s"]
+    worst = min(runs["12x"]["ok_per_s"], runs["60x"]["ok_per_s"]) / cap
+    lines += [
+        "",
+        f"Target: goodput >= {GOODPUT_TARGET} x capacity under any overload: {worst:.2f} x, "
+        f"{met(worst >= GOODPUT_TARGET)}. (p50 and p99 are of every answer, 503s included.) "
+        "Worker cores: CPU seconds per second of the worker's threads, read from /proc during "
+        "the run: `arbiter` (the HTTP thread), `worker-blocking` (decode), `inference*` (the model). "
+        f"Their nice values in the default run: {runs['12x'].get('thread_nice')}. The rows marked "
+        "`http_nice = 0` ran on a second arbiter whose HTTP thread keeps the model's priority: "
+        "x capacity there is against that arbiter's own 8-client run.",
+        "",
+        "## Beside a slowloris",
+    ]
+    r = runs["beside-slowloris"]
+    a = r.get("attack") or {}
+    rate, p99 = r["ok_per_s"] / cap, r["p99_s"] / base["p99_s"]
+    lines += [
+        "",
+        f"{r['attackers']} attacking connections (2 x max_connections) trickle a 16-byte header line "
+        "a second and reconnect at once when cut, beside 8 oha clients.",
+        "",
+        "| | 200/s | p50 | p99 | failed |",
+        "|---|---|---|---|---|",
+        f"| 8 clients alone | {cap:.1f} | {base['p50_s'] * 1e3:.0f} ms | {base['p99_s'] * 1e3:.0f} ms | {base['failed']} |",
+        f"| beside the slowloris | {r['ok_per_s']:.1f} | {r['p50_s'] * 1e3:.0f} ms | {r['p99_s'] * 1e3:.0f} ms | {r['failed']} |",
+        "",
+        f"The attack: {a.get('connections', 0)} connections opened, {a.get('cut', 0)} cut by the "
+        f"server, answers they got: {a.get('answers', {})}, connects failed: {a.get('connect_failed', 0)}. "
+        f"Worker cores (HTTP, decode, model): {r['worker_cores'].get('arbiter', 0):.2f}, "
+        f"{r['worker_cores'].get('worker-blocking', 0):.2f}, {r['worker_cores'].get('inference', 0):.2f}.",
+        "",
+        f"Targets: throughput >= {LORIS_RATE_TARGET} x alone: {rate:.2f} x, {met(rate >= LORIS_RATE_TARGET)}; "
+        f"p99 <= {LORIS_P99_TARGET} x alone: {p99:.2f} x, {met(p99 <= LORIS_P99_TARGET)}; "
+        f"none failed: {r['failed']}, {met(r['failed'] == 0)}.",
+        "",
+        "## Idle keep-alive connections",
+    ]
+    i = runs["idle"]
+    mib = 1024 * 1024
+    lines += [
+        "",
+        f"An arbiter with `limits.max_connections = {i['asked'] + 1000}` and `limits.keepalive = "
+        f"\"600s\"`; {i['asked']} connections opened, each answered one `GET /healthz`, then left idle.",
+        "",
+        "| held | failed | still open at the end | worker fds | RSS before / after | per connection (RSS) | per connection (PSS) | POST p50 alone / beside them |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {i['held']} | {i['failed']} | {i['alive_at_end']} | {i['worker_fds']} | "
+        f"{i['rss_before'] / mib:.0f} / {i['rss_after'] / mib:.0f} MiB | "
+        f"{i['rss_per_connection'] / 1024:.1f} KiB | {i['pss_per_connection'] / 1024:.1f} KiB | "
+        f"{i['post_p50_alone_s'] * 1e3:.0f} / {i['post_p50_beside_idle_s'] * 1e3:.0f} ms |",
+        "",
+    ]
+    with open(md, "w") as f:
+        f.write("\n".join(lines))
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--loris":
+        port, n, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        asyncio.run(loris(port, n, seconds))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=15, help="each load run's length (default 15)")
+    ap.add_argument("--idle", type=int, default=10000, help="idle connections held (default 10000)")
+    ap.add_argument("--only", choices=["overload", "slowloris", "idle"], help="one part only")
+    ap.add_argument("--md", default=MD, help=f"the report (default {os.path.relpath(MD, ROOT)})")
+    ap.add_argument("--report", metavar="RESULTS", help="render the report from RESULTS only")
+    args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            report(json.load(f), args.md)
+        return
+    command = os.environ.get("BENCH_COMMAND") or "python3 bench/overload.py " + " ".join(sys.argv[1:])
+    os.makedirs(OUT_DIR, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = os.path.join(OUT_DIR, stamp)
+    os.makedirs(out_dir)
+    results = {
+        "command": command,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": args.seconds,
+        "runs": {},
+    }
+    runs = results["runs"]
+    try:
+        with tempfile.TemporaryDirectory(prefix="arbiter-overload-") as dir:
+            if args.only in (None, "overload", "slowloris"):
+                arbiter = Arbiter(dir, "load")
+                arbiter.wait_ready()
+                try:
+                    load_run(arbiter, 8, 3, out_dir, "warm-up")
+                    runs["capacity"] = load_run(arbiter, 8, args.seconds, out_dir, "capacity")
+                    if args.only in (None, "overload"):
+                        runs["12x"] = load_run(arbiter, 96, args.seconds, out_dir, "12x")
+                        runs["60x"] = load_run(arbiter, 480, args.seconds, out_dir, "60x")
+                    if args.only in (None, "slowloris"):
+                        runs["beside-slowloris"] = slowloris_run(
+                            arbiter, args.seconds, out_dir, 2 * MAX_CONNECTIONS
+                        )
+                finally:
+                    arbiter.stop()
+            if args.only in (None, "overload"):
+                # The same overload with the HTTP side at the model's priority.
+                arbiter = Arbiter(dir, "nice0", server={"http_nice": 0})
+                arbiter.wait_ready()
+                try:
+                    load_run(arbiter, 8, 3, out_dir, "warm-up-nice0")
+                    runs["capacity-nice0"] = load_run(arbiter, 8, args.seconds, out_dir, "capacity-nice0")
+                    runs["12x-nice0"] = load_run(arbiter, 96, args.seconds, out_dir, "12x-nice0")
+                    runs["60x-nice0"] = load_run(arbiter, 480, args.seconds, out_dir, "60x-nice0")
+                finally:
+                    arbiter.stop()
+            if args.only in (None, "idle"):
+                runs["idle"] = idle_run(dir, args.idle)
+    finally:
+        cleanup()
+    path = os.path.join(OUT_DIR, f"results-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"results: {path}")
+    if args.only is None:
+        report(results, args.md)
+        print(f"report: {args.md}")
+
+
+if __name__ == "__main__":
+    main()
