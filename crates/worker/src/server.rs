@@ -3,7 +3,7 @@
 //! - Connections per worker are bounded (`max_connections`). At the limit, the connection just
 //!   accepted takes the place of another, asked to close ([`Open::evict_one`]): of those with no
 //!   request running, the one waiting longest, idle since its last answer or still sending its
-//!   request's headers.
+//!   request's headers, once it has waited [`EVICT_AFTER`].
 //!   Clients that merely hold connections open (idle, or trickling headers: slowloris) cannot
 //!   lock out a client that sends its request at once.
 //! - Accept errors such as EMFILE close idle connections to make room (and back off for a moment
@@ -62,6 +62,11 @@ pub enum Listener {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// While every connection slot is taken, how often another connection is asked to make room.
 const SHED_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a connection with no request running must have waited before it is closed to make
+/// room for a new one at `max_connections`. Attackers that reconnect at once queue in the listen
+/// backlog ahead of a new well-behaved client, which then waits about this long to be accepted;
+/// shorter lets the attackers churn connections (and the cores) faster (docs/overload.md).
+const EVICT_AFTER: Duration = Duration::from_secs(1);
 /// When accept runs out of file descriptors: connections closed to make room, and how long
 /// they get to close before accept tries again.
 const SHED_ON_EMFILE: usize = 8;
@@ -215,12 +220,13 @@ impl Open {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Asks one connection to close to make room: of those with no request running, the one
-    /// that has waited longest, idle since its last answer or in the headers of its next
-    /// request (a well-behaved client sends them at once, so that is a slow one). A client busy
-    /// with requests is never chosen, nor is one between two requests while older ones wait.
-    /// Returns whether one was asked.
-    fn evict_one(&self) -> bool {
+    /// Asks one connection to close to make room: of those with no request running that have
+    /// waited at least `at_least`, the one that has waited longest, idle since its last answer
+    /// or in the headers of its next request (a well-behaved client sends them at once, so that
+    /// is a slow one). A client busy with requests is never chosen, nor is one between two
+    /// requests while older ones wait. Returns whether one was asked.
+    fn evict_one(&self, at_least: Duration) -> bool {
+        let latest = ns_since(self.base).saturating_sub(duration_ns(at_least));
         let connections = self.lock();
         let mut oldest: Option<(u64, &Arc<Activity>)> = None;
         for activity in connections.values() {
@@ -232,7 +238,7 @@ impl Open {
                 Phase::Headers => activity.header_since.load(Relaxed),
                 Phase::Request => continue,
             };
-            if oldest.is_none_or(|(t, _)| since < t) {
+            if since <= latest && oldest.is_none_or(|(t, _)| since < t) {
                 oldest = Some((since, activity));
             }
         }
@@ -267,7 +273,9 @@ async fn accept_loop(
             Err(e) if is_resource_error(&e) => {
                 // Out of file descriptors (or memory): idle connections make room for the one
                 // waiting, rather than accept failing until some client leaves.
-                let shed = (0..SHED_ON_EMFILE).filter(|_| open.evict_one()).count();
+                let shed = (0..SHED_ON_EMFILE)
+                    .filter(|_| open.evict_one(Duration::ZERO))
+                    .count();
                 if shed > 0 {
                     tracing::debug!(error = %e, shed, "accept failed; closing idle connections");
                     tokio::time::sleep(SHED_PAUSE).await;
@@ -286,10 +294,10 @@ async fn accept_loop(
         let permit = match Arc::clone(&slots).try_acquire_owned() {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return,
-            // Every slot is taken: an idle connection, else the slowest to send its headers,
-            // makes room for this one.
+            // Every slot is taken: the connection waiting longest with no request running makes
+            // room for this one, once it has waited EVICT_AFTER.
             Err(TryAcquireError::NoPermits) => loop {
-                open.evict_one();
+                open.evict_one(EVICT_AFTER);
                 tokio::select! {
                     biased;
                     _ = shutdown.wait_for(|stop| *stop) => return,
@@ -427,7 +435,11 @@ impl Activity {
 }
 
 fn ns_since(base: Instant) -> u64 {
-    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    duration_ns(base.elapsed())
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The connection's stream, noting reads in [`Activity`].
@@ -673,4 +685,61 @@ fn raw_408(error: String) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection of `open` in `phase`, waiting since `ago` before now.
+    fn connection(open: &Open, phase: Phase, ago: Duration) -> Arc<Activity> {
+        let (_, a) = open.register();
+        let since = ns_since(open.base).saturating_sub(duration_ns(ago));
+        match phase {
+            Phase::Idle => {
+                a.requests.store(1, Relaxed);
+                a.last.store(since, Relaxed);
+            }
+            Phase::Headers => {
+                a.header_since.store(since, Relaxed);
+                a.read_total.store(10, Relaxed);
+            }
+            Phase::Request => {
+                a.requests.store(1, Relaxed);
+                a.active.store(1, Relaxed);
+                a.header_since.store(0, Relaxed);
+                a.last.store(0, Relaxed);
+            }
+        }
+        assert_eq!(a.phase(), phase);
+        a
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connection_waiting_longest_with_no_request_running_is_asked_to_close() {
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let open = Open {
+            base: Instant::now() - Duration::from_secs(100),
+            ..Open::default()
+        };
+        let busy = connection(&open, Phase::Request, Duration::ZERO);
+        let idle = connection(&open, Phase::Idle, Duration::from_secs(3));
+        let slow = connection(&open, Phase::Headers, Duration::from_secs(5));
+        let fresh = connection(&open, Phase::Headers, Duration::from_millis(10));
+        let chosen = |a: &Activity| a.evicting.load(Relaxed);
+
+        // Nobody has waited a minute: nobody is asked.
+        assert!(!open.evict_one(Duration::from_secs(60)));
+        // The slowest in its headers first, then the longest idle; the others not past 1 s.
+        assert!(open.evict_one(Duration::from_secs(1)));
+        assert!(chosen(&slow) && !chosen(&idle));
+        assert!(open.evict_one(Duration::from_secs(1)));
+        assert!(chosen(&idle) && !chosen(&fresh));
+        assert!(!open.evict_one(Duration::from_secs(1)));
+        // Out of file descriptors: any connection with no request running, never a busy one.
+        assert!(open.evict_one(Duration::ZERO));
+        assert!(chosen(&fresh));
+        assert!(!open.evict_one(Duration::ZERO));
+        assert!(!chosen(&busy));
+    }
 }
