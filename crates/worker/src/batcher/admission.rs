@@ -1,5 +1,6 @@
-//! Admission: a request takes a [`Permit`] once its body is read (a slow client does not hold a
-//! place while it sends) and keeps it while it is prepared, queued and run. When every place is
+//! Admission: a request takes a [`Permit`] from its headers, before its body is read (a refusal
+//! then costs no body; a slow sender is bounded by the minimum data rate and the body timeout),
+//! and keeps it while its body arrives and it is prepared, queued and run. When every place is
 //! taken the next request is refused at once, so the queue never grows without bound and its
 //! channel is never full. Before it is decoded, a request also waits for a place among the
 //! images prepared ahead of the model, given back when its batch starts.

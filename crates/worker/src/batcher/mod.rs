@@ -25,8 +25,9 @@
 //!
 //! # Admission
 //!
-//! A request takes a [`Permit`] once its body is read and keeps it while it is preprocessed,
-//! queued and run; when `queue_capacity + preprocess_threads` permits are out, the next request
+//! A request takes a [`Permit`] from its headers, before its body is read (so that a refusal
+//! costs no body: the service's `admitted_body`), and keeps it while its body arrives and it is
+//! preprocessed, queued and run; when `queue_capacity + preprocess_threads` permits are out, the next request
 //! is refused at once (`admission.rs`). Preprocessing runs at most two batches ahead of the model
 //! (of each lane): a request waits for a place among the prepared images
 //! ([`InferenceQueue::before_preparing`]) before it is decoded, and gives it back when its batch
