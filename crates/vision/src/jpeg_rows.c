@@ -393,8 +393,9 @@ static boolean decode_mcu(j_decompress_ptr cinfo, JBLOCKROW *MCU_data) {
 }
 
 /* Copies the scan at src (up to the marker that ends it, or len) without its stuffed zero bytes,
- * as libjpeg's decoder reads it: 0xFF, any 0xFF fill bytes, then 0x00 is one 0xFF byte of data;
- * 0xFF then anything else is the marker. */
+ * as libjpeg's decoder reads it: 0xFF then 0x00 is one 0xFF byte of data; 0xFF, any 0xFF fill
+ * bytes, then anything else is the marker. Returns -1 (the scan is left to libjpeg) when out of
+ * memory, or on fill bytes before a stuffed zero. */
 static int copy_scan(struct huffman *f, const uint8_t *src, size_t len) {
     free(f->data);
     f->data = malloc(len + PAD_BYTES);
@@ -417,6 +418,14 @@ static int copy_scan(struct huffman *f, const uint8_t *src, size_t len) {
             f->marker = ff;
             break;
         }
+        /* Fill bytes before a stuffed zero (0xFF 0xFF ... 0x00): no encoder writes them, and
+         * libjpeg-turbo 2.1 decodes them two ways (its fast path takes the second 0xFF for a
+         * marker, gives the MCU up after writing coefficients into its blocks, and its slow path
+         * decodes the MCU again over them). Found by scripts/fuzz
+         * (crates/vision/fuzz/crashes/): such a scan is left to libjpeg, so the pixels are
+         * Pillow's whatever libjpeg makes of it. */
+        if (next != ff + 1)
+            return -1;
         *out++ = 0xFF;
         in = next + 1;
     }
