@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use arbiter_infer::{Device, Engine, InferError, ModelOptions};
+use arbiter_infer::{Device, Engine, InferError, ModelOptions, Precision};
 
 use crate::batcher::{Backend, LaneLoader, ModelInfo};
 use crate::tensor::Batch;
