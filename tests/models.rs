@@ -19,6 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use arbiter_testkit::max_difference;
 use serde_json::Value;
 
 use crate::util::*;
@@ -189,16 +190,6 @@ fn floats(v: &Value) -> Vec<f32> {
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
-}
-
-fn max_difference(ours: &[f32], theirs: &[f32]) -> f32 {
-    if ours.len() != theirs.len() {
-        return f32::INFINITY;
-    }
-    ours.iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
 }
 
 /// A softmax answer's names: `index`es of the reference mapped through `labels`.

@@ -170,18 +170,9 @@ impl Model {
         }
         let session = builder.commit_from_file(&opts.path).map_err(model_err)?;
         let sig = signature::check(&ModelSignature::of(&session), &opts.input)?;
-        let model = Model {
-            runner: Runner::Ort(session),
-            _weights: weights.cloned(),
-            input_name: sig.input_name,
-            output_name: sig.output_name,
-            input: sig.input,
-            classes: sig.classes.unwrap_or(0),
-            max_batch: opts.max_batch.max(1),
-            device: opts.device,
-            load_time: Duration::ZERO,
-        };
-        model.finish(sig.classes, opts, tuning, started)
+        let classes = sig.classes;
+        Model::assemble(Runner::Ort(session), weights.cloned(), sig, opts)
+            .finish(classes, opts, tuning, started)
     }
 
     /// Loads the model at `precision = "bf16"`: compiled by OpenVINO's CPU plugin with BF16
@@ -195,9 +186,21 @@ impl Model {
         let sig = signature::read(&opts.path, opts.runtime_library.as_deref())?;
         let sig = signature::check(&sig, &opts.input)?;
         let request = openvino::Request::compile(&opts.path, opts.intra_threads)?;
-        let model = Model {
-            runner: Runner::OpenVino(request),
-            _weights: None,
+        let classes = sig.classes;
+        Model::assemble(Runner::OpenVino(request), None, sig, opts)
+            .finish(classes, opts, tuning, started)
+    }
+
+    /// A model of `runner` whose input and output `sig` checked, before its warm-up.
+    fn assemble(
+        runner: Runner,
+        weights: Option<Arc<MappedWeights>>,
+        sig: signature::Served,
+        opts: &ModelOptions,
+    ) -> Model {
+        Model {
+            runner,
+            _weights: weights,
             input_name: sig.input_name,
             output_name: sig.output_name,
             input: sig.input,
@@ -205,8 +208,7 @@ impl Model {
             max_batch: opts.max_batch.max(1),
             device: opts.device,
             load_time: Duration::ZERO,
-        };
-        model.finish(sig.classes, opts, tuning, started)
+        }
     }
 
     /// The end of a load: the warm-up, the class count checked, the load logged.

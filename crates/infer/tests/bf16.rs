@@ -73,14 +73,6 @@ fn references() -> Vec<(String, Vec<f32>, Vec<f32>)> {
         .collect()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn bf16_answers_within_its_rounding_of_fp32_or_is_refused() {
     let offers = CpuOffers::detect();
@@ -107,7 +99,7 @@ fn bf16_answers_within_its_rounding_of_fp32_or_is_refused() {
     let (mut worst, mut sum, mut count) = (0f32, 0f64, 0usize);
     for (file, input, fp32) in &refs {
         let out = engine.run(input, 1).unwrap();
-        let diff = max_diff(&out, fp32);
+        let diff = arbiter_testkit::max_difference(&out, fp32);
         assert!(
             diff <= BF16_TOLERANCE,
             "{file}: BF16 differs from FP32 by {diff}"
@@ -130,7 +122,8 @@ fn bf16_answers_within_its_rounding_of_fp32_or_is_refused() {
     let batched = engine.run(&batch, 8).unwrap();
     for (i, (file, input, _)) in refs.iter().cycle().take(8).enumerate() {
         let single = engine.run(input, 1).unwrap();
-        let diff = max_diff(&batched[i * CLASSES..(i + 1) * CLASSES], &single);
+        let diff =
+            arbiter_testkit::max_difference(&batched[i * CLASSES..(i + 1) * CLASSES], &single);
         assert!(
             diff <= BF16_TOLERANCE,
             "{file} at {i}: batch and single differ by {diff}"

@@ -77,14 +77,6 @@ fn normalize_chw(hwc: &[u8]) -> Vec<f32> {
     chw
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn outputs_and_predictions_match_the_python_reference() {
     let mut model = load_model(1);
@@ -97,7 +89,7 @@ fn outputs_and_predictions_match_the_python_reference() {
     let labels = Labels::load(&setup::repo_root().join("etc/class_name.json")).unwrap();
     for r in references() {
         let out = model.run(&r.input, 1).unwrap();
-        let diff = max_diff(&out, &r.output);
+        let diff = arbiter_testkit::max_difference(&out, &r.output);
         assert!(diff <= 1e-3, "{}: outputs differ by {diff}", r.file);
         let prediction = serde_json::to_value(classify(&out, &labels, 0.5)).unwrap();
         assert_eq!(prediction, r.prediction, "{}", r.file);
@@ -114,7 +106,7 @@ fn batch_of_eight_equals_eight_singles() {
     assert_eq!(batched.len(), 8 * 20);
     for (i, r) in eight.iter().enumerate() {
         let single = model.run(&r.input, 1).unwrap();
-        let diff = max_diff(&batched[i * 20..(i + 1) * 20], &single);
+        let diff = arbiter_testkit::max_difference(&batched[i * 20..(i + 1) * 20], &single);
         assert!(
             diff <= 1e-4,
             "{} (position {i}): batch and single differ by {diff}",

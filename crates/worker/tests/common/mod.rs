@@ -23,6 +23,8 @@ use tokio::sync::watch;
 // Each test file uses some of these.
 #[allow(unused_imports)]
 pub(crate) use arbiter_testkit::http::{Response, encode, get, read_response, request, send};
+#[allow(unused_imports)]
+pub(crate) use arbiter_testkit::max_difference;
 pub(crate) use arbiter_testkit::multipart;
 #[allow(unused_imports)]
 pub(crate) use arbiter_testkit::setup::{onnxruntime, repo_root, resnet50, var};
@@ -308,17 +310,6 @@ pub(crate) fn kserve_output(answer: &serde_json::Value) -> Vec<f32> {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect()
-}
-
-/// The largest difference between two output vectors (infinite when their lengths differ).
-pub(crate) fn max_difference(ours: &[f32], theirs: &[f32]) -> f32 {
-    if ours.len() != theirs.len() {
-        return f32::INFINITY;
-    }
-    ours.iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
 }
 
 /// A server on 127.0.0.1 running in its own thread and tokio runtime.
