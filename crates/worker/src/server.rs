@@ -262,6 +262,8 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut in_a_row = 0;
+    let mut last_shed_warning: Option<Instant> = None;
+    let mut shed_total = 0;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -277,7 +279,15 @@ async fn accept_loop(
                     .filter(|_| open.evict_one(Duration::ZERO))
                     .count();
                 if shed > 0 {
-                    tracing::debug!(error = %e, shed, "accept failed; closing idle connections");
+                    shed_total += shed;
+                    // Said once a second at most: a flood would otherwise write a line per accept.
+                    if last_shed_warning
+                        .is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1))
+                    {
+                        tracing::warn!(error = %e, closed = shed_total, "accept failed; closing idle connections to make room");
+                        last_shed_warning = Some(Instant::now());
+                        shed_total = 0;
+                    }
                     tokio::time::sleep(SHED_PAUSE).await;
                 } else {
                     tracing::warn!(error = %e, "accept failed; backing off");
