@@ -55,7 +55,7 @@ def served_config(config: Path, model_file: Path, precision: str, out: Path) -> 
                          ("model", "cache_dir")):
         absolute(doc.get(section, {}), key)
     model = doc["model"]
-    for key in ("labels", "runtime_library", "cache_dir"):
+    for key in ("labels", "runtime_library", "openvino_library", "cache_dir"):
         absolute(model, key)
     model["path"] = str(model_file.resolve())
     model["precision"] = precision
