@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arbiter_testkit::http::{connect, get, read_response};
@@ -19,38 +16,6 @@ use arbiter_worker::{Limits, Peer};
 use bytes::Bytes;
 use common::*;
 use hyper::Request;
-
-/// A request body fed through a channel that records whether the service ever polled it.
-struct Watched {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    read: Arc<AtomicBool>,
-}
-
-impl hyper::body::Body for Watched {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        self.read.store(true, SeqCst);
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-}
-
-async fn became_true(flag: &AtomicBool, within: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while !flag.load(SeqCst) {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    true
-}
 
 #[tokio::test]
 async fn a_request_refused_for_a_full_queue_is_answered_without_reading_its_body() {

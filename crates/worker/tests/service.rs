@@ -3,11 +3,8 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::task::{Context, Poll};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use arbiter_worker::{Limits, Peer, Service, ServiceConfig};
@@ -158,38 +155,6 @@ async fn utf8_field_names_are_read_and_control_characters_refused() {
     let (status, _, answer) = call(&service, body(b"a\x05b")).await;
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("malformed multipart body"), "{answer}");
-}
-
-/// A request body fed through a channel, which notes when the service first reads it.
-struct Watched {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    read: Arc<AtomicBool>,
-}
-
-impl hyper::body::Body for Watched {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        self.read.store(true, SeqCst);
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-}
-
-async fn became_true(flag: &AtomicBool, within: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while !flag.load(SeqCst) {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    true
 }
 
 #[tokio::test]
