@@ -47,6 +47,7 @@ import tomllib
 from harness.machine import machine
 from harness.probes import free_port, multipart
 from harness.processes import cleanup, spawn, stop, tree
+from harness.servers import toml_value
 from harness.usage import CLK_TCK, Quiet, cpu_jiffies, machine_busy, memory, settle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,18 +84,6 @@ def models_of(toml_path=MODELS_TOML):
         entry.setdefault("cache_dir", os.path.join(ROOT, "var", "cache", "prepared"))
         models.append(entry)
     return models
-
-
-def toml_value(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML for {v!r}")
 
 
 def config_text(dir, name, port, workers, models):
