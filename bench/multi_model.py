@@ -16,8 +16,9 @@ the shared machine holds) and otherwise the file's settings and the defaults.
    measures each other model again. Reported: each model's p50/p99 idle and flooded and their
    ratio (the target: flooded p50 within 1.5 x idle p50), the flooded model's 200s, 503s and
    req/s, and the cores the arbiter and oha used. Done three times, each on a fresh arbiter:
-   etc/models.toml as written; the flooded model with `threads = 1`; and with `threads = 1` and
-   `[model.batching] queue_size = 4`: what a user can do when one model's load must not take
+   etc/models.toml as written (the flooded model at `nice = 19`); every model at `nice = 0`
+   (no priority between them); and the flooded model at `nice = 10`, below the HTTP thread's
+   priority (`server.http_nice = 19`): what a user can do when one model's load must not take
    the machine's cores from the others.
 2. Memory. For 1 and 2 workers: one arbiter with the three models, then (once it has stopped)
    three arbiters with one model each running side by side; after a warm-up (2 x workers
@@ -60,8 +61,8 @@ MD = os.path.join(ROOT, "docs", "benchmarks-models.md")
 PHOTO = "grace_hopper.jpg"
 # The model flooded; the others are measured.
 FLOODED = "resnet50"
-# What the limited run changes in the flooded model's entry.
-LIMITED = {"threads": 1, "batching": {"queue_size": 4}}
+# The flooded model's nice value in the runs beside etc/models.toml's.
+NICE_RUNS = (0, 10)
 # Keys whose values are paths, relative to the config file's folder.
 PATH_KEYS = ("path", "labels", "runtime_library", "cache_dir")
 # The target of issue 22: a flooded neighbour's p50 within this factor of its idle p50.
@@ -108,15 +109,12 @@ def config_text(dir, name, port, workers, models):
     return "\n".join(lines) + "\n"
 
 
-def limited(models, queue=True):
-    """The models with the flooded one limited as LIMITED says (its queue too with `queue`)."""
+def at_nice(models, nice):
+    """The models with every one at `nice` 0 but the flooded one at `nice`."""
     out = []
     for m in models:
         m = dict(m)
-        if m["name"] == FLOODED:
-            m["threads"] = LIMITED["threads"]
-            if queue:
-                m["batching"] = {**m.get("batching", {}), **LIMITED["batching"]}
+        m["nice"] = nice if m["name"] == FLOODED else 0
         out.append(m)
     return out
 
@@ -654,20 +652,21 @@ def main():
     quiet = Quiet(per_point=10, budget=90)
     try:
         if args.only in (None, "flood"):
+            written = next(m.get("nice", 0) for m in models if m["name"] == FLOODED)
             runs = [
-                ("etc/models.toml", models, "the three entries as written"),
                 (
-                    f"{FLOODED} threads = 1",
-                    limited(models, queue=False),
-                    f"`{FLOODED}` with `threads = {LIMITED['threads']}` (one ONNX Runtime thread, "
-                    "one lane), the others as written",
-                ),
+                    "etc/models.toml",
+                    models,
+                    f"the three entries as written (`{FLOODED}` at `nice = {written}`)",
+                )
+            ] + [
                 (
-                    f"{FLOODED} threads = 1, queue_size = {LIMITED['batching']['queue_size']}",
-                    limited(models),
-                    f"`{FLOODED}` with `threads = {LIMITED['threads']}` and `[model.batching] "
-                    f"queue_size = {LIMITED['batching']['queue_size']}`, the others as written",
-                ),
+                    f"{FLOODED} nice = {nice}",
+                    at_nice(models, nice),
+                    f"`{FLOODED}` at `nice = {nice}`, the others at 0"
+                    + (" (no priority between the models)" if nice == 0 else ""),
+                )
+                for nice in NICE_RUNS
             ]
             for label, ms_, describe in runs:
                 run = flood_run(

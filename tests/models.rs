@@ -439,7 +439,48 @@ fn three_models_answer_with_their_own_references() {
             "{name} missing from /metrics:\n{metrics}"
         );
     }
+    // etc/models.toml puts resnet50 at nice 19: its inference thread (and the ONNX Runtime
+    // threads it starts, which take its name) and a decode pool of its own run there, the other
+    // two models' at 0.
+    let pid = env.workers("ready")[0]["pid"].as_u64().unwrap();
+    let threads = thread_nices(pid);
+    let count = |name: &str, nice: i32| {
+        threads
+            .iter()
+            .filter(|(n, v)| n == name && *v == nice)
+            .count()
+    };
+    assert!(count("inference", 19) >= 1, "{threads:?}");
+    assert!(count("inference", 0) >= 2, "{threads:?}");
+    assert!(count("decode-19", 19) >= 1, "{threads:?}");
+    assert!(count("decode", 0) >= 1, "{threads:?}");
+    for (name, nice) in &threads {
+        if name.starts_with("decode") {
+            let expected = if name == "decode-19" { 19 } else { 0 };
+            assert_eq!(*nice, expected, "{name}: {threads:?}");
+        }
+    }
     println!("three models checked in {:?}", started.elapsed());
+}
+
+/// Each thread of process `pid`: its name and nice value (`/proc/PID/task/TID/stat`, field 19).
+fn thread_nices(pid: u64) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // ended since the listing
+        };
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let name = stat[open + 1..close].to_owned();
+        let nice = stat[close + 2..]
+            .split(' ')
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        out.push((name, nice));
+    }
+    out
 }
 
 fn own((name, version): (&str, &str)) -> (String, String) {

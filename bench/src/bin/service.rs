@@ -192,6 +192,7 @@ fn main() {
         queue,
         batching,
         on_gpu: false,
+        nice: 0,
         stats: slot.model(0),
     };
     let service = Service::new(config, Models::new(vec![model], 0), board.clone(), slot);

@@ -125,6 +125,8 @@ impl Model {
             parallel_batches: true,
             // Off keeps the seed's pixels exactly.
             fast_jpeg: false,
+            // Every model at the priority of the worker: the kernel shares the cores evenly.
+            nice: 0,
             preprocess: Preprocess::defaults(),
             postprocess: Postprocess::defaults(),
             batching: batching.clone(),

@@ -147,7 +147,7 @@ impl Config {
                 )
             };
             out += &format!(
-                "{header}\nname = {}\nversion = \"{}\"\n{default}path = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\nprecision = \"{}\"\n{}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\n\n{}{batching}",
+                "{header}\nname = {}\nversion = \"{}\"\n{default}path = {}\nlabels = {}\nthreshold = {}\ndevice = \"{}\"\nthreads = {}\nprecision = \"{}\"\n{}\n{}\nshare_weights = {}\ncache_dir = {}\nspinning = {}\nparallel_batches = {}\nfast_jpeg = {}\nnice = {}\n\n{}{batching}",
                 quote(&m.name),
                 m.version,
                 q(&m.path),
@@ -163,6 +163,7 @@ impl Config {
                 m.spinning,
                 m.parallel_batches,
                 m.fast_jpeg,
+                m.nice,
                 recipe(m),
             );
         }

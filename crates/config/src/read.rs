@@ -463,6 +463,20 @@ fn read_model(
     if let Some(b) = t.boolean("fast_jpeg", errs) {
         model.fast_jpeg = b;
     }
+    if let Some((n, field)) = t.integer("nice", errs) {
+        if (0..=19).contains(&n) {
+            model.nice = n as i32;
+        } else {
+            errs.at(
+                &field.path,
+                &field.span,
+                format!(
+                    "must be 0 to 19, got {n} (a worker may raise its threads' nice value, \
+                     not lower it)"
+                ),
+            );
+        }
+    }
     model.preprocess = read_preprocess(t, errs);
     model.postprocess = read_postprocess(t, errs);
     if let Some(mut b) = t.table("batching", errs) {

@@ -349,6 +349,7 @@ queue_size = 8
 name = "effnet"
 version = "12"
 path = "/m/effnet-12.onnx"
+nice = 10
 "#;
 
 #[test]
@@ -370,6 +371,8 @@ fn several_models_each_with_their_own_keys() {
     assert!(!c.models[0].spinning);
     assert!(c.models[1].spinning);
     assert!(parse("").unwrap().model().spinning);
+    // Each model's own nice value; 0, the worker's, by default.
+    assert_eq!((c.models[0].nice, c.models[2].nice), (0, 10));
     // The version rule: exact, else the highest number (12 > 3, not "3" > "12").
     assert_eq!(c.find_model("effnet", None).unwrap().version, "12");
     assert_eq!(c.find_model("effnet", Some("3")).unwrap().version, "3");
@@ -415,6 +418,21 @@ preprocess_threads = 2
     has("model[3].name", "another model is `b` version 1");
     has("model[3].default", "already the default");
     has("model[3].batching.preprocess_threads", "[batching]");
+}
+
+#[test]
+fn a_models_nice_is_0_to_19() {
+    assert_eq!(parse("[model]\nnice = 19\n").unwrap().model().nice, 19);
+    for bad in ["-1", "20"] {
+        let errors = parse(&format!("[model]\nnice = {bad}\n")).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].key.contains("model.nice"), "{}", errors[0].key);
+        assert!(
+            errors[0].message.contains("0 to 19"),
+            "{}",
+            errors[0].message
+        );
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! 2. **Serve.** A single-threaded tokio runtime runs hyper (HTTP/1) on every listener, a heartbeat
 //!    task, and the signal handlers; the slot goes Ready. Nothing heavy runs on that thread: image
 //!    decode, resize (by the model's [`Recipe`], from `[model.preprocess]`) and tensor JSON parsing
-//!    go to a blocking pool bounded by `preprocess_threads`, and the model runs on the inference
+//!    go to `preprocess_threads` decode threads at the model's nice value, and the model runs on the inference
 //!    thread, which writes each image into its batch by the recipe, fed by a bounded queue with
 //!    dynamic batching (see [`batcher`]); on a CPU with several ONNX Runtime threads, under load,
 //!    on one inference thread per ONNX Runtime thread, each with its own single-thread session (the
@@ -32,6 +32,7 @@ mod access;
 pub mod batcher;
 mod body;
 mod client;
+mod decode;
 mod engine;
 mod error;
 pub mod kserve;
@@ -143,8 +144,12 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
              (not libjpeg-turbo 2.1): libjpeg decodes every JPEG"
         );
     }
-    // Each decoding thread reuses one image buffer instead of faulting in a new one per image.
-    arbiter_vision::keep_spare_buffers(opts.preprocess_threads.max(1));
+    // Each decoding thread reuses one image buffer instead of faulting in a new one per image:
+    // `preprocess_threads` per nice value among the models (the service's decode pools).
+    let mut levels: Vec<i32> = opts.models.iter().map(|m| m.nice).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    arbiter_vision::keep_spare_buffers(opts.preprocess_threads.max(1) * levels.len());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(opts.preprocess_threads.max(1) + 1)
@@ -203,8 +208,12 @@ fn load_model(
     let parallel = entry.parallel_batches;
     let precision = entry.precision;
     let openvino = entry.openvino_library.clone();
+    let nice = entry.nice;
     let (queue, thread) = InferenceQueue::start(
         move || {
+            // On the model's inference thread: its lanes and ONNX Runtime's (or OpenVINO's)
+            // threads, all started from here, inherit it.
+            decode::set_thread_nice(nice, "the model's inference thread");
             if precision == arbiter_config::Precision::Bf16 {
                 arbiter_infer::init_openvino(openvino.as_deref())?;
             }
@@ -239,6 +248,7 @@ fn load_model(
         queue,
         batching: entry.batching.clone(),
         on_gpu: entry.model.device != arbiter_infer::Device::Cpu,
+        nice: entry.nice,
         stats,
     };
     Ok((model, thread))

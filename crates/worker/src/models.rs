@@ -36,6 +36,9 @@ pub struct ServedModel {
     pub batching: Batching,
     /// Whether it runs on a GPU.
     pub on_gpu: bool,
+    /// The nice value its requests are prepared at (`model.nice`; its inference threads took it
+    /// when they started).
+    pub nice: i32,
     /// Its block of the worker's scoreboard slot.
     pub stats: ModelRef,
 }

@@ -42,6 +42,9 @@ pub struct ModelEntry {
     pub precision: arbiter_config::Precision,
     /// OpenVINO's C library for a BF16 model (`openvino_library`).
     pub openvino_library: Option<PathBuf>,
+    /// The nice value of its inference threads and of the threads preparing its requests
+    /// (`nice`).
+    pub nice: i32,
 }
 
 impl ModelEntry {
@@ -65,6 +68,7 @@ impl ModelEntry {
             recipe: Recipe::from_config(model),
             precision: model.precision,
             openvino_library: model.openvino_library.clone(),
+            nice: model.nice,
         }
     }
 }
@@ -201,7 +205,7 @@ pub struct Limits {
     pub close_on_overload: bool,
     /// Connections accepted in a row before the worker's other tasks run (`server.accept_batch`).
     pub accept_batch: usize,
-    /// The nice value of the HTTP thread and the decode threads it starts (`server.http_nice`).
+    /// The nice value of the HTTP thread (`server.http_nice`).
     pub http_nice: i32,
 }
 

@@ -86,7 +86,11 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     raise_fd_limit();
-    set_nice(limits.http_nice);
+    // The HTTP thread (serve runs on it) and the blocking threads it starts from now on: under
+    // overload the models keep the cores (their threads and decode pools started before, at
+    // their own nice values), and the HTTP side, whose work grows with the load, gets what is
+    // left (docs/overload.md).
+    crate::decode::set_thread_nice(limits.http_nice, "the HTTP thread");
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS) as u32;
     let slots = Arc::new(Semaphore::new(max as usize));
     let open = Arc::new(Open::default());
@@ -123,24 +127,6 @@ fn raise_fd_limit() {
         },
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
-    }
-}
-
-/// Sets the calling thread's nice value (the worker's HTTP thread: [`serve`] runs on it); the
-/// decode threads it starts from then on inherit it, the model's threads, started before, keep
-/// theirs. Under overload the model keeps the cores, and the HTTP side, whose work grows with
-/// the load, gets what is left (docs/overload.md).
-#[allow(unsafe_code)]
-fn set_nice(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    // SAFETY: setpriority takes plain integers and touches no memory of ours; on Linux
-    // PRIO_PROCESS with who = 0 is the calling thread.
-    let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, nice) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        tracing::warn!(error = %e, nice, "cannot set the HTTP thread's nice value");
     }
 }
 

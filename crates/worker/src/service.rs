@@ -22,6 +22,7 @@ use crate::access::Record;
 use crate::batcher::{Input, JobOutput, Permit};
 use crate::body::{self, BodyBudget, BoxError, content_length};
 use crate::client::{Peer, client_address};
+use crate::decode::DecodePool;
 use crate::error::ApiError;
 use crate::kserve;
 use crate::models::{Models, ServedModel};
@@ -71,7 +72,7 @@ struct ForModel<T> {
 pub struct ServiceConfig {
     /// Request limits.
     pub limits: Limits,
-    /// Decode/preprocess concurrency.
+    /// Threads preparing requests (decode, resize, parsing) per nice value among the models.
     pub preprocess_threads: usize,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpCidr>,
@@ -107,7 +108,8 @@ pub struct Service {
 struct Inner {
     config: ServiceConfig,
     models: Models,
-    preprocess: Arc<Semaphore>,
+    /// One pool of threads preparing requests per nice value among the models.
+    decoders: Vec<DecodePool>,
     /// Bytes of request bodies in memory, in [`BODY_UNIT`]s.
     bodies: Arc<Semaphore>,
     body_units: u32,
@@ -119,14 +121,27 @@ struct Inner {
 }
 
 impl Service {
-    /// A service answering with `models`, counting into `slot` of `scoreboard`.
+    /// A service answering with `models`, counting into `slot` of `scoreboard`. Starts the
+    /// threads that prepare the models' requests, at each model's nice value: call it before the
+    /// calling thread raises its own.
+    ///
+    /// # Panics
+    ///
+    /// If the system refuses those threads (as `std::thread::spawn` would).
     pub fn new(
         config: ServiceConfig,
         models: Models,
         scoreboard: Scoreboard,
         slot: SlotRef,
     ) -> Service {
-        let preprocess = Arc::new(Semaphore::new(config.preprocess_threads.max(1)));
+        let mut decoders: Vec<DecodePool> = Vec::new();
+        for model in models.iter() {
+            if decoders.iter().all(|d| d.nice() != model.nice) {
+                let pool = DecodePool::start(config.preprocess_threads, model.nice)
+                    .unwrap_or_else(|e| panic!("cannot start the decode threads: {e}"));
+                decoders.push(pool);
+            }
+        }
         let body_memory = BODY_MEMORY.max(config.limits.max_body_bytes);
         let body_units = u32::try_from(body_memory.div_ceil(BODY_UNIT))
             .unwrap_or(u32::MAX)
@@ -135,7 +150,7 @@ impl Service {
             inner: Arc::new(Inner {
                 config,
                 models,
-                preprocess,
+                decoders,
                 bodies: Arc::new(Semaphore::new(body_units as usize)),
                 body_units,
                 scoreboard,
@@ -674,34 +689,18 @@ impl Service {
             .map_err(|_| ApiError::Unavailable("the worker is shutting down".to_owned()))
     }
 
-    /// Runs CPU-heavy work on the blocking pool, at most `preprocess_threads` at once.
-    async fn blocking<T, F>(&self, work: F) -> Result<T, ApiError>
-    where
-        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
-        T: Send + 'static,
-    {
-        let permit = Arc::clone(&self.inner.preprocess)
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::Unavailable("the worker is shutting down".to_owned()))?;
-        // The permit moves into the task, so a request abandoned mid-way still holds its thread's
-        // place until the work really ends.
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "decoding or parsing panicked");
-            Err(ApiError::BadRequest(
-                "the request's content could not be decoded".to_owned(),
-            ))
-        })
+    /// The pool preparing `model`'s requests: the one at its nice value.
+    fn decoder(&self, model: &ServedModel) -> &DecodePool {
+        let pools = &self.inner.decoders;
+        pools
+            .iter()
+            .find(|d| d.nice() == model.nice)
+            .unwrap_or(&pools[0])
     }
 
     /// The one path of every inference route, with the place in `model`'s pipeline its
     /// admission took ([`Service::admitted_body`]): waits for a place ahead of the model, runs
-    /// `prepare` (decode, parse) on the blocking pool, and runs what it prepared with the batch
+    /// `prepare` (decode, parse) on its model's decode pool, and runs what it prepared with the batch
     /// it joins. Returns what `prepare` kept for the answer, and the outputs.
     async fn infer<T, F>(
         &self,
@@ -715,7 +714,7 @@ impl Service {
     {
         let queue = &model.queue;
         queue.before_preparing(&mut permit).await?;
-        let prepared = self.blocking(prepare).await?;
+        let prepared = self.decoder(model).run(prepare).await?;
         let out = queue.run(permit, prepared.input, prepared.images).await?;
         Ok((prepared.kept, out))
     }

@@ -54,6 +54,7 @@ fn service_of(specs: &[Spec]) -> (Service, Scoreboard, Vec<InferenceThread>) {
             queue,
             batching,
             on_gpu: false,
+            nice: 0,
             stats: slot.model(i),
         });
         threads.push(thread);

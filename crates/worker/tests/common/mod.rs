@@ -188,6 +188,7 @@ pub(crate) fn one_model(
         queue,
         batching,
         on_gpu: false,
+        nice: 0,
         stats: slot.model(0),
     };
     Models::new(vec![model], 0)
