@@ -13,7 +13,7 @@ and runs on 127.0.0.1; every process it starts is stopped by pid.
    (12 x) and 480 (60 x). oha sends again as soon as it has an answer, 503s included: clients
    that ignore Retry-After. Goodput = 200s a second; the target is >= 0.9 x the 8-client figure.
    During each run the worker's CPU time is read per thread (/proc/PID/task: the HTTP thread
-   `arbiter`, the decode pool `worker-blocking`, the model's `inference*`): where the cycles go.
+   `arbiter`, the decode pool `decode*`, the model's `inference*`): where the cycles go.
    Then the same three runs on a second arbiter with `server.http_nice = 0` (the HTTP side at
    the model's priority), against its own 8-client run.
 2. Slowloris. 8 oha clients as in 1, beside a Python attacker (its own process) holding
@@ -134,7 +134,7 @@ def thread_cpu(pid):
         fields = stat[stat.rindex(")") + 2 :].split()
         # utime and stime: fields 14 and 15 of stat, 12 and 13 after the name and state.
         ticks = int(fields[11]) + int(fields[12])
-        key = "inference" if name.startswith("inference") else name
+        key = next((k for k in ("inference", "decode") if name.startswith(k)), name)
         out[key] = out.get(key, 0.0) + ticks / CLK_TCK
         nice[key] = int(fields[16])
     return out, nice
@@ -506,7 +506,7 @@ def report(results, md):
         lines.append(
             f"| {r['clients']}{' (http_nice = 0)' if key.endswith('nice0') else ''} | {r['ok_per_s']:.1f} | {r['ok_per_s'] / cap:.2f} | "
             f"{r['refused_per_s']:.0f} | {r['p50_s'] * 1e3:.0f} ms | {r['p99_s'] * 1e3:.0f} ms | "
-            f"{other} | {c.get('arbiter', 0):.2f}, {c.get('worker-blocking', 0):.2f}, "
+            f"{other} | {c.get('arbiter', 0):.2f}, {c.get('decode', 0):.2f}, "
             f"{c.get('inference', 0):.2f} |"
         )
     cap = base["ok_per_s"]
@@ -516,7 +516,7 @@ def report(results, md):
         f"Target: goodput >= {GOODPUT_TARGET} x capacity under any overload: {worst:.2f} x, "
         f"{met(worst >= GOODPUT_TARGET)}. (p50 and p99 are of every answer, 503s included.) "
         "Worker cores: CPU seconds per second of the worker's threads, read from /proc during "
-        "the run: `arbiter` (the HTTP thread), `worker-blocking` (decode), `inference*` (the model). "
+        "the run: `arbiter` (the HTTP thread), `decode*` (the decode pool), `inference*` (the model). "
         f"Their nice values in the default run: {runs['12x'].get('thread_nice')}. The rows marked "
         "`http_nice = 0` ran on a second arbiter whose HTTP thread keeps the model's priority. "
         "Each overload ran between two 8-client runs (the first table row, then one after each "
@@ -551,7 +551,7 @@ def report(results, md):
         f"The attack: {a.get('connections', 0)} connections opened, {a.get('cut', 0)} cut by the "
         f"server, answers they got: {a.get('answers', {})}, connects failed: {a.get('connect_failed', 0)}. "
         f"Worker cores (HTTP, decode, model): {r['worker_cores'].get('arbiter', 0):.2f}, "
-        f"{r['worker_cores'].get('worker-blocking', 0):.2f}, {r['worker_cores'].get('inference', 0):.2f}; "
+        f"{r['worker_cores'].get('decode', 0):.2f}, {r['worker_cores'].get('inference', 0):.2f}; "
         f"the attacker's process: {r.get('attacker_cores', 0):.2f} cores.",
         "",
         f"Targets: throughput >= {LORIS_RATE_TARGET} x alone: {rate:.2f} x, {met(rate >= LORIS_RATE_TARGET)}; "

@@ -159,7 +159,8 @@ def markdown(points, meta) -> str:
         "",
         "Thread names: `inference` is the first inference thread and ONNX Runtime's pool threads "
         "(they inherit its name), `inference-N` the other lanes (one single-thread session each, "
-        "under load), `worker-blocking` the decode/resize pool, `arbiter` the HTTP event loop.",
+        "under load), `decode` the decode/resize pool (`decode-N` for a model at `nice = N`; "
+        "`worker-blocking` before `model.nice`), `arbiter` the HTTP event loop.",
         "",
     ]
     for p in points:
