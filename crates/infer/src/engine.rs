@@ -11,13 +11,19 @@
 //!
 //! An engine may also give [`Lanes`]: one single-thread session per intra-op thread, loaded like
 //! the first (on the same mapping of the weights), for a caller that runs batches side by side.
+//! At BF16 the lanes are the infer requests of one compilation by OpenVINO in throughput mode,
+//! one single-thread stream per lane, of the model as read for the first (its FP32 weights held
+//! once; each compilation adds its own BF16 copy).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::prepare::Prepared;
 use crate::weights::MappedWeights;
-use crate::{Device, InferError, InputElement, Model, ModelOptions, SessionTuning, error_chain};
+use crate::{
+    Device, InferError, InputElement, Model, ModelOptions, Precision, SessionTuning, error_chain,
+    openvino,
+};
 
 /// A loaded model and the prepared cache entry it was loaded from, held for as long as the
 /// engine lives, with what its lanes are to be loaded from.
@@ -33,11 +39,14 @@ pub struct Engine {
 
 /// How to load an engine's lanes: one single-thread session per intra-op thread of the first,
 /// from the same (prepared) model file and, where the first used it, the same mapping of the
-/// weights, so each lane costs only its working memory.
+/// weights, so each lane costs only its working memory. At BF16, one infer request per lane of one
+/// more compilation of the engine's model ([`Model::load_bf16_lanes`]).
 #[derive(Debug)]
 pub struct Lanes {
     /// Set by [`Engine::with_lanes`]; off, [`Engine::take_lanes`] gives none.
     on: bool,
+    /// At BF16, the model as OpenVINO read it for the engine, for the lanes to compile.
+    bf16: Option<openvino::Source>,
     opts: ModelOptions,
     tuning: SessionTuning,
     weights: Option<Arc<MappedWeights>>,
@@ -52,19 +61,26 @@ impl Engine {
     /// [`Engine::load_shared`] at `precision`: `Fp32` is exactly that; `Bf16` compiles the model
     /// with OpenVINO's CPU plugin at BF16 inference precision ([`Model::load_bf16`]: refused,
     /// with the reason, on a CPU without AVX512-BF16 or AMX, off the CPU, or without the
-    /// OpenVINO library), with no prepared entry and no lanes (OpenVINO keeps one copy of its
-    /// compiled weights per session; its threads are its own).
+    /// OpenVINO library), in latency mode, with no prepared entry (OpenVINO keeps its own copy
+    /// of the compiled weights). Its lanes, when on, share a second compilation in throughput
+    /// mode, which shares the first's FP32 weights and holds a BF16 copy of its own.
     pub fn load_precision(
         opts: &ModelOptions,
         cache: Option<&Path>,
         spinning: bool,
-        precision: crate::Precision,
+        precision: Precision,
     ) -> Result<Engine, InferError> {
         match precision {
-            crate::Precision::Fp32 => Engine::load_shared(opts, cache, spinning),
-            crate::Precision::Bf16 => {
+            Precision::Fp32 => Engine::load_shared(opts, cache, spinning),
+            Precision::Bf16 => {
                 let tuning = SessionTuning::for_device(opts.device, spinning);
-                Model::load_bf16(opts, &tuning).map(Engine::from)
+                Model::load_bf16_source(opts, &tuning).map(|(model, source)| {
+                    let mut engine = Engine::loaded(model, None, opts, tuning);
+                    if let Some(lanes) = engine.lanes.as_mut() {
+                        lanes.bf16 = Some(source);
+                    }
+                    engine
+                })
             }
         }
     }
@@ -153,6 +169,7 @@ impl Engine {
             prepared,
             lanes: Some(Lanes {
                 on: false,
+                bf16: None,
                 opts: opts.clone(),
                 tuning,
                 weights: None,
@@ -196,13 +213,10 @@ impl Engine {
 /// Whether a model at `precision` can be served on `device` here, without loading it (for
 /// `arbiter check`): `Fp32` always; `Bf16` on a CPU with AVX512-BF16 or AMX whose OpenVINO library
 /// loads ([`crate::init_openvino`]). The error says why not, as a load would.
-pub fn check_precision(
-    device: crate::Device,
-    precision: crate::Precision,
-) -> Result<(), InferError> {
+pub fn check_precision(device: crate::Device, precision: Precision) -> Result<(), InferError> {
     match precision {
-        crate::Precision::Fp32 => Ok(()),
-        crate::Precision::Bf16 => {
+        Precision::Fp32 => Ok(()),
+        Precision::Bf16 => {
             if let Some(refusal) = crate::model::bf16_refusal(device, crate::CpuOffers::detect()) {
                 return Err(refusal);
             }
@@ -225,6 +239,11 @@ impl From<Model> for Engine {
 impl Lanes {
     /// Loads the lanes: one single-thread engine per intra-op thread of the first.
     pub fn load(self) -> Result<Vec<Engine>, InferError> {
+        if let Some(source) = &self.bf16 {
+            let lanes = self.opts.intra_threads;
+            let models = Model::load_bf16_lanes(source, &self.opts, &self.tuning, lanes)?;
+            return Ok(models.into_iter().map(Engine::from).collect());
+        }
         let single = ModelOptions {
             intra_threads: 1,
             ..self.opts.clone()

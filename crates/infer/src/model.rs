@@ -176,17 +176,60 @@ impl Model {
     }
 
     /// Loads the model at `precision = "bf16"`: compiled by OpenVINO's CPU plugin with BF16
-    /// inference precision (see [`crate::openvino`]), after the same checks of its input and
-    /// output as [`Model::load`] (read through ONNX Runtime) and the same warm-up. Refused, with
-    /// the reason, off the CPU, on a CPU without AVX512-BF16 or AMX ([`CpuOffers`]), or where
-    /// the OpenVINO library is missing: never a silent FP32 fallback.
+    /// inference precision in latency mode (see [`crate::openvino`]), after the same checks of
+    /// its input and output as [`Model::load`] (read through ONNX Runtime) and the same warm-up.
+    /// Refused, with the reason, off the CPU, on a CPU without AVX512-BF16 or AMX
+    /// ([`CpuOffers`]), or where the OpenVINO library is missing: never a silent FP32 fallback.
     pub fn load_bf16(opts: &ModelOptions, tuning: &SessionTuning) -> Result<Model, InferError> {
+        Self::load_bf16_source(opts, tuning).map(|(model, _)| model)
+    }
+
+    /// [`Model::load_bf16`], with the model as OpenVINO read it, for [`Model::load_bf16_lanes`]
+    /// to compile again with the same FP32 weights.
+    pub(crate) fn load_bf16_source(
+        opts: &ModelOptions,
+        tuning: &SessionTuning,
+    ) -> Result<(Model, openvino::Source), InferError> {
         let started = Instant::now();
-        bf16_refusal(opts.device, CpuOffers::detect()).map_or(Ok(()), Err)?;
-        let sig = signature::read(&opts.path, opts.runtime_library.as_deref())?;
-        let sig = signature::check(&sig, &opts.input)?;
-        let request = openvino::Request::compile(&opts.path, opts.intra_threads)?;
+        let sig = check_bf16(opts)?;
+        let source = openvino::Source::read(&opts.path)?;
+        let compiled = openvino::Compiled::compile(&source, opts.intra_threads, 1)?;
+        let model = Model::of_request(&compiled, sig, opts, tuning, started)?;
+        Ok((model, source))
+    }
+
+    /// `lanes` models of `source` (read from `opts.path`) that run side by side, one thread
+    /// each: one compilation in throughput mode (one stream per lane, its BF16 weights held once)
+    /// and one infer request of it per model, each warmed up.
+    pub(crate) fn load_bf16_lanes(
+        source: &openvino::Source,
+        opts: &ModelOptions,
+        tuning: &SessionTuning,
+        lanes: usize,
+    ) -> Result<Vec<Model>, InferError> {
+        let started = Instant::now();
+        let single = ModelOptions {
+            intra_threads: 1,
+            ..opts.clone()
+        };
+        let sig = check_bf16(&single)?;
+        let lanes = lanes.max(1);
+        let compiled = openvino::Compiled::compile(source, lanes, lanes)?;
+        (0..lanes)
+            .map(|_| Model::of_request(&compiled, sig.clone(), &single, tuning, started))
+            .collect()
+    }
+
+    /// A model of a new infer request of `compiled`, warmed up.
+    fn of_request(
+        compiled: &Arc<openvino::Compiled>,
+        sig: signature::Served,
+        opts: &ModelOptions,
+        tuning: &SessionTuning,
+        started: Instant,
+    ) -> Result<Model, InferError> {
         let classes = sig.classes;
+        let request = compiled.request()?;
         Model::assemble(Runner::OpenVino(request), None, sig, opts)
             .finish(classes, opts, tuning, started)
     }
@@ -452,6 +495,14 @@ fn check_output(
         });
     }
     Ok(())
+}
+
+/// The checks of [`Model::load_bf16`] before OpenVINO compiles: the precision can be served
+/// here, and the model's input and output (read through ONNX Runtime) fit the recipe.
+fn check_bf16(opts: &ModelOptions) -> Result<signature::Served, InferError> {
+    bf16_refusal(opts.device, CpuOffers::detect()).map_or(Ok(()), Err)?;
+    let sig = signature::read(&opts.path, opts.runtime_library.as_deref())?;
+    signature::check(&sig, &opts.input)
 }
 
 /// Why `precision = "bf16"` cannot be served on `device` with the CPU's `offers`, if it cannot.

@@ -4,7 +4,9 @@
 //!
 //! On a CPU with AVX512-BF16 or AMX: every photo's outputs within `BF16_TOLERANCE` of FP32's (BF16
 //! keeps 8 bits of mantissa: the issue measured 0.029 at most on this model), batches of 8 equal
-//! to singles. On a CPU without them: the load is refused with the reason, never a silent FP32.
+//! to singles, and each lane (an infer request of the throughput-mode compilation) answering as
+//! the engine itself. On a CPU without them: the load is refused with the reason, never a silent
+//! FP32.
 
 use arbiter_infer::{
     CpuOffers, Device, Engine, InferError, InputRecipe, ModelOptions, Precision, check_precision,
@@ -82,7 +84,9 @@ fn bf16_answers_within_its_rounding_of_fp32_or_is_refused() {
         eprintln!("refused as it must be on this CPU ({offers}): {err}");
         return;
     }
-    let mut engine = load(8).expect("bf16 loads on a CPU with AVX512-BF16 or AMX");
+    let mut engine = load(8)
+        .expect("bf16 loads on a CPU with AVX512-BF16 or AMX")
+        .with_lanes(true);
     // What `arbiter check` asks: fine here, refused on a GPU; fp32 anywhere.
     check_precision(Device::Cpu, Precision::Bf16).expect("bf16 can be served here");
     assert!(check_precision(Device::Cuda(0), Precision::Bf16).is_err());
@@ -92,7 +96,12 @@ fn bf16_answers_within_its_rounding_of_fp32_or_is_refused() {
         None,
         "OpenVINO compiles its own copy"
     );
-    assert!(engine.take_lanes().is_none());
+    let mut lanes = engine
+        .take_lanes()
+        .expect("lanes when asked")
+        .load()
+        .expect("the lanes load");
+    assert_eq!(lanes.len(), 2, "one lane per thread");
     assert_eq!(engine.model().num_classes(), CLASSES);
     let refs = references();
     assert!(!refs.is_empty());
@@ -128,6 +137,19 @@ fn bf16_answers_within_its_rounding_of_fp32_or_is_refused() {
             diff <= BF16_TOLERANCE,
             "{file} at {i}: batch and single differ by {diff}"
         );
+    }
+    // Each lane answers as the engine (both BF16, compiled apart: their rounding may differ).
+    for (l, lane) in lanes.iter_mut().enumerate() {
+        for (file, input, _) in &refs {
+            let diff = arbiter_testkit::max_difference(
+                &lane.run(input, 1).unwrap(),
+                &engine.run(input, 1).unwrap(),
+            );
+            assert!(
+                diff <= BF16_TOLERANCE,
+                "{file}: lane {l} and the engine differ by {diff}"
+            );
+        }
     }
     eprintln!(
         "bf16 on {} photos: max |BF16 - FP32| {worst:.4}, mean {:.4}",
@@ -174,4 +196,78 @@ fn bf16_speed_against_fp32() {
             );
         }
     }
+}
+
+/// Images per second of `lanes` together, each running batches of 1 on a thread of its own for
+/// `seconds` (the sum of their rates: their windows overlap but for a warm-up).
+fn lanes_speed(lanes: &mut [Engine], input: &[f32], seconds: f64) -> f64 {
+    std::thread::scope(|s| {
+        let threads: Vec<_> = lanes
+            .iter_mut()
+            .map(|lane| s.spawn(move || speed(lane, input, 1, seconds)))
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    })
+}
+
+/// This process's resident memory in MiB (`VmRSS`), after glibc gave back what it holds free
+/// (reading a model frees much: that is not what the model costs).
+#[allow(unsafe_code)]
+fn resident_mib() -> f64 {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: malloc_trim only returns glibc's free memory to the system.
+    unsafe { malloc_trim(0) };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// BF16 at batch 1 on 2 threads, taken in turn eight times, 2 s each: the engine itself (latency mode: one
+/// stream of 2 threads, one request at a time) against its 2 lanes (throughput mode: one
+/// compilation, 2 streams of 1 thread, an infer request each, driven by 2 threads), and one lane
+/// alone at the end; with the memory each adds. `cargo test --release -p arbiter-infer --test bf16 --
+/// --ignored --nocapture` (docs/int8.md).
+#[test]
+#[ignore = "a measurement: run it on a quiet machine"]
+fn bf16_lanes_against_latency_mode() {
+    if !CpuOffers::detect().bf16() {
+        eprintln!("this CPU has no BF16");
+        return;
+    }
+    init_runtime(Some(&setup::onnxruntime())).unwrap();
+    let start = resident_mib();
+    let mut engine = load(1).unwrap().with_lanes(true);
+    let before = resident_mib();
+    let mut lanes = engine.take_lanes().unwrap().load().unwrap();
+    eprintln!(
+        "resident: the engine (latency mode) adds {:.0} MiB, its {} lanes (throughput mode, the same source) {:.0} MiB more",
+        before - start,
+        lanes.len(),
+        resident_mib() - before
+    );
+    let input = references().remove(0).1;
+    let mut ratios = Vec::new();
+    for round in 1..=8 {
+        let latency = speed(&mut engine, &input, 1, 2.0);
+        let throughput = lanes_speed(&mut lanes, &input, 2.0);
+        ratios.push(throughput / latency);
+        eprintln!(
+            "round {round} batch 1: latency mode {latency:.1} img/s, {} lanes {throughput:.1} img/s, {:.2}x",
+            lanes.len(),
+            throughput / latency
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    let alone = speed(&mut lanes[0], &input, 1, 2.0);
+    eprintln!(
+        "lanes against latency mode: median {:.2}x (from {:.2}x to {:.2}x); one lane alone {alone:.1} img/s",
+        (ratios[3] + ratios[4]) / 2.0,
+        ratios[0],
+        ratios[7]
+    );
 }

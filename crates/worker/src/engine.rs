@@ -1,5 +1,6 @@
 //! The real backend: `arbiter_infer`'s [`Engine`] (an ONNX Runtime session, loaded with shared
-//! weights where it can) run by the inference thread, its lanes on where the lane rule says.
+//! weights where it can, or OpenVINO at BF16) run by the inference thread, its lanes on where the
+//! lane rule says.
 
 use std::path::Path;
 
@@ -10,8 +11,8 @@ use crate::tensor::Batch;
 
 /// Loads the worker's engine at its `precision` (see [`Engine::load_precision`]: FP32 through
 /// ONNX Runtime with shared weights, BF16 through OpenVINO), with one single-thread lane per
-/// ONNX Runtime thread when `parallel_batches` is on and the rule of `arbiter_config::runs_lanes`
-/// allows it (a CPU, more than one thread, FP32: OpenVINO's threads are its own).
+/// thread when `parallel_batches` is on and the rule of `arbiter_config::runs_lanes` allows it (a
+/// CPU, more than one thread).
 pub(crate) fn load_engine(
     opts: &ModelOptions,
     cache: Option<&Path>,
@@ -20,8 +21,7 @@ pub(crate) fn load_engine(
     precision: Precision,
 ) -> Result<Engine, InferError> {
     let on_cpu = opts.device == Device::Cpu;
-    let lanes = precision == Precision::Fp32
-        && arbiter_config::runs_lanes(parallel_batches, on_cpu, opts.intra_threads);
+    let lanes = arbiter_config::runs_lanes(parallel_batches, on_cpu, opts.intra_threads);
     Engine::load_precision(opts, cache, spinning, precision).map(|engine| engine.with_lanes(lanes))
 }
 
@@ -51,7 +51,7 @@ impl Backend for Engine {
 
     /// One single-thread session per intra-op thread, from the same (prepared) model file: on a
     /// CPU with shared weights they use the same mapping of the weights, so each costs only its
-    /// working memory.
+    /// working memory; at BF16, the infer requests of one OpenVINO compilation.
     fn lanes(&mut self) -> Option<LaneLoader<Engine>> {
         let lanes = self.take_lanes()?;
         Some(Box::new(move || lanes.load()))
