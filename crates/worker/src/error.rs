@@ -158,7 +158,7 @@ impl From<InferenceError> for ApiError {
     /// content.
     fn from(e: InferenceError) -> ApiError {
         match e {
-            InferenceError::Overloaded => ApiError::Overloaded,
+            InferenceError::Overloaded | InferenceError::Overtaken => ApiError::Overloaded,
             InferenceError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             InferenceError::Stopped
             | InferenceError::Misfit { .. }

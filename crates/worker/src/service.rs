@@ -19,7 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::access::Record;
-use crate::batcher::{Input, JobOutput, Permit};
+use crate::batcher::{InferenceError, Input, JobOutput, Permit};
 use crate::body::{self, BodyBudget, BoxError, content_length};
 use crate::client::{Peer, client_address};
 use crate::decode::DecodePool;
@@ -501,7 +501,11 @@ impl Service {
     {
         let (parts, body) = req.into_parts();
         let (permit, mut body) = self.admitted_body(model, &parts.headers, body).await?;
-        let image = match upload::read_image(&parts.headers, &mut body, self.budget()).await {
+        let read = tokio::select! {
+            read = upload::read_image(&parts.headers, &mut body, self.budget()) => read,
+            () = permit.overtaken() => return Err(InferenceError::Overtaken.into()),
+        };
+        let image = match read {
             Ok(image) => image,
             Err(e) => return Err(self.after_unread_body(e, &parts.headers, &mut body).await),
         };
@@ -565,7 +569,11 @@ impl Service {
     {
         let (parts, body) = req.into_parts();
         let (permit, mut body) = self.admitted_body(model, &parts.headers, body).await?;
-        let bytes = match body::read_all(&mut body, self.budget()).await {
+        let read = tokio::select! {
+            read = body::read_all(&mut body, self.budget()) => read,
+            () = permit.overtaken() => return Err(InferenceError::Overtaken.into()),
+        };
+        let bytes = match read {
             Ok(b) => b,
             Err(e) => {
                 let e = ApiError::from(e);
@@ -627,7 +635,8 @@ impl Service {
 
     /// Admission of an inference request, decided from its headers before any of its body is
     /// read: the declared length, then a place in `model`'s pipeline (refused at once when the
-    /// queue is full, the body left unread: a refusal costs no more than its headers), then
+    /// queue is full, the body left unread: a refusal costs no more than its headers, unless a
+    /// request whose body is still arriving after `min_data_rate_grace` gives it its place), then
     /// room in the body memory. A length refusal is answered once the body is drained.
     async fn admitted_body<B>(
         &self,
@@ -642,7 +651,10 @@ impl Service {
         if let Err(e) = self.check_declared_length(headers) {
             return Err(self.after_unread_body(e, headers, &mut body).await);
         }
-        let permit = model.queue.admit()?;
+        let limits = &self.inner.config.limits;
+        // Slow bodies are overtaken when slow clients are cut at all (`min_data_rate`).
+        let overtake_after = (limits.min_data_rate > 0).then_some(limits.min_data_rate_grace);
+        let permit = model.queue.admit(overtake_after)?;
         let body = self.metered_body(headers, body).await?;
         Ok((permit, body))
     }

@@ -1,7 +1,8 @@
 //! Overload and hostile clients (issue 26), one mechanism per test, none timed: a request
 //! refused for a full queue is answered from its headers (its body never read) and closes its
-//! connection; headers trickled below the minimum rate are cut; at `max_connections` the
-//! connection longest in its headers makes room for a new one.
+//! connection, unless a request whose body is still arriving past the grace gives it its place;
+//! headers trickled below the minimum rate are cut; at `max_connections` the connection longest
+//! in its headers makes room for a new one.
 
 mod common;
 
@@ -61,6 +62,98 @@ async fn a_request_refused_for_a_full_queue_is_answered_without_reading_its_body
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(headers["connection"], "close");
     assert!(!read.load(SeqCst), "the refused request's body was read");
+    for (_, _, answer) in holders {
+        answer.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_body_still_arriving_after_the_grace_gives_its_place_to_a_new_request() {
+    // A queue of one beside the two preprocessing places: three uploads take every place.
+    let mut batching = options("").models.remove(0).batching;
+    batching.queue_capacity = 1;
+    let grace = Duration::from_secs(2);
+    let limits = Limits {
+        // 1 byte a second: the 100 bytes each upload sends first keep it above the minimum rate
+        // for the whole test, as a client sending just above the rate would be.
+        min_data_rate: 1,
+        min_data_rate_grace: grace,
+        body_read_timeout: Duration::from_secs(600),
+        request_deadline: Duration::from_secs(600),
+        ..options("").limits
+    };
+    let (service, _board, _slot, _thread) = service(Fake::new(Duration::ZERO), batching, limits);
+    let upload = |service: &arbiter_worker::Service| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        tx.try_send(Bytes::from(vec![b'x'; 100])).unwrap();
+        let read = Arc::new(AtomicBool::new(false));
+        let request = Request::post("/model_predict")
+            .header("content-type", "image/png")
+            .header("content-length", "100000")
+            .body(Watched {
+                rx,
+                read: Arc::clone(&read),
+            })
+            .unwrap();
+        let service = service.clone();
+        let answer = tokio::spawn(async move { service.handle(request, Peer::Unix).await });
+        (tx, read, answer)
+    };
+    let started = tokio::time::Instant::now();
+    let mut holders: Vec<_> = (0..3).map(|_| upload(&service)).collect();
+    for (_, read, _) in &holders {
+        assert!(became_true(read, Duration::from_secs(10)).await);
+    }
+
+    // Within the grace, a new request is refused from its headers as when nothing is slow.
+    let (_tx, read, early) = upload(&service);
+    let response = tokio::time::timeout(Duration::from_secs(10), early)
+        .await
+        .expect("refused at once")
+        .unwrap();
+    assert!(
+        started.elapsed() < grace,
+        "the machine took the whole grace to start three uploads"
+    );
+    assert_eq!(response.status(), 503);
+    assert!(!read.load(SeqCst), "the refused request's body was read");
+
+    // Past it, the next request takes the place of one still sending its body, which is
+    // answered 503 and its connection closed; the other two keep theirs.
+    tokio::time::sleep_until(started + grace + Duration::from_millis(200)).await;
+    let (_tx, read, _late) = upload(&service);
+    assert!(
+        became_true(&read, Duration::from_secs(10)).await,
+        "the new request was not admitted"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let overtaken = loop {
+        if let Some(i) = holders
+            .iter()
+            .position(|(_, _, answer)| answer.is_finished())
+        {
+            break holders.remove(i);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no upload was overtaken"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let response = overtaken.2.await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["connection"], "close");
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("overloaded"), "{text}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        holders.iter().all(|(_, _, answer)| !answer.is_finished()),
+        "only one upload gives its place"
+    );
     for (_, _, answer) in holders {
         answer.abort();
     }

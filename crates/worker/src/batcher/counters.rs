@@ -1,10 +1,14 @@
 //! What the request handlers and the inference threads count together: places taken, jobs
 //! queued, requests being prepared, and which lanes are running since when.
 
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 use arbiter_scoreboard::ModelRef;
+
+use super::admission::Reader;
 
 /// The most inference threads (lanes) a worker runs.
 pub(super) const MAX_LANES: usize = 16;
@@ -20,6 +24,9 @@ pub(super) struct Counters {
     /// Requests being preprocessed (holding a place ahead of the model, not yet queued): the
     /// batcher waits for them, up to `max_delay`.
     pub(super) preparing: AtomicUsize,
+    /// The admitted requests whose bodies are still arriving, oldest first, when slow bodies
+    /// may be overtaken (see `Permit::admit`).
+    pub(super) readers: Mutex<Vec<Arc<Reader>>>,
     /// Per lane: monotonic ns since `epoch` when its current batch started; 0 when idle.
     pub(super) busy_since: [AtomicU64; MAX_LANES],
     epoch: Instant,
@@ -35,6 +42,7 @@ impl Counters {
             capacity,
             queued: AtomicUsize::new(0),
             preparing: AtomicUsize::new(0),
+            readers: Mutex::new(Vec::new()),
             busy_since: std::array::from_fn(|_| AtomicU64::new(0)),
             epoch: Instant::now(),
             stats,

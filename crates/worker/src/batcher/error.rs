@@ -11,6 +11,13 @@ pub enum InferenceError {
     /// Every place in the pipeline is taken: the request is refused at once.
     #[error("every place in the inference pipeline is taken")]
     Overloaded,
+    /// Its body was still arriving, past the grace, when every place was taken and a new request
+    /// came: its place went to that request (see `Permit::admit`).
+    #[error(
+        "every place in the inference pipeline is taken and this request's body was still arriving: \
+         its place went to a newer request"
+    )]
+    Overtaken,
     /// The queue takes no more work: the worker is stopping.
     #[error("the worker is shutting down")]
     ShuttingDown,

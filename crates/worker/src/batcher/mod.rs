@@ -214,9 +214,11 @@ impl InferenceQueue {
         &self.info
     }
 
-    /// Takes a place in the pipeline, or refuses with [`InferenceError::Overloaded`].
-    pub fn admit(&self) -> Result<Permit, InferenceError> {
-        Permit::admit(&self.counters)
+    /// Takes a place in the pipeline, or refuses with [`InferenceError::Overloaded`]. With
+    /// `overtake_after`, a request still reading its body after that long when every place is
+    /// taken gives its place to this one (see the admission module).
+    pub fn admit(&self, overtake_after: Option<Duration>) -> Result<Permit, InferenceError> {
+        Permit::admit(&self.counters, overtake_after)
     }
 
     /// Waits for a place among the images prepared ahead of the model (two batches' worth per

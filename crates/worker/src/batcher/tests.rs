@@ -85,7 +85,7 @@ fn start(script: &[Step], queue_capacity: usize) -> (InferenceQueue, InferenceTh
 }
 
 async fn run(queue: &InferenceQueue, value: f32) -> Result<JobOutput, InferenceError> {
-    let mut permit = queue.admit()?;
+    let mut permit = queue.admit(None)?;
     queue.before_preparing(&mut permit).await?;
     queue
         .run(permit, Input::Tensor(Elements::F32(vec![value; IMAGE])), 1)
@@ -116,7 +116,7 @@ async fn each_failure_of_the_model_is_its_own_error_and_the_thread_goes_on() {
 #[tokio::test]
 async fn a_job_that_does_not_fit_the_model_is_refused() {
     let (queue, _thread) = start(&[], 4);
-    let mut permit = queue.admit().unwrap();
+    let mut permit = queue.admit(None).unwrap();
     queue.before_preparing(&mut permit).await.unwrap();
     let misfit = queue
         .run(
@@ -143,10 +143,37 @@ async fn a_job_that_does_not_fit_the_model_is_refused() {
 fn admission_refuses_past_capacity_and_a_dropped_permit_frees_its_place() {
     // queue_capacity 2 + 1 preprocessing thread.
     let (queue, _thread) = start(&[], 2);
-    let permits: Vec<Permit> = (0..3).map(|_| queue.admit().unwrap()).collect();
-    assert!(matches!(queue.admit(), Err(InferenceError::Overloaded)));
+    let permits: Vec<Permit> = (0..3).map(|_| queue.admit(None).unwrap()).collect();
+    assert!(matches!(queue.admit(None), Err(InferenceError::Overloaded)));
     drop(permits);
-    assert!(queue.admit().is_ok());
+    assert!(queue.admit(None).is_ok());
+}
+
+#[tokio::test]
+async fn a_place_held_while_the_body_arrives_goes_to_a_new_request_past_the_grace() {
+    // queue_capacity 2 + 1 preprocessing thread.
+    let (queue, _thread) = start(&[], 2);
+    let grace = Some(Duration::ZERO);
+    let mut permits: Vec<Permit> = (0..3).map(|_| queue.admit(grace).unwrap()).collect();
+    // Its body arrived: it keeps its place whatever comes.
+    permits[1].body_arrived().unwrap();
+    // Full: the oldest still reading gives its place, then the next; the one whose body
+    // arrived is never taken.
+    let first = queue.admit(grace).unwrap();
+    let second = queue.admit(grace).unwrap();
+    assert!(matches!(queue.admit(None), Err(InferenceError::Overloaded)));
+    tokio::time::timeout(Duration::from_secs(5), permits[0].overtaken())
+        .await
+        .expect("the oldest is told");
+    assert!(matches!(
+        permits[0].body_arrived(),
+        Err(InferenceError::Overtaken)
+    ));
+    // The places changed hands, their count did not: all given back, all free again.
+    drop((permits, first, second));
+    let again: Vec<Permit> = (0..3).map(|_| queue.admit(None).unwrap()).collect();
+    assert!(matches!(queue.admit(None), Err(InferenceError::Overloaded)));
+    drop(again);
 }
 
 #[test]
