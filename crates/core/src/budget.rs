@@ -24,14 +24,17 @@
 //! Otherwise a model's per-worker footprint, when not declared, is estimated from its file: on
 //! CPU, one copy of the file per session (each loads its own weights: the lanes with
 //! `model.parallel_batches` are one session per thread beside the all-thread one) and one more
-//! for what ONNX Runtime re-lays out for the CPU's kernels, plus the private part above; on
-//! CUDA, three times the file plus 512 MiB for the CUDA context and cuDNN workspaces.
+//! for what ONNX Runtime re-lays out for the CPU's kernels, plus the private part above; at
+//! `precision = "bf16"` (OpenVINO, which shares nothing between processes), three times the file
+//! per worker (the model as read, compiled for the whole engine and again for the lanes) plus the
+//! private part; on CUDA, three times the file plus 512 MiB for the CUDA context and cuDNN
+//! workspaces.
 
 use std::fmt;
 use std::path::Path;
 
 use arbiter_config::units::format_size;
-use arbiter_config::{Amount, Config, Device, Model};
+use arbiter_config::{Amount, Config, Device, Model, Precision};
 
 use crate::Error;
 
@@ -324,6 +327,16 @@ fn estimate(config: &Config, model: &Model) -> Result<(Footprint, String), Error
     })?;
     let private = cpu_private(config, model);
     let (shared, private, source) = match model.device {
+        // One OpenVINO process holds the FP32 weights as read (the two compilations share
+        // them) and a BF16 copy per compilation (crates/infer/src/openvino.rs).
+        Device::Cpu if model.precision == Precision::Bf16 => (
+            0,
+            3 * size + private,
+            format!(
+                "3 x model file (OpenVINO at bf16, unshared) + {} private",
+                format_size(private)
+            ),
+        ),
         Device::Cpu if model.share_weights => (
             size,
             private,
@@ -518,6 +531,13 @@ mod tests {
         assert_eq!(b.per_worker, (2 << 20) + (144 << 20));
         assert!(b.capacity > 0);
         assert_eq!(b.capacity_source, "available host memory");
+        // OpenVINO at BF16 shares nothing: three copies per worker.
+        let text = "[model]\npath = \"m.onnx\"\nthreads = 1\nprecision = \"bf16\"\n";
+        let b = &compute(&Config::parse(text, &file).unwrap(), 2, 0)
+            .unwrap()
+            .devices[0];
+        assert_eq!((b.shared, b.per_worker), (0, (3 << 20) + (104 << 20)));
+        assert!(b.per_worker_source.contains("OpenVINO at bf16"), "{b:?}");
         // Shared weights count once.
         let text = "[model]\npath = \"m.onnx\"\nthreads = 1\n[memory]\nlimit = \"1GiB\"\n";
         let b = &compute(&Config::parse(text, &file).unwrap(), 4, 0)
