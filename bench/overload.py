@@ -2,11 +2,11 @@
 """Overload and hostile clients (issue 26): goodput past capacity, a slowloris, idle connections.
 
 Run through `scripts/bench --overload [--seconds 15]`, which runs scripts/setup, installs oha
-and builds the release binary first (or `python3 bench/overload.py` after them). Every arbiter
-it starts runs the default config (etc/arbiter.toml's model, one worker, every other key at its
-default) written into a temporary folder with absolute paths, on a free loopback port, with its
-own pidfile and control socket and `[memory] limit = "16GiB"`. Every load is bounded in time
-and runs on 127.0.0.1; every process it starts is stopped by pid.
+and builds the release binaries arbiter and loris first (or `python3 bench/overload.py` after
+them). Every arbiter it starts runs the default config (etc/arbiter.toml's model, one worker,
+every other key at its default) written into a temporary folder with absolute paths, on a free
+loopback port, with its own pidfile and control socket and `[memory] limit = "16GiB"`. Every
+load is bounded in time and runs on 127.0.0.1; every process it starts is stopped by pid.
 
 1. Overload. oha posts the 512 x 600 photo (var/photos/grace_hopper.jpg, a multipart body) to
    /model_predict for `seconds` at 8 clients (the capacity: the issue's baseline), then at 96
@@ -16,9 +16,9 @@ and runs on 127.0.0.1; every process it starts is stopped by pid.
    `arbiter`, the decode pool `decode*`, the model's `inference*`): where the cycles go.
    Then the same three runs on a second arbiter with `server.http_nice = 0` (the HTTP side at
    the model's priority), against its own 8-client run.
-2. Slowloris. 8 oha clients as in 1, beside a Python attacker (its own process) holding
-   2 x max_connections connections, each trickling a header line of 16 bytes a second and
-   reconnecting at once when cut. Targets: the 8 clients' req/s >= 0.9 x alone, p99 <= 2 x
+2. Slowloris. 8 oha clients as in 1, beside an attacker (target/release/loris, its own
+   process: bench/src/bin/loris.rs) holding 2 x max_connections connections, each trickling a
+   header line of 16 bytes a second and reconnecting at once when cut. Targets: the 8 clients' req/s >= 0.9 x alone, p99 <= 2 x
    alone, none failed.
 3. Idle connections. An arbiter with `limits.max_connections = 11000` and `limits.keepalive =
    "600s"`; a client opens `--idle` (10,000) connections, each answered one GET /healthz and then
@@ -48,6 +48,8 @@ from harness.usage import CLK_TCK, memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "arbiter")
+# The slowloris: bench/src/bin/loris.rs, one thread of Rust beside the server on the same cores.
+LORIS = os.path.join(ROOT, "target", "release", "loris")
 OHA = os.path.join(ROOT, "var", "tools", "bin", "oha")
 OUT_DIR = os.path.join(ROOT, "var", "bench", "overload")
 MD = os.path.join(ROOT, "docs", "overload.md")
@@ -205,54 +207,10 @@ def load_run(arbiter, clients, seconds, out_dir, label, attacker=None):
     return result
 
 
-# --- the slowloris (run as its own process: python3 overload.py --loris PORT N SECONDS) ----------
-async def loris(port, n, seconds):
-    deadline = time.monotonic() + seconds
-    stats = {"connections": 0, "cut": 0, "connect_failed": 0, "answers": {}}
-
-    async def one(i):
-        await asyncio.sleep(i * 0.001)
-        while time.monotonic() < deadline:
-            try:
-                r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
-            except (OSError, asyncio.TimeoutError):
-                stats["connect_failed"] += 1
-                await asyncio.sleep(0.1)
-                continue
-            stats["connections"] += 1
-            try:
-                w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-                while time.monotonic() < deadline:
-                    try:
-                        data = await asyncio.wait_for(r.read(4096), 1.0)
-                    except asyncio.TimeoutError:
-                        # 16 bytes a second of a header section that never ends.
-                        w.write(b"X-Loris: 01234\r\n")
-                        await w.drain()
-                        continue
-                    if not data:
-                        break
-                    code = data[9:12].decode(errors="replace")
-                    stats["answers"][code] = stats["answers"].get(code, 0) + 1
-            except OSError:
-                pass
-            finally:
-                w.close()
-            if time.monotonic() < deadline:
-                stats["cut"] += 1
-
-    await asyncio.gather(*(one(i) for i in range(n)))
-    print(json.dumps(stats), flush=True)
-
-
+# --- the slowloris -------------------------------------------------------------------------------
 def slowloris_run(arbiter, seconds, out_dir, attackers):
     log = os.path.join(out_dir, "loris.json")
-    attacker = spawn(
-        [sys.executable, os.path.abspath(__file__), "--loris", str(arbiter.port), str(attackers),
-         str(seconds + 10)],
-        log,
-        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))},
-    )
+    attacker = spawn([LORIS, str(arbiter.port), str(attackers), str(seconds + 10)], log)
     # The attack first takes hold (every connection open, the first cut by the rate limit).
     time.sleep(5)
     result = load_run(arbiter, 8, seconds, out_dir, "beside-slowloris", attacker.pid)
@@ -586,12 +544,6 @@ def report(results, md):
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "--loris":
-        port, n, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        asyncio.run(loris(port, n, seconds))
-        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=15, help="each load run's length (default 15)")
     ap.add_argument("--idle", type=int, default=10000, help="idle connections held (default 10000)")
