@@ -8,6 +8,7 @@ import shutil
 import signal
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from .ceiling_runs import beside_shapes, ceiling, ceiling_shapes, fastest_arbiter_shape, measure_beside
@@ -111,11 +112,16 @@ def main():
     reference = softmax_reference(model, base[1], PHOTOS)
     if reference is None:
         reference = seed_reference if model == seed_model.resolve() else {}
+    # At bf16 the outputs are FP32's within rounding, not equal: on the seed's random weights a
+    # label near the 0.5 threshold may flip (crates/infer/tests/bf16.rs checks the outputs).
+    bf16 = tomllib.loads(base[1]).get("model", {}).get("precision") == "bf16"
+    if bf16:
+        reference = {}
     # What fast_jpeg must answer: Python's after Pillow's draft (the same for small photos); the
     # set-up writes it for the seed's model only.
     reference_draft = {
         i["file"]: i.get("draft_prediction", i["prediction"]) for i in manifest["images"] if i["file"] in PHOTOS
-    } if model == seed_model.resolve() else {}
+    } if model == seed_model.resolve() and not bf16 else {}
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -242,7 +248,8 @@ def main():
                     else:
                         expected = reference_draft if fast else reference
                     if not expected:
-                        say(f"{name:<14} answers not checked: no Python reference for {model.name}")
+                        why = "served at bf16" if bf16 else f"no Python reference for {model.name}"
+                        say(f"{name:<14} answers not checked: {why}")
                     answers = check_answers(port, expected, photos, same_answer) if expected else {}
                     results["answers"].append({"server": name, "rep": rep, "match": answers})
                     for photo, good in answers.items():
