@@ -187,9 +187,9 @@ pub struct Model {
     /// Decode big JPEGs at a reduced scale (libjpeg's DCT scaling, as Pillow's `draft`) when
     /// they stay at least twice the model's input: faster, but not the seed's exact pixels.
     pub fast_jpeg: bool,
-    /// The nice value (0 to 19) of the threads that run this model and decode its requests: a
-    /// higher value gives the cores to the other models first, so a flood of this one takes
-    /// only what they leave.
+    /// The nice value (0 to 19) of the threads that run this model (its requests are decoded at
+    /// this or `server.http_nice`, whichever is higher): a higher value gives the cores to the
+    /// other models first, so a flood of this one takes only what they leave.
     pub nice: i32,
     /// `[model.preprocess]`: how an image becomes the model's input.
     pub preprocess: Preprocess,

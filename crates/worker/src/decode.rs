@@ -1,8 +1,9 @@
 //! The threads that prepare the models' requests (image decode and resize, tensor JSON parsing):
-//! one pool per nice value among the worker's models (`model.nice`), `preprocess_threads` threads
-//! each, so a request is prepared at its model's priority, not at the HTTP side's
-//! (`server.http_nice`). With every model at the same nice value there is one pool, as with one
-//! model.
+//! one pool per nice value they run at, `preprocess_threads` threads each. A model's requests are
+//! prepared at its own nice value (`model.nice`) or the HTTP thread's (`server.http_nice`),
+//! whichever is higher (the service's `decode_nice`): a bulk model's decode goes behind the
+//! others' with its inference, and no decode goes ahead of the thread that reads the requests.
+//! With the defaults there is one pool, at the HTTP thread's value.
 //!
 //! A thread inherits the nice value of the thread that starts it and, unprivileged, can raise its
 //! own but never lower it: the pools are started with the service, before the HTTP thread raises

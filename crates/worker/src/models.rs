@@ -36,8 +36,8 @@ pub struct ServedModel {
     pub batching: Batching,
     /// Whether it runs on a GPU.
     pub on_gpu: bool,
-    /// The nice value its requests are prepared at (`model.nice`; its inference threads took it
-    /// when they started).
+    /// Its nice value (`model.nice`): its inference threads took it when they started; its
+    /// requests are prepared at it or the HTTP thread's, whichever is higher.
     pub nice: i32,
     /// Its block of the worker's scoreboard slot.
     pub stats: ModelRef,

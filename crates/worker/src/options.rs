@@ -42,8 +42,7 @@ pub struct ModelEntry {
     pub precision: arbiter_config::Precision,
     /// OpenVINO's C library for a BF16 model (`openvino_library`).
     pub openvino_library: Option<PathBuf>,
-    /// The nice value of its inference threads and of the threads preparing its requests
-    /// (`nice`).
+    /// The nice value of its inference threads (`nice`).
     pub nice: i32,
 }
 
