@@ -372,35 +372,38 @@ one arbiter after the other (8 clients, then 96, 10 s each, twice), 10 gave 0.88
 bottleneck (EfficientNet-Lite0 on the 12 MP photo, 8 clients: 19.8 and 19.2 req/s at 19 against
 19.1 at 0, the decode threads at 0.64 cores either way), nor at capacity on the seed's model.
 The figures move with the machine's other load, which they share (the load average is in the
-machine line above): in the run above the 8-client figure fell from 15.5 to 12.6 req/s between
-the first run and the one after 12 x, and the 12 x row's 0.83 x is against their mean. Read
-together, the runs say: with the HTTP side at the model's priority, overload halves the goodput
-(0.44 x to 0.57 x in every run); with it below, the goodput stays within the machine's noise of
-capacity (0.83 x to 0.99 x at 12 x and 60 x, over five runs), and the 0.9 x target is met in
-most runs but not all.
+machine line above); each overload row is against the mean of the 8-client runs just before and
+after it. Read together, the runs say: with the HTTP side at the model's priority, overload
+halves the goodput (0.44 x to 0.57 x in every run); with it below, the goodput stays within the
+machine's noise of capacity (0.83 x to 0.99 x at 12 x and 60 x over six runs, 0.93 x and 0.89 x
+in the quiet run of 2026-12-08 04:35), and the 0.9 x target is met in most runs but not all.
+The cores the model loses under overload are about what the HTTP thread and the load generator
+(oha, on the same two cores) take, plus the kernel's work on the connections each refusal
+closes. The 8-client run after 60 x can see a few 503s: the 60 x clients' last requests are
+still in the queue when it starts.
 
 Beside the slowloris, the worker itself spends a few hundredths of a core on the attack (the
-HTTP thread's figure); what the normal clients lose is the cores the attacker's own process and
-the kernel's TCP work take on the same two cores, and, for p99, the first request of each new
-connection: the attackers reconnect at once, so about `max_connections` of them wait in the
-listen backlog ahead of a new client, which is accepted only when they have been (inferred from
-the p99 moving with `EVICT_AFTER`, not measured per request). The wait before a connection is
-closed for a new one sets both: tried on the quiet machine (25 req/s alone), 0 s gave 0.52 x
-and a p99 of 2.1 x (the attackers churned 2,200 connections a second, their process took 0.75
+HTTP thread's figure); what the normal clients lose is the cores the kernel's TCP work takes for
+the attackers' churn (about a thousand connections a second) on the same two cores, the
+attacker's own process (0.06 cores since it is written in Rust, `bench/src/bin/loris.rs`; the
+Python one took 0.26 to 0.45), and, for p99, the first request of each new connection: the
+attackers reconnect at once, so about `max_connections` of them wait in the listen backlog ahead
+of a new client, which is accepted only when they have been (inferred from the p99 moving with
+`EVICT_AFTER`, not measured per request). The wait before a connection is closed for a new one
+sets both: tried on the quiet machine (25 req/s alone, the Python attacker), 0 s gave 0.52 x and
+a p99 of 2.1 x (the attackers churned 2,200 connections a second, their process took 0.75
 cores), 1 s gave 0.65 x and 4.4 x (800 a second, 0.45 cores); 2 s, on a busier machine, 0.73 x
-and 3.7 x. 1 s is kept: with `http_nice = 19` the run above gave 0.87 x and a p99 of 2.0 x (a
-hair over), an earlier one 1.22 x and 2.2 x on a machine whose other load fell meanwhile. None
-failed in any run; the throughput and p99 targets are missed or at the edge with the attacker
-on the same two cores.
+and 3.7 x. 1 s is kept. Over the runs made, the throughput beside the attack was 0.75 x to
+0.87 x of alone (1.22 x once, on a machine whose other load fell meanwhile) and its p99 2.0 x to
+4.3 x; none failed in any run. The throughput and p99 targets are missed with the attacker on
+the same two cores.
 
-What is not done: a request admitted before its body holds its model's place while the body
-arrives, so a client sending a body at just over `min_data_rate` holds a place for up to
-`limits.body_timeout`; a client holding `queue_size + preprocess_threads` such bodies keeps the
-model's queue full (the rate and the timeout bound it, nothing smaller). Adaptive concurrency
-limits (Netflix's, Envoy's) and per-client limits (nginx's `limit_conn`, `limit_req`) are not
-built: nginx in front still does the latter. On a 2-core machine shared with the attackers,
-what the attackers' own processes and the kernel's TCP work take is lost to the model whatever
-the server does: the slowloris row is that.
+What is not done: adaptive concurrency limits (Netflix's, Envoy's) and per-client limits
+(nginx's `limit_conn`, `limit_req`) are not built: nginx in front still does the latter. A
+body trickled just above `min_data_rate` no longer holds its model's place past the grace when
+others need it (the table above). On a 2-core machine shared with the attackers, what the
+kernel's TCP work for their churn takes is lost to the model whatever the server does: the
+slowloris row is mostly that.
 """
 
 def met(ok):
