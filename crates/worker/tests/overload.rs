@@ -31,28 +31,13 @@ async fn a_request_refused_for_a_full_queue_is_answered_without_reading_its_body
         ..options("").limits
     };
     let (service, _board, _slot, _thread) = service(Fake::new(Duration::ZERO), batching, limits);
-    let upload = |service: &arbiter_worker::Service| {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let read = Arc::new(AtomicBool::new(false));
-        let request = Request::post("/model_predict")
-            .header("content-type", "image/png")
-            .header("content-length", "100000")
-            .body(Watched {
-                rx,
-                read: Arc::clone(&read),
-            })
-            .unwrap();
-        let service = service.clone();
-        let answer = tokio::spawn(async move { service.handle(request, Peer::Unix).await });
-        (tx, read, answer)
-    };
     // Three clients whose bodies never come hold every place (taken before their bodies).
-    let holders: Vec<_> = (0..3).map(|_| upload(&service)).collect();
+    let holders: Vec<_> = (0..3).map(|_| upload(&service, 0)).collect();
     for (_, read, _) in &holders {
         assert!(became_true(read, Duration::from_secs(10)).await);
     }
 
-    let (_tx, read, refused) = upload(&service);
+    let (_tx, read, refused) = upload(&service, 0);
     let response = tokio::time::timeout(Duration::from_secs(10), refused)
         .await
         .expect("refused at once")
@@ -83,30 +68,14 @@ async fn a_body_still_arriving_after_the_grace_gives_its_place_to_a_new_request(
         ..options("").limits
     };
     let (service, _board, _slot, _thread) = service(Fake::new(Duration::ZERO), batching, limits);
-    let upload = |service: &arbiter_worker::Service| {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        tx.try_send(Bytes::from(vec![b'x'; 100])).unwrap();
-        let read = Arc::new(AtomicBool::new(false));
-        let request = Request::post("/model_predict")
-            .header("content-type", "image/png")
-            .header("content-length", "100000")
-            .body(Watched {
-                rx,
-                read: Arc::clone(&read),
-            })
-            .unwrap();
-        let service = service.clone();
-        let answer = tokio::spawn(async move { service.handle(request, Peer::Unix).await });
-        (tx, read, answer)
-    };
     let started = tokio::time::Instant::now();
-    let mut holders: Vec<_> = (0..3).map(|_| upload(&service)).collect();
+    let mut holders: Vec<_> = (0..3).map(|_| upload(&service, 100)).collect();
     for (_, read, _) in &holders {
         assert!(became_true(read, Duration::from_secs(10)).await);
     }
 
     // Within the grace, a new request is refused from its headers as when nothing is slow.
-    let (_tx, read, early) = upload(&service);
+    let (_tx, read, early) = upload(&service, 100);
     let response = tokio::time::timeout(Duration::from_secs(10), early)
         .await
         .expect("refused at once")
@@ -121,7 +90,7 @@ async fn a_body_still_arriving_after_the_grace_gives_its_place_to_a_new_request(
     // Past it, the next request takes the place of one still sending its body, which is
     // answered 503 and its connection closed; the other two keep theirs.
     tokio::time::sleep_until(started + grace + Duration::from_millis(200)).await;
-    let (_tx, read, _late) = upload(&service);
+    let (_tx, read, _late) = upload(&service, 100);
     assert!(
         became_true(&read, Duration::from_secs(10)).await,
         "the new request was not admitted"
@@ -157,6 +126,33 @@ async fn a_body_still_arriving_after_the_grace_gives_its_place_to_a_new_request(
     for (_, _, answer) in holders {
         answer.abort();
     }
+}
+
+/// An upload of a declared 100,000 bytes to `service` of which `sent` arrive at once and the rest
+/// when the test sends them: the sender, whether the body was polled, and the answer to come.
+type Upload = (
+    tokio::sync::mpsc::Sender<Bytes>,
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<hyper::Response<http_body_util::Full<Bytes>>>,
+);
+
+fn upload(service: &arbiter_worker::Service, sent: usize) -> Upload {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    if sent > 0 {
+        tx.try_send(Bytes::from(vec![b'x'; sent])).unwrap();
+    }
+    let read = Arc::new(AtomicBool::new(false));
+    let request = Request::post("/model_predict")
+        .header("content-type", "image/png")
+        .header("content-length", "100000")
+        .body(Watched {
+            rx,
+            read: Arc::clone(&read),
+        })
+        .unwrap();
+    let service = service.clone();
+    let answer = tokio::spawn(async move { service.handle(request, Peer::Unix).await });
+    (tx, read, answer)
 }
 
 fn server_with(limits: Limits) -> TestServer {
