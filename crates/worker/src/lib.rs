@@ -144,13 +144,6 @@ pub fn run(opts: WorkerOptions, listeners: Vec<Listener>, ctx: WorkerContext) ->
              (not libjpeg-turbo 2.1): libjpeg decodes every JPEG"
         );
     }
-    // Each decoding thread reuses one image buffer instead of faulting in a new one per image:
-    // `preprocess_threads` per nice value among the models (the service's decode pools).
-    let http = opts.limits.http_nice;
-    let mut levels: Vec<i32> = opts.models.iter().map(|m| m.nice.max(http)).collect();
-    levels.sort_unstable();
-    levels.dedup();
-    arbiter_vision::keep_spare_buffers(opts.preprocess_threads.max(1) * levels.len());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(opts.preprocess_threads.max(1) + 1)

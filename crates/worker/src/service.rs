@@ -143,6 +143,9 @@ impl Service {
                 decoders.push(pool);
             }
         }
+        // Each decoding thread reuses one image buffer instead of faulting in a new one per
+        // image.
+        arbiter_vision::keep_spare_buffers(config.preprocess_threads.max(1) * decoders.len());
         let body_memory = BODY_MEMORY.max(config.limits.max_body_bytes);
         let body_units = u32::try_from(body_memory.div_ceil(BODY_UNIT))
             .unwrap_or(u32::MAX)
