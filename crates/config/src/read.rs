@@ -203,16 +203,8 @@ fn read_server(root: &mut Table, base: &Path, errs: &mut Errors) -> Server {
     if let Some(n) = t.count("accept_batch", 1, errs) {
         server.accept_batch = n;
     }
-    if let Some((n, field)) = t.integer("http_nice", errs) {
-        if (0..=19).contains(&n) {
-            server.http_nice = n as i32;
-        } else {
-            errs.at(
-                &field.path,
-                &field.span,
-                format!("must be 0 to 19, got {n}"),
-            );
-        }
+    if let Some(n) = read_nice(&mut t, "http_nice", errs) {
+        server.http_nice = n;
     }
     if server.group.is_some() && server.user.is_none() {
         errs.at(
@@ -463,19 +455,8 @@ fn read_model(
     if let Some(b) = t.boolean("fast_jpeg", errs) {
         model.fast_jpeg = b;
     }
-    if let Some((n, field)) = t.integer("nice", errs) {
-        if (0..=19).contains(&n) {
-            model.nice = n as i32;
-        } else {
-            errs.at(
-                &field.path,
-                &field.span,
-                format!(
-                    "must be 0 to 19, got {n} (a worker may raise its threads' nice value, \
-                     not lower it)"
-                ),
-            );
-        }
+    if let Some(n) = read_nice(t, "nice", errs) {
+        model.nice = n;
     }
     model.preprocess = read_preprocess(t, errs);
     model.postprocess = read_postprocess(t, errs);
@@ -504,6 +485,22 @@ fn read_model(
         );
     }
     (model, is_default, spinning.is_some())
+}
+
+/// A nice value, 0 to 19: a worker may raise its threads' nice value, not lower it.
+fn read_nice(t: &mut Table, key: &str, errs: &mut Errors) -> Option<i32> {
+    let (n, field) = t.integer(key, errs)?;
+    if (0..=19).contains(&n) {
+        return Some(n as i32);
+    }
+    errs.at(
+        &field.path,
+        &field.span,
+        format!(
+            "must be 0 to 19, got {n} (a worker may raise its threads' nice value, not lower it)"
+        ),
+    );
+    None
 }
 
 fn parse_device(text: &str) -> Option<Device> {
